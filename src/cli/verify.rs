@@ -1,0 +1,56 @@
+//! `kache verify [--repair]`: re-hash every blob and check the index against the blobs.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::store::Store;
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Remove damaged entries, corrupt and orphan blobs, and rebuild reference counts.
+    #[arg(long)]
+    repair: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(config: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.dir)
+        .with_context(|| format!("opening the cache at {}", config.dir.display()))?;
+    let report = store.verify(args.repair).context("verifying the store")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "checked {} blobs ({})",
+            report.blobs_checked,
+            super::format::bytes(report.bytes_checked)
+        );
+        let rows = [
+            ("corrupt blobs", report.corrupt_blobs.len()),
+            ("missing blobs", report.missing_blobs.len()),
+            ("orphan blobs", report.orphan_blobs.len()),
+            ("wrong reference counts", report.wrong_refcounts),
+            ("damaged entries", report.damaged_entries.len()),
+        ];
+        for (what, n) in rows {
+            println!("{what:<24}{n:>8}");
+        }
+        if report.repaired {
+            println!("repaired: damaged entries and bad blobs removed, reference counts rebuilt");
+        }
+    }
+    let remaining = if report.repaired {
+        store.verify(false)?.problems()
+    } else {
+        report.problems()
+    };
+    Ok(if remaining == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

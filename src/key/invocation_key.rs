@@ -1,0 +1,292 @@
+//! The invocation key: everything about an invocation that is known before compiling.
+//!
+//! Arguments are keyed with output locations removed (`--out-dir`, `-C incremental` when it
+//! is stripped), with flags that only shape diagnostics removed (`--color`,
+//! `--diagnostic-width`), with order-free lists sorted (`--cfg`, `--check-cfg`, `--extern`)
+//! and with root paths relativised. Files named on the command line that rustc reads
+//! (`--extern` crates, `-l` archives, a target JSON, the linker) are keyed by content.
+
+use std::path::{Path, PathBuf};
+
+use super::roots::Roots;
+use super::toolchain::Toolchain;
+use super::{FileHasher, KeyBuilder, KeyField};
+use crate::invocation::RustcArgs;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot hash {path}: {source}")]
+pub struct KeyError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+pub struct KeyInputs<'a> {
+    pub args: &'a RustcArgs,
+    pub toolchain: &'a Toolchain,
+    /// Programs in front of rustc (clippy-driver), keyed by content.
+    pub drivers: &'a [PathBuf],
+    pub roots: &'a Roots,
+    pub cwd: &'a Path,
+    /// The keyed environment (see [`super::env::keyed_vars`]).
+    pub env: &'a [(String, Option<String>)],
+    pub path_var: Option<&'a str>,
+}
+
+/// Computes the invocation key and its readable fields.
+pub fn invocation_key(
+    inputs: &KeyInputs,
+    hasher: &mut dyn FileHasher,
+) -> Result<(String, Vec<KeyField>), KeyError> {
+    let KeyInputs {
+        args,
+        toolchain,
+        roots,
+        cwd,
+        ..
+    } = inputs;
+    let rel = |s: &str| roots.relativize(s).into_owned();
+    let mut hash = |path: &Path| {
+        hasher.hash_file(path).map_err(|source| KeyError {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let mut k = KeyBuilder::new("invocation");
+    k.field("toolchain", &toolchain.id);
+    k.field("rustc-release", &toolchain.release);
+    for driver in inputs.drivers {
+        let program =
+            resolve_program(driver, cwd, inputs.path_var).unwrap_or_else(|| driver.to_owned());
+        k.field("driver", hash(&program)?);
+    }
+    k.field("cwd", rel(&cwd.to_string_lossy()));
+    // Which roots exist decides the remapping; their order follows path lengths, which vary
+    // between checkouts and do not change which mapping applies.
+    let mut remaps: Vec<String> = roots
+        .iter()
+        .map(|r| format!("{}={}", r.name, r.remap_to))
+        .collect();
+    remaps.sort();
+    k.field("remap", remaps.join(","));
+
+    let mut cfgs = Vec::new();
+    let mut check_cfgs = Vec::new();
+    let mut emits = Vec::new();
+    for item in &args.items {
+        let value = item.value.as_deref().unwrap_or_default();
+        match item.flag.as_str() {
+            "--out-dir" | "-o" | "--diagnostic-width" | "--color" | "--extern" => {}
+            "-C" if value.starts_with("incremental") => {}
+            "--cfg" => cfgs.push(value.to_owned()),
+            "--check-cfg" => check_cfgs.push(value.to_owned()),
+            "--emit" => emits.extend(
+                value
+                    .split(',')
+                    .map(|e| e.split('=').next().unwrap_or(e).to_owned()),
+            ),
+            "" => k.field("input", rel(value)),
+            flag => k.field(format!("arg {flag}"), rel(value)),
+        }
+    }
+    for (label, mut list) in [("cfg", cfgs), ("check-cfg", check_cfgs), ("emit", emits)] {
+        list.sort();
+        list.dedup();
+        for v in list {
+            k.field(label, v);
+        }
+    }
+
+    let mut externs: Vec<_> = args.externs.iter().collect();
+    externs.sort_by(|a, b| (&a.name, &a.path).cmp(&(&b.name, &b.path)));
+    for e in externs {
+        let value = match &e.path {
+            Some(p) => {
+                let p = absolute(cwd, p);
+                format!("{} {}", rel(&p.to_string_lossy()), hash(&p)?)
+            }
+            None => "(no path)".to_owned(),
+        };
+        k.field(format!("extern {}", e.name), value);
+    }
+
+    for lib in &args.native_libs {
+        let static_kind = lib.kind == "static";
+        let candidates: Vec<String> = if static_kind {
+            vec![format!("lib{}.a", lib.name), format!("{}.lib", lib.name)]
+        } else {
+            vec![format!("lib{}.so", lib.name), format!("lib{}.a", lib.name)]
+        };
+        let found = args
+            .search_paths
+            .iter()
+            .filter(|(kind, _)| matches!(kind.as_str(), "native" | "all" | "framework"))
+            .flat_map(|(_, dir)| candidates.iter().map(move |c| absolute(cwd, &dir.join(c))))
+            .find(|p| p.is_file());
+        let value = match found {
+            Some(p) => hash(&p)?,
+            // Not in a -L directory: a system library, found by the linker on its own.
+            None => "system".to_owned(),
+        };
+        k.field(format!("native-lib {}:{}", lib.kind, lib.name), value);
+    }
+
+    match args.target.as_deref() {
+        Some(t) if t.ends_with(".json") => {
+            k.field("target-json", hash(&absolute(cwd, Path::new(t)))?);
+        }
+        Some(t) => k.field("target", t),
+        None => k.field("target", &toolchain.host),
+    }
+
+    if args.links() {
+        let linker = args.codegen_value("linker").unwrap_or("cc");
+        let value = match resolve_program(Path::new(linker), cwd, inputs.path_var) {
+            Some(p) => hash(&p)?,
+            None => format!("not found: {linker}"),
+        };
+        k.field("linker", value);
+    }
+
+    for (name, value) in inputs.env {
+        let v = match value {
+            Some(v) => format!("={}", rel(v)),
+            None => "unset".to_owned(),
+        };
+        k.field(format!("env {name}"), v);
+    }
+    Ok(k.finish())
+}
+
+fn absolute(cwd: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        cwd.join(p)
+    }
+}
+
+/// Finds a program the way the OS would: a path with a slash as is, a bare name in `PATH`.
+pub fn resolve_program(program: &Path, cwd: &Path, path_var: Option<&str>) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        let p = absolute(cwd, program);
+        return p.is_file().then_some(p);
+    }
+    std::env::split_paths(path_var?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::roots::Root;
+    use std::ffi::OsString;
+
+    struct ByName;
+    impl FileHasher for ByName {
+        fn hash_file(&mut self, path: &Path) -> std::io::Result<String> {
+            Ok(format!(
+                "h({})",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ))
+        }
+    }
+
+    fn toolchain() -> Toolchain {
+        Toolchain {
+            rustc: "/tc/bin/rustc".into(),
+            version: "rustc 1.0".into(),
+            host: "x86_64-unknown-linux-gnu".into(),
+            release: "1.0".into(),
+            sysroot: "/tc".into(),
+            sysroot_hash: "s".into(),
+            id: "tc-id".into(),
+        }
+    }
+
+    fn key_of(args: &[&str], ws: &str, env: &[(String, Option<String>)]) -> String {
+        let raw: Vec<OsString> = args.iter().map(|a| a.replace("$WS", ws).into()).collect();
+        let parsed = RustcArgs::parse(&raw, Path::new(ws)).expect("parse");
+        let roots = Roots::new(vec![Root {
+            name: "ws",
+            path: ws.into(),
+            remap_to: ".",
+        }]);
+        let tc = toolchain();
+        let inputs = KeyInputs {
+            args: &parsed,
+            toolchain: &tc,
+            drivers: &[],
+            roots: &roots,
+            cwd: Path::new(ws),
+            env,
+            path_var: None,
+        };
+        invocation_key(&inputs, &mut ByName).expect("key").0
+    }
+
+    const BASE: &[&str] = &[
+        "--crate-name",
+        "foo",
+        "src/lib.rs",
+        "--crate-type",
+        "lib",
+        "--emit=dep-info,metadata,link",
+        "--cfg",
+        "feature=\"a\"",
+        "--cfg",
+        "feature=\"b\"",
+        "--out-dir",
+        "$WS/target/debug/deps",
+        "--extern",
+        "a=$WS/target/debug/deps/liba.rmeta",
+        "--extern",
+        "b=$WS/target/debug/deps/libb.rmeta",
+        "-C",
+        "opt-level=0",
+    ];
+
+    #[test]
+    fn stable_across_checkouts_and_list_order() {
+        let base = key_of(BASE, "/one", &[]);
+        assert_eq!(base, key_of(BASE, "/two/deeper", &[]));
+        let mut swapped = BASE.to_vec();
+        swapped.swap(7, 9);
+        swapped.swap(13, 15);
+        assert_eq!(base, key_of(&swapped, "/one", &[]));
+    }
+
+    #[test]
+    fn output_and_cosmetic_flags_are_not_keyed() {
+        let base = key_of(BASE, "/one", &[]);
+        let mut v = BASE.to_vec();
+        v.extend(["--diagnostic-width=80", "--color=always"]);
+        assert_eq!(base, key_of(&v, "/one", &[]));
+    }
+
+    #[test]
+    fn every_field_changes_the_key() {
+        let base = key_of(BASE, "/one", &[]);
+        let variants: Vec<Vec<&str>> = vec![
+            [BASE, &["-C", "opt-level=3"]].concat(),
+            [BASE, &["--cfg", "x"]].concat(),
+            [BASE, &["--extern", "c=$WS/libc.rlib"]].concat(),
+            [BASE, &["--edition=2021"]].concat(),
+            [BASE, &["--target", "wasm32-unknown-unknown"]].concat(),
+            [BASE, &["-lstatic=z"]].concat(),
+            BASE.iter()
+                .map(|a| if *a == "src/lib.rs" { "src/main.rs" } else { a })
+                .collect(),
+            BASE.iter()
+                .map(|a| if *a == "lib" { "rlib" } else { a })
+                .collect(),
+        ];
+        for v in variants {
+            assert_ne!(base, key_of(&v, "/one", &[]), "{v:?}");
+        }
+        let env = vec![("CARGO_PKG_VERSION".to_string(), Some("1.0.0".to_string()))];
+        assert_ne!(base, key_of(BASE, "/one", &env));
+        let unset = vec![("MY_VAR".to_string(), None)];
+        assert_ne!(key_of(BASE, "/one", &env), key_of(BASE, "/one", &unset));
+    }
+}

@@ -1,0 +1,204 @@
+//! Direct-mode manifests: what one compile read, so a later identical invocation can prove
+//! its inputs unchanged by checking files (through the stat cache) instead of running rustc.
+//!
+//! A manifest belongs to an invocation key and names the entry key it leads to. Paths are
+//! stored relative to a root (`${ws}/src/lib.rs`) or as rustc saw them when relative to its
+//! working directory, so a manifest recorded in one checkout is valid in another.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::roots::Roots;
+use super::{ContentHash, FileHasher, KeyBuilder};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Relativised path (`${root}/…`, or relative to rustc's working directory).
+    pub path: String,
+    pub hash: ContentHash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEnv {
+    pub name: String,
+    /// Relativised value, unless `absolute`.
+    pub value: Option<String>,
+    /// The value is embedded in the artifacts as is (e.g. `env!("CARGO_MANIFEST_DIR")`), so
+    /// it must match exactly, not merely up to the checkout's location.
+    pub absolute: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub files: Vec<ManifestFile>,
+    pub env: Vec<ManifestEnv>,
+}
+
+/// Why a manifest does not match the current inputs (for `explain` and debug logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    File(String),
+    Env(String),
+    UnknownRoot(String),
+}
+
+impl Manifest {
+    /// The entry key: the invocation key plus everything the manifest pins down.
+    pub fn entry_key(&self, invocation_key: &str) -> String {
+        let mut k = KeyBuilder::new("entry");
+        k.field("invocation", invocation_key);
+        for f in &self.files {
+            k.field(format!("file:{}", f.path), &f.hash);
+        }
+        for e in &self.env {
+            let mode = if e.absolute { "abs" } else { "rel" };
+            let value = match &e.value {
+                Some(v) => format!("{mode}={v}"),
+                None => format!("{mode}:unset"),
+            };
+            k.field(format!("env-dep:{}", e.name), value);
+        }
+        k.finish().0
+    }
+
+    /// Checks every recorded input against the current checkout. `env` reads the current
+    /// environment.
+    pub fn check(
+        &self,
+        roots: &Roots,
+        cwd: &Path,
+        hasher: &mut dyn FileHasher,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), Mismatch> {
+        for e in &self.env {
+            let current = env(&e.name);
+            let current = match (&current, e.absolute) {
+                (Some(v), false) => Some(roots.relativize(v).into_owned()),
+                _ => current,
+            };
+            if current != e.value {
+                return Err(Mismatch::Env(e.name.clone()));
+            }
+        }
+        for f in &self.files {
+            let path = resolve(&f.path, roots, cwd)
+                .ok_or_else(|| Mismatch::UnknownRoot(f.path.clone()))?;
+            match hasher.hash_file(&path) {
+                Ok(h) if h == f.hash => {}
+                _ => return Err(Mismatch::File(f.path.clone())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns a manifest path back into a real path for this checkout.
+pub fn resolve(path: &str, roots: &Roots, cwd: &Path) -> Option<PathBuf> {
+    if let Some(rest) = path.strip_prefix("${") {
+        let (name, tail) = rest.split_once('}')?;
+        let root = roots.get(name)?;
+        return Some(PathBuf::from(format!("{}{}", root.path, tail)));
+    }
+    let p = Path::new(path);
+    Some(if p.is_absolute() {
+        p.to_owned()
+    } else {
+        cwd.join(p)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::roots::Root;
+    use std::collections::HashMap;
+
+    struct Fixed(HashMap<PathBuf, String>);
+    impl FileHasher for Fixed {
+        fn hash_file(&mut self, path: &Path) -> std::io::Result<ContentHash> {
+            self.0
+                .get(path)
+                .cloned()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        }
+    }
+
+    fn roots(ws: &str) -> Roots {
+        Roots::new(vec![Root {
+            name: "ws",
+            path: ws.into(),
+            remap_to: ".",
+        }])
+    }
+
+    fn manifest() -> Manifest {
+        Manifest {
+            files: vec![
+                ManifestFile {
+                    path: "src/lib.rs".into(),
+                    hash: "h1".into(),
+                },
+                ManifestFile {
+                    path: "${ws}/data.txt".into(),
+                    hash: "h2".into(),
+                },
+            ],
+            env: vec![
+                ManifestEnv {
+                    name: "GREETING".into(),
+                    value: Some("hi".into()),
+                    absolute: false,
+                },
+                ManifestEnv {
+                    name: "DIR".into(),
+                    value: Some("${ws}/x".into()),
+                    absolute: false,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn matches_in_another_checkout() {
+        let mut files = Fixed(HashMap::from([
+            (PathBuf::from("/b/src/lib.rs"), "h1".to_string()),
+            (PathBuf::from("/b/data.txt"), "h2".to_string()),
+        ]));
+        let env = |n: &str| match n {
+            "GREETING" => Some("hi".to_string()),
+            "DIR" => Some("/b/x".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            manifest().check(&roots("/b"), Path::new("/b"), &mut files, &env),
+            Ok(())
+        );
+        let changed = |n: &str| (n == "GREETING").then(|| "yo".to_string());
+        assert_eq!(
+            manifest().check(&roots("/b"), Path::new("/b"), &mut files, &changed),
+            Err(Mismatch::Env("GREETING".into()))
+        );
+        files.0.insert(PathBuf::from("/b/data.txt"), "other".into());
+        assert_eq!(
+            manifest().check(&roots("/b"), Path::new("/b"), &mut files, &env),
+            Err(Mismatch::File("${ws}/data.txt".into()))
+        );
+    }
+
+    #[test]
+    fn entry_key_depends_on_every_input() {
+        let base = manifest().entry_key("inv");
+        assert_eq!(base, manifest().entry_key("inv"));
+        assert_ne!(base, manifest().entry_key("inv2"));
+        let mut m = manifest();
+        m.files[0].hash = "x".into();
+        assert_ne!(base, m.entry_key("inv"));
+        let mut m = manifest();
+        m.env[0].absolute = true;
+        assert_ne!(base, m.entry_key("inv"));
+        let mut m = manifest();
+        m.env[0].value = None;
+        assert_ne!(base, m.entry_key("inv"));
+    }
+}

@@ -1,0 +1,200 @@
+//! Toolchain identity: `rustc -vV` plus a content hash of the sysroot's libraries.
+//!
+//! Computing it runs rustc twice and reads the standard library, so it is memoised on disk in
+//! `<cache>/toolchains/`, keyed by the rustc path and validated by its size and mtime (and by
+//! `RUSTUP_TOOLCHAIN` when the path is a rustup proxy, whose own bytes say nothing about the
+//! toolchain it runs).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolchainError {
+    #[error("cannot run {program} {args}: {source}")]
+    Spawn {
+        program: PathBuf,
+        args: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{program} {args} failed: {stderr}")]
+    Failed {
+        program: PathBuf,
+        args: &'static str,
+        stderr: String,
+    },
+    #[error("cannot read the sysroot {path}: {source}")]
+    Sysroot {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Toolchain {
+    pub rustc: PathBuf,
+    /// Output of `rustc -vV`.
+    pub version: String,
+    pub host: String,
+    pub release: String,
+    pub sysroot: PathBuf,
+    /// blake3 over the sysroot's library files (names and contents).
+    pub sysroot_hash: String,
+    /// What goes in the key: a hash of `version` and `sysroot_hash`.
+    pub id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Memo {
+    rustc: PathBuf,
+    size: u64,
+    mtime_ns: i128,
+    rustup_toolchain: Option<String>,
+    toolchain: Toolchain,
+}
+
+/// Returns the toolchain identity of `rustc`, from the memo when it is still valid.
+pub fn identify(
+    rustc: &Path,
+    cache_dir: &Path,
+    rustup_toolchain: Option<&str>,
+) -> Result<Toolchain, ToolchainError> {
+    let meta = std::fs::metadata(rustc).ok();
+    let stamp = meta.as_ref().map(|m| {
+        (
+            m.size(),
+            m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        )
+    });
+    let memo_path = memo_path(cache_dir, rustc, rustup_toolchain);
+    if let Some((size, mtime_ns)) = stamp
+        && let Ok(bytes) = std::fs::read(&memo_path)
+        && let Ok(memo) = serde_json::from_slice::<Memo>(&bytes)
+        && memo.rustc == rustc
+        && memo.size == size
+        && memo.mtime_ns == mtime_ns
+        && memo.rustup_toolchain.as_deref() == rustup_toolchain
+    {
+        return Ok(memo.toolchain);
+    }
+    let toolchain = compute(rustc)?;
+    if let Some((size, mtime_ns)) = stamp {
+        let memo = Memo {
+            rustc: rustc.to_owned(),
+            size,
+            mtime_ns,
+            rustup_toolchain: rustup_toolchain.map(str::to_owned),
+            toolchain: toolchain.clone(),
+        };
+        // The memo is an optimisation: failing to write it costs time, never correctness.
+        if let Ok(json) = serde_json::to_vec(&memo) {
+            let _ = crate::store::fsutil::write_atomic(&memo_path, &json);
+        }
+    }
+    Ok(toolchain)
+}
+
+fn memo_path(cache_dir: &Path, rustc: &Path, rustup_toolchain: Option<&str>) -> PathBuf {
+    let mut h = blake3::Hasher::new();
+    h.update(rustc.as_os_str().as_encoded_bytes());
+    h.update(b"\0");
+    h.update(rustup_toolchain.unwrap_or_default().as_bytes());
+    let name = h.finalize().to_hex();
+    cache_dir
+        .join("toolchains")
+        .join(format!("{}.json", &name[..32]))
+}
+
+fn run(rustc: &Path, args: &'static [&'static str]) -> Result<String, ToolchainError> {
+    let shown = if args.len() == 1 {
+        args[0]
+    } else {
+        "--print sysroot"
+    };
+    let out = Command::new(rustc)
+        .args(args)
+        .output()
+        .map_err(|source| ToolchainError::Spawn {
+            program: rustc.to_owned(),
+            args: shown,
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ToolchainError::Failed {
+            program: rustc.to_owned(),
+            args: shown,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn compute(rustc: &Path) -> Result<Toolchain, ToolchainError> {
+    let version = run(rustc, &["-vV"])?;
+    let field = |name: &str| {
+        version
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let host = field("host:");
+    let release = field("release:");
+    let sysroot = PathBuf::from(run(rustc, &["--print", "sysroot"])?.trim());
+    let sysroot_hash = hash_sysroot(&sysroot)?;
+    let mut id = blake3::Hasher::new();
+    id.update(version.as_bytes());
+    id.update(b"\0");
+    id.update(sysroot_hash.as_bytes());
+    Ok(Toolchain {
+        rustc: rustc.to_owned(),
+        version,
+        host,
+        release,
+        sysroot,
+        sysroot_hash,
+        id: id.finalize().to_hex().to_string(),
+    })
+}
+
+/// Hashes the compiler's own libraries and every target's standard library, by relative name
+/// and content, so the identity does not depend on where the toolchain is installed.
+fn hash_sysroot(sysroot: &Path) -> Result<String, ToolchainError> {
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ToolchainError::Sysroot { path, source }
+    };
+    let lib = sysroot.join("lib");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&lib).map_err(err(&lib))? {
+        let entry = entry.map_err(err(&lib))?;
+        if entry.file_type().map_err(err(&lib))?.is_file() {
+            files.push(entry.path());
+        }
+    }
+    let rustlib = lib.join("rustlib");
+    if let Ok(targets) = std::fs::read_dir(&rustlib) {
+        for target in targets.flatten() {
+            let target_lib = target.path().join("lib");
+            if let Ok(libs) = std::fs::read_dir(&target_lib) {
+                for f in libs.flatten() {
+                    if f.file_type().is_ok_and(|t| t.is_file()) {
+                        files.push(f.path());
+                    }
+                }
+            }
+        }
+    }
+    files.sort();
+    let mut h = blake3::Hasher::new();
+    for f in &files {
+        let rel = f.strip_prefix(sysroot).unwrap_or(f);
+        h.update(rel.as_os_str().as_encoded_bytes());
+        h.update(b"\0");
+        let content = super::hash_file_contents(f).map_err(err(f))?;
+        h.update(content.as_bytes());
+    }
+    Ok(h.finalize().to_hex().to_string())
+}

@@ -1,0 +1,17 @@
+//! kache: a build cache for Rust, used as `RUSTC_WRAPPER=kache cargo build`.
+//!
+//! The modules follow one rustc invocation through the cache:
+//! [`invocation`] (how we were called) → [`key`] (what could change the output) →
+//! [`store`] (lookup) → [`restore`] (hit) or [`compile`] → [`store`] (miss) → [`events`]
+//! (what happened). [`wrapper`] glues them together; [`cli`] holds the commands people run.
+//! See `docs/architecture.md`.
+
+pub mod cli;
+pub mod compile;
+pub mod config;
+pub mod events;
+pub mod invocation;
+pub mod key;
+pub mod restore;
+pub mod store;
+pub mod wrapper;

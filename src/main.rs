@@ -1,0 +1,15 @@
+//! The `kache` binary: a rustc wrapper when cargo calls it with a compiler, the command-line
+//! interface otherwise. Only dispatch lives here.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
+    if args.len() > 1 && !kache::cli::is_command(first) {
+        let code = kache::wrapper::run(args.split_off(1));
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    kache::cli::main(args)
+}

@@ -1,0 +1,142 @@
+//! Putting a stored entry back in place: each output by reflink, else hardlink (only for
+//! outputs nothing rewrites in place, and only while no other place links the blob), else copy; then the dep-info file filled in for this
+//! checkout. Each blob is verified against its hash first (through the stat cache, so an
+//! untouched blob is not re-read). Must not decide hit or miss, and must not modify a blob.
+
+use std::fs::{self, File, FileTimes};
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::compile::outputs::is_linkable;
+use crate::key::FileHasher;
+use crate::key::roots::{Roots, Spelling};
+use crate::store::{Entry, StatCache, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("blob {blob} for {name} is missing or damaged")]
+    BadBlob { name: String, blob: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("stored dep-info names a path root this checkout does not have")]
+    UnknownRoot,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    pub reflinked: u64,
+    pub hardlinked: u64,
+    pub copied: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Reflink,
+    Hardlink,
+    Copy,
+}
+
+/// Restores `entry` into `out_dir`.
+pub fn restore_entry(
+    store: &Store,
+    entry: &Entry,
+    out_dir: &Path,
+    roots: &Roots,
+    stat: &mut StatCache,
+) -> Result<RestoreStats, RestoreError> {
+    let mut stats = RestoreStats::default();
+    let mut reflink_works = true;
+    for out in &entry.outputs {
+        let blob = store.blob_path(&out.blob);
+        let bad = || RestoreError::BadBlob {
+            name: out.name.clone(),
+            blob: out.blob.clone(),
+        };
+        match stat.hash_file(&blob) {
+            Ok(h) if h == out.blob => {}
+            _ => return Err(bad()),
+        }
+        let dest = out_dir.join(&out.name);
+        let write_err = |source| RestoreError::Write {
+            path: dest.clone(),
+            source,
+        };
+        remove_if_present(&dest).map_err(write_err)?;
+        let method =
+            place(&blob, &dest, is_linkable(&out.name), &mut reflink_works).map_err(write_err)?;
+        match method {
+            Method::Hardlink => {
+                // A link shares the blob's old mtime; cargo compares output mtimes with its
+                // sources, so the output must look freshly built.
+                touch(&dest).map_err(write_err)?;
+                stats.hardlinked += out.size;
+                // The link changed the blob's ctime; remember the content we just verified.
+                let _ = stat.record_trusted(&blob, &out.blob);
+            }
+            Method::Reflink | Method::Copy => {
+                fs::set_permissions(&dest, fs::Permissions::from_mode(out.mode & 0o7777))
+                    .map_err(write_err)?;
+                if method == Method::Reflink {
+                    stats.reflinked += out.size;
+                } else {
+                    stats.copied += out.size;
+                }
+            }
+        }
+        let _ = stat.record_trusted(&dest, &out.blob);
+    }
+    if let Some((name, text)) = &entry.depinfo {
+        let filled = roots
+            .fill(text, Spelling::DepInfo)
+            .ok_or(RestoreError::UnknownRoot)?;
+        let dest = out_dir.join(name);
+        remove_if_present(&dest).map_err(|source| RestoreError::Write {
+            path: dest.clone(),
+            source,
+        })?;
+        fs::write(&dest, filled).map_err(|source| RestoreError::Write { path: dest, source })?;
+    }
+    Ok(stats)
+}
+
+fn place(blob: &Path, dest: &Path, linkable: bool, reflink_works: &mut bool) -> io::Result<Method> {
+    if *reflink_works {
+        match reflink_copy::reflink(blob, dest) {
+            Ok(()) => return Ok(Method::Reflink),
+            Err(_) => {
+                // One failure says the filesystem cannot; don't ask again for every output.
+                *reflink_works = false;
+                remove_if_present(dest)?;
+            }
+        }
+    }
+    // A hardlinked output shares one mtime with every other link to its blob, and cargo
+    // rebuilds dependents whose dependency outputs look newer than their own. So a blob is
+    // linked into at most one place: while another checkout (or the output it was stored
+    // from) still links it, a restore copies instead.
+    if linkable
+        && fs::metadata(blob).is_ok_and(|m| m.nlink() == 1)
+        && fs::hard_link(blob, dest).is_ok()
+    {
+        return Ok(Method::Hardlink);
+    }
+    fs::copy(blob, dest)?;
+    Ok(Method::Copy)
+}
+
+pub fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn touch(path: &Path) -> io::Result<()> {
+    let now = SystemTime::now();
+    File::options()
+        .read(true)
+        .open(path)?
+        .set_times(FileTimes::new().set_modified(now).set_accessed(now))
+}

@@ -1,0 +1,56 @@
+//! Content-addressed blobs: `<dir>/blobs/<2 hex>/<blake3>`, read-only, uncompressed so they
+//! can be linked into place. Written as a temporary file in `<dir>/tmp` and renamed, so a
+//! blob under its name is always complete. Must not touch the index.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::fsutil::unique_suffix;
+use crate::key::hash_file_contents;
+
+pub fn blob_path(dir: &Path, hash: &str) -> PathBuf {
+    let fan = hash.get(..2).unwrap_or("00");
+    dir.join("blobs").join(fan).join(hash)
+}
+
+/// Copies (or links) `src` into the blob directory unless an identical blob is there.
+/// `linkable` outputs share their inode with the blob (nothing rewrites them in place);
+/// others are reflinked or copied. Returns the content hash and size.
+pub fn ingest(dir: &Path, src: &Path, linkable: bool) -> io::Result<(String, u64)> {
+    let hash = hash_file_contents(src)?;
+    let size = fs::metadata(src)?.len();
+    let dest = blob_path(dir, &hash);
+    if fs::metadata(&dest).is_ok_and(|m| m.len() == size) {
+        return Ok((hash, size));
+    }
+    let tmp = dir
+        .join("tmp")
+        .join(format!("blob.{}.{:x}", std::process::id(), unique_suffix()));
+    let placed = (|| {
+        if !(linkable && fs::hard_link(src, &tmp).is_ok()) {
+            copy_fast(src, &tmp)?;
+        }
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::rename(&tmp, &dest)
+    })();
+    if placed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    placed.map(|()| (hash, size))
+}
+
+/// Reflink where the filesystem can, else an in-kernel copy.
+pub fn copy_fast(src: &Path, dest: &Path) -> io::Result<()> {
+    match reflink_copy::reflink(src, dest) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            let _ = fs::remove_file(dest);
+            fs::copy(src, dest).map(|_| ())
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The local store: blobs on disk and an SQLite index (`index.db`) of entries, their output
+//! files, blob reference counts, direct-mode manifests and the stat cache.
+//!
+//! Writes are two-phase: blobs first (each complete under its name), then one transaction
+//! that makes the entry visible. A crash in between leaves only orphan blobs, which `gc`
+//! removes. A corrupt index is moved aside and recreated (the blobs it named become orphans).
+//! The store never runs rustc and never decides hit or miss.
+
+pub mod blobs;
+pub mod fsutil;
+pub mod maintenance;
+pub mod statcache;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::key::KeyField;
+use crate::key::manifest::Manifest;
+pub use statcache::StatCache;
+
+const INDEX_SCHEMA: i64 = 1;
+/// How long a process waits for another's write transaction before giving up on the cache.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cache directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cache index: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("refusing to use {0}: it is a symlink owned by another user")]
+    ForeignSymlink(PathBuf),
+    #[error("cache directory {0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("stored entry {key} is damaged: {detail}")]
+    Damaged { key: String, detail: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// One stored output file, relative to the invocation's `--out-dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredOutput {
+    pub name: String,
+    pub blob: String,
+    pub mode: u32,
+    pub size: u64,
+}
+
+/// A stored compile result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: String,
+    pub invocation_key: String,
+    pub crate_name: String,
+    pub crate_version: Option<String>,
+    pub crate_types: Vec<String>,
+    pub outputs: Vec<StoredOutput>,
+    /// rustc's stdout and stderr with root paths templated.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The dep-info file's name in the out dir and its templated text, when cargo asked for it.
+    pub depinfo: Option<(String, String)>,
+    pub compile_ms: f64,
+    pub key_fields: Vec<KeyField>,
+}
+
+impl Entry {
+    pub fn size(&self) -> u64 {
+        self.outputs.iter().map(|o| o.size).sum()
+    }
+}
+
+pub struct Store {
+    dir: PathBuf,
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        for sub in [dir.to_owned(), dir.join("blobs"), dir.join("tmp")] {
+            if fsutil::is_foreign_symlink(&sub) {
+                return Err(StoreError::ForeignSymlink(sub));
+            }
+        }
+        if dir.exists() && !dir.is_dir() {
+            return Err(StoreError::NotADirectory(dir.to_owned()));
+        }
+        fs::create_dir_all(dir.join("blobs")).map_err(io_err(dir))?;
+        fs::create_dir_all(dir.join("tmp")).map_err(io_err(dir))?;
+        let db = dir.join("index.db");
+        let conn = match open_index(&db) {
+            Ok(c) => c,
+            Err(e) if is_corruption(&e) => {
+                quarantine(&db);
+                open_index(&db)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Store {
+            dir: dir.to_owned(),
+            conn,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn blob_path(&self, hash: &str) -> PathBuf {
+        blobs::blob_path(&self.dir, hash)
+    }
+
+    /// Manifests recorded for an invocation key, newest first, with the entry each leads to.
+    pub fn manifests(&self, invocation_key: &str) -> Result<Vec<(String, Manifest)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT entry, inputs FROM manifests WHERE invocation_key = ?1
+             ORDER BY created DESC LIMIT 32",
+        )?;
+        let rows = stmt.query_map([invocation_key], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (entry, json) = row?;
+            // A manifest that does not parse is skipped: it can only cost a miss.
+            if let Ok(m) = serde_json::from_slice(&json) {
+                out.push((entry, m));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn load_entry(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let json: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT body FROM entries WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        match json {
+            None => Ok(None),
+            Some(j) => serde_json::from_slice(&j)
+                .map(Some)
+                .map_err(|e| StoreError::Damaged {
+                    key: key.to_owned(),
+                    detail: e.to_string(),
+                }),
+        }
+    }
+
+    /// Places an output file in the blob directory (phase one of a store).
+    pub fn ingest_blob(&self, src: &Path, linkable: bool) -> Result<(String, u64), StoreError> {
+        blobs::ingest(&self.dir, src, linkable).map_err(io_err(src))
+    }
+
+    /// Makes an entry and its manifest visible in one transaction (phase two of a store).
+    /// Storing a key that exists already only adds the manifest.
+    pub fn commit_entry(
+        &self,
+        entry: &Entry,
+        manifest: &Manifest,
+        stat: &mut StatCache,
+    ) -> Result<(), StoreError> {
+        let tx = write_tx(&self.conn)?;
+        let now = now_secs();
+        let body = serde_json::to_vec(entry).map_err(|e| StoreError::Damaged {
+            key: entry.key.clone(),
+            detail: e.to_string(),
+        })?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO entries(key, crate_name, size, compile_ms, created, last_used, hits, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, ?6)",
+            params![entry.key, entry.crate_name, entry.size() as i64, entry.compile_ms, now, body],
+        )?;
+        if inserted == 1 {
+            for o in &entry.outputs {
+                tx.execute(
+                    "INSERT OR REPLACE INTO outputs(entry, name, blob, size) VALUES (?1, ?2, ?3, ?4)",
+                    params![entry.key, o.name, o.blob, o.size as i64],
+                )?;
+                tx.execute(
+                    "INSERT INTO blobs(hash, size, refs) VALUES (?1, ?2, 1)
+                     ON CONFLICT(hash) DO UPDATE SET refs = refs + 1",
+                    params![o.blob, o.size as i64],
+                )?;
+            }
+        }
+        let inputs = serde_json::to_vec(manifest).unwrap_or_default();
+        tx.execute(
+            "INSERT OR REPLACE INTO manifests(invocation_key, entry, inputs, created)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![entry.invocation_key, entry.key, inputs, now],
+        )?;
+        stat.flush(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a hit (LRU time and count) and what the stat cache learnt.
+    pub fn record_hit(&self, key: &str, stat: &mut StatCache) -> Result<(), StoreError> {
+        let tx = write_tx(&self.conn)?;
+        tx.execute(
+            "UPDATE entries SET last_used = ?2, hits = hits + 1 WHERE key = ?1",
+            params![key, now_secs()],
+        )?;
+        stat.flush(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes what the stat cache learnt when nothing else is written.
+    pub fn flush_stat_cache(&self, stat: &mut StatCache) -> Result<(), StoreError> {
+        if stat.has_pending() {
+            let tx = write_tx(&self.conn)?;
+            stat.flush(&tx)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Drops an entry (damaged, or evicted) and its manifests; blobs left unreferenced are
+    /// returned for the caller to delete after the transaction.
+    pub fn remove_entry(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        let tx = write_tx(&self.conn)?;
+        let freed = remove_entry_in(&tx, key)?;
+        tx.commit()?;
+        Ok(freed)
+    }
+}
+
+/// Deletes an entry inside an open transaction; returns blobs whose count fell to zero.
+pub fn remove_entry_in(tx: &Connection, key: &str) -> Result<Vec<String>, StoreError> {
+    let blobs: Vec<String> = tx
+        .prepare_cached("SELECT blob FROM outputs WHERE entry = ?1")?
+        .query_map([key], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut freed = Vec::new();
+    for b in &blobs {
+        tx.execute("UPDATE blobs SET refs = refs - 1 WHERE hash = ?1", [b])?;
+        let refs: Option<i64> = tx
+            .query_row("SELECT refs FROM blobs WHERE hash = ?1", [b], |r| r.get(0))
+            .optional()?;
+        if refs.is_some_and(|r| r <= 0) {
+            tx.execute("DELETE FROM blobs WHERE hash = ?1", [b])?;
+            freed.push(b.clone());
+        }
+    }
+    tx.execute("DELETE FROM outputs WHERE entry = ?1", [key])?;
+    tx.execute("DELETE FROM manifests WHERE entry = ?1", [key])?;
+    tx.execute("DELETE FROM entries WHERE key = ?1", [key])?;
+    Ok(freed)
+}
+
+/// Starts a write transaction that takes the write lock up front. A deferred transaction
+/// would start as a reader and, in WAL mode, fail at once with `SQLITE_BUSY` (without waiting)
+/// when another process committed in between.
+pub fn write_tx(conn: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+}
+
+/// Opens the index, retrying while another process is creating it.
+fn open_index(db: &Path) -> rusqlite::Result<Connection> {
+    let mut attempt = 0;
+    loop {
+        match try_open_index(db) {
+            Err(e)
+                if attempt < 50
+                    && e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
+            {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_open_index(db: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(db)?;
+    // The timeout must be in place before the first statement that can meet a lock,
+    // switching to WAL included.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version != INDEX_SCHEMA {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let tx = write_tx(&conn)?;
+        tx.execute_batch(SCHEMA_SQL)?;
+        tx.pragma_update(None, "user_version", INDEX_SCHEMA)?;
+        tx.commit()?;
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Closing the last connection would otherwise checkpoint the WAL (with an fsync) at the
+    // end of nearly every invocation; SQLite's automatic checkpoints keep the WAL bounded.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    Ok(conn)
+}
+
+const SCHEMA_SQL: &str = "
+CREATE TABLE IF NOT EXISTS entries(
+    key TEXT PRIMARY KEY,
+    crate_name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    compile_ms REAL NOT NULL,
+    created INTEGER NOT NULL,
+    last_used INTEGER NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_last_used ON entries(last_used);
+CREATE INDEX IF NOT EXISTS entries_crate ON entries(crate_name);
+CREATE TABLE IF NOT EXISTS outputs(
+    entry TEXT NOT NULL,
+    name TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY(entry, name)
+);
+CREATE INDEX IF NOT EXISTS outputs_blob ON outputs(blob);
+CREATE TABLE IF NOT EXISTS blobs(
+    hash TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    refs INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS manifests(
+    invocation_key TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    inputs BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY(invocation_key, entry)
+);
+CREATE INDEX IF NOT EXISTS manifests_entry ON manifests(entry);
+CREATE TABLE IF NOT EXISTS stat_cache(
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    trusted INTEGER NOT NULL
+);
+";
+
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// Moves a damaged index (and its WAL) aside so a fresh one can be created.
+fn quarantine(db: &Path) {
+    let stamp = now_secs();
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", db.display()));
+        let to = PathBuf::from(format!("{}.corrupt-{stamp}{suffix}", db.display()));
+        let _ = fs::rename(from, to);
+    }
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! The stat cache: (path, size, mtime, ctime, inode) → content hash, in the index.
+//!
+//! It makes direct-mode lookups cheap: an unchanged file is stat'ed, not read. A file that
+//! changed in the last [`RECENT_NS`] is always re-hashed and not remembered, because a second
+//! write within the filesystem's timestamp granularity could leave its stamp unchanged. Files
+//! kache wrote itself (restored or stored outputs) are remembered as *trusted*: their content
+//! is known, so their fresh timestamps need not force a re-read.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::fsutil::{FileStamp, now_ns};
+use crate::key::{ContentHash, FileHasher, hash_file_contents};
+
+/// Changes younger than this are never trusted from the cache.
+pub const RECENT_NS: i64 = 2_000_000_000;
+
+pub struct StatCache<'c> {
+    conn: &'c Connection,
+    memo: HashMap<PathBuf, ContentHash>,
+    pending: Vec<(PathBuf, FileStamp, ContentHash, bool)>,
+    now_ns: i64,
+    /// Files actually read (for tests and debug logs).
+    pub files_hashed: usize,
+}
+
+impl<'c> StatCache<'c> {
+    pub fn new(conn: &'c Connection) -> Self {
+        StatCache {
+            conn,
+            memo: HashMap::new(),
+            pending: Vec::new(),
+            now_ns: now_ns(),
+            files_hashed: 0,
+        }
+    }
+
+    /// Remembers the content of a file kache itself just wrote.
+    pub fn record_trusted(&mut self, path: &Path, hash: &str) -> io::Result<()> {
+        let stamp = FileStamp::of(&std::fs::metadata(path)?);
+        self.memo.insert(path.to_owned(), hash.to_owned());
+        self.pending
+            .push((path.to_owned(), stamp, hash.to_owned(), true));
+        Ok(())
+    }
+
+    /// Writes what was learnt to the index; call inside the invocation's write transaction.
+    pub fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO stat_cache(path, size, mtime_ns, ctime_ns, ino, hash, trusted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for (path, s, hash, trusted) in self.pending.drain(..) {
+            stmt.execute(params![
+                path.to_string_lossy(),
+                s.size as i64,
+                s.mtime_ns,
+                s.ctime_ns,
+                s.ino as i64,
+                hash,
+                trusted
+            ])?;
+        }
+        Ok(())
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn cached(&self, path: &Path, stamp: &FileStamp) -> Option<ContentHash> {
+        let row: Option<(i64, i64, i64, i64, String, bool)> = self
+            .conn
+            .prepare_cached(
+                "SELECT size, mtime_ns, ctime_ns, ino, hash, trusted FROM stat_cache WHERE path = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([path.to_string_lossy()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })
+                .optional()
+            })
+            .ok()
+            .flatten();
+        let (size, mtime_ns, ctime_ns, ino, hash, trusted) = row?;
+        let same = size as u64 == stamp.size
+            && mtime_ns == stamp.mtime_ns
+            && ctime_ns == stamp.ctime_ns
+            && ino as u64 == stamp.ino;
+        (same && (trusted || stamp.age_ns(self.now_ns) >= RECENT_NS)).then_some(hash)
+    }
+}
+
+impl FileHasher for StatCache<'_> {
+    fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash> {
+        if let Some(h) = self.memo.get(path) {
+            return Ok(h.clone());
+        }
+        let stamp = FileStamp::of(&std::fs::metadata(path)?);
+        let hash = match self.cached(path, &stamp) {
+            Some(h) => h,
+            None => {
+                let h = hash_file_contents(path)?;
+                self.files_hashed += 1;
+                // Re-stat: a file that changed while we read it must not be remembered.
+                let after = FileStamp::of(&std::fs::metadata(path)?);
+                if after == stamp && stamp.age_ns(self.now_ns) >= RECENT_NS {
+                    self.pending
+                        .push((path.to_owned(), stamp, h.clone(), false));
+                }
+                h
+            }
+        };
+        self.memo.insert(path.to_owned(), hash.clone());
+        Ok(hash)
+    }
+}

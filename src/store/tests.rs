@@ -1,0 +1,154 @@
+use super::*;
+use crate::key::manifest::ManifestFile;
+
+fn entry(key: &str, blob: &str) -> Entry {
+    Entry {
+        key: key.into(),
+        invocation_key: format!("inv-{key}"),
+        crate_name: "foo".into(),
+        crate_version: Some("1.0.0".into()),
+        crate_types: vec!["lib".into()],
+        outputs: vec![StoredOutput {
+            name: "libfoo.rlib".into(),
+            blob: blob.into(),
+            mode: 0o644,
+            size: 3,
+        }],
+        stdout: Vec::new(),
+        stderr: b"warning".to_vec(),
+        depinfo: None,
+        compile_ms: 12.5,
+        key_fields: Vec::new(),
+    }
+}
+
+fn manifest() -> Manifest {
+    Manifest {
+        files: vec![ManifestFile {
+            path: "src/lib.rs".into(),
+            hash: "h".into(),
+        }],
+        env: Vec::new(),
+    }
+}
+
+fn refs(store: &Store, blob: &str) -> Option<i64> {
+    store
+        .conn()
+        .query_row("SELECT refs FROM blobs WHERE hash = ?1", [blob], |r| {
+            r.get(0)
+        })
+        .optional()
+        .expect("query")
+}
+
+#[test]
+fn commit_load_and_refcounts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let mut stat = StatCache::new(store.conn());
+    store
+        .commit_entry(&entry("k1", "b1"), &manifest(), &mut stat)
+        .expect("commit");
+    // Committing the same key twice must not count its blobs twice.
+    store
+        .commit_entry(&entry("k1", "b1"), &manifest(), &mut stat)
+        .expect("commit again");
+    store
+        .commit_entry(&entry("k2", "b1"), &manifest(), &mut stat)
+        .expect("commit k2");
+    assert_eq!(refs(&store, "b1"), Some(2));
+    let loaded = store.load_entry("k1").expect("load").expect("present");
+    assert_eq!(loaded, entry("k1", "b1"));
+    let manifests = store.manifests("inv-k1").expect("manifests");
+    assert_eq!(manifests, vec![("k1".to_string(), manifest())]);
+
+    assert!(store.remove_entry("k1").expect("remove").is_empty());
+    assert_eq!(refs(&store, "b1"), Some(1));
+    assert!(store.manifests("inv-k1").expect("manifests").is_empty());
+    assert_eq!(
+        store.remove_entry("k2").expect("remove"),
+        vec!["b1".to_string()]
+    );
+    assert_eq!(refs(&store, "b1"), None);
+}
+
+#[test]
+fn identical_outputs_share_one_blob() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("cache")).expect("open");
+    let a = dir.path().join("a.rlib");
+    let b = dir.path().join("b.bin");
+    std::fs::write(&a, b"same bytes").expect("write");
+    std::fs::write(&b, b"same bytes").expect("write");
+    let (ha, _) = store.ingest_blob(&a, true).expect("ingest a");
+    let (hb, size) = store.ingest_blob(&b, false).expect("ingest b");
+    assert_eq!(ha, hb);
+    assert_eq!(size, 10);
+    let blob = store.blob_path(&ha);
+    assert_eq!(std::fs::read(&blob).expect("read"), b"same bytes");
+    let mode = std::fs::metadata(&blob).expect("meta").permissions();
+    assert!(mode.readonly());
+    let leftovers = std::fs::read_dir(dir.path().join("cache/tmp"))
+        .expect("tmp")
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn a_corrupt_index_is_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("index.db"), vec![0x42u8; 8192]).expect("write");
+    let store = Store::open(dir.path()).expect("open heals");
+    assert!(store.manifests("x").expect("query").is_empty());
+}
+
+#[test]
+fn a_file_is_not_a_cache_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"").expect("write");
+    assert!(matches!(
+        Store::open(&file),
+        Err(StoreError::NotADirectory(_))
+    ));
+}
+
+#[test]
+fn stat_cache_skips_unchanged_old_files_and_rehashes_changed_ones() {
+    use crate::key::FileHasher;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("cache")).expect("open");
+    let src = dir.path().join("lib.rs");
+    std::fs::write(&src, b"fn a() {}").expect("write");
+    // Age the file past the recency window.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&src)
+        .and_then(|f| f.set_modified(old))
+        .expect("set mtime");
+    // ctime cannot be set back, so wait is not possible here: record as trusted instead.
+    let mut stat = StatCache::new(store.conn());
+    let h1 = stat.hash_file(&src).expect("hash");
+    stat.record_trusted(&src, &h1).expect("trust");
+    store.flush_stat_cache(&mut stat).expect("flush");
+
+    let mut stat = StatCache::new(store.conn());
+    assert_eq!(stat.hash_file(&src).expect("hash"), h1);
+    assert_eq!(
+        stat.files_hashed, 0,
+        "unchanged file must come from the cache"
+    );
+
+    // Same size, mtime restored: the ctime still changes, so the edit is seen.
+    std::fs::write(&src, b"fn b() {}").expect("edit");
+    std::fs::File::options()
+        .write(true)
+        .open(&src)
+        .and_then(|f| f.set_modified(old))
+        .expect("restore mtime");
+    let mut stat = StatCache::new(store.conn());
+    assert_ne!(stat.hash_file(&src).expect("hash"), h1);
+    assert_eq!(stat.files_hashed, 1);
+}

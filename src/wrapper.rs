@@ -1,0 +1,507 @@
+//! One wrapper invocation, end to end:
+//! parse → key → lookup → restore (hit), or compile → store (miss), then record the event.
+//!
+//! Every fault inside kache is caught here and turned into a one-line warning plus a plain
+//! rustc run, so the build never fails because of the cache. A failing compile is never
+//! stored. This file is glue: the steps themselves live in their own modules.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use crate::compile::{self, outputs};
+use crate::config::{Config, IncrementalMode};
+use crate::events::{self, BuildEvent, Outcome};
+use crate::invocation::{EmitKind, Invocation, PassthroughReason, RustcArgs};
+use crate::key::depinfo::DepInfo;
+use crate::key::invocation_key::{KeyInputs, invocation_key};
+use crate::key::manifest::{Manifest, ManifestEnv, ManifestFile};
+use crate::key::roots::{Roots, Spelling};
+use crate::key::{FileHasher, KeyField, env as keyenv, toolchain};
+use crate::restore::{self, RestoreError};
+use crate::store::{Entry, StatCache, Store, StoredOutput, fsutil};
+
+/// A fault inside kache; the build goes on without the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Toolchain(#[from] toolchain::ToolchainError),
+    #[error(transparent)]
+    Key(#[from] crate::key::invocation_key::KeyError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_fault(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Fault {
+    let context = context.into();
+    move |source| Fault::Io { context, source }
+}
+
+/// Runs one wrapper invocation and returns the exit code for the process.
+pub fn run(wrapper_args: Vec<OsString>) -> i32 {
+    let started = Instant::now();
+    let Some(inv) = Invocation::from_wrapper_args(wrapper_args) else {
+        eprintln!("kache: no compiler given; cargo runs kache as `kache <rustc> <args>`");
+        return 2;
+    };
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kache: warning: {e}; compiling without the cache");
+            return plain(&inv);
+        }
+    };
+    if config.disabled {
+        return plain(&inv);
+    }
+    init_logging(config.log_filter.as_deref());
+    let mut w = Wrapper {
+        event: BuildEvent {
+            schema: events::SCHEMA,
+            ts: events::now_ms(),
+            crate_version: std::env::var("CARGO_PKG_VERSION").ok(),
+            ..BuildEvent::default()
+        },
+        inv,
+        config,
+        rustc_ran: None,
+    };
+    let code = w.run();
+    w.event.elapsed_ms = ms(started.elapsed());
+    w.event.exit_code = code;
+    if let Err(e) = events::append(&w.config.dir, &w.event) {
+        tracing::debug!("cannot append to the event log: {e}");
+    }
+    code
+}
+
+fn plain(inv: &Invocation) -> i32 {
+    match compile::run_plain(&inv.compiler_chain, &inv.raw_args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kache: cannot run {}: {e}", inv.rustc().display());
+            1
+        }
+    }
+}
+
+fn init_logging(filter: Option<&str>) {
+    if let Some(f) = filter {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init();
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Wrapper {
+    inv: Invocation,
+    config: Config,
+    event: BuildEvent,
+    /// Exit code of rustc once it has run; a later fault must not run it again.
+    rustc_ran: Option<i32>,
+}
+
+/// What an invocation needs once it is known to be cacheable.
+struct Prepared {
+    args: RustcArgs,
+    cwd: PathBuf,
+    out_dir: PathBuf,
+    output_names: Vec<String>,
+    roots: Roots,
+}
+
+impl Wrapper {
+    fn run(&mut self) -> i32 {
+        let cwd = match std::env::current_dir() {
+            Ok(c) => c,
+            Err(e) => return self.degrade(io_fault("current directory")(e)),
+        };
+        let args = match RustcArgs::parse(&self.inv.raw_args, &cwd) {
+            Ok(a) => a,
+            Err(reason) => return self.passthrough(reason),
+        };
+        self.event.crate_name = args.crate_name.clone();
+        self.event.crate_types = args
+            .effective_crate_types()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let strip = self.config.incremental == IncrementalMode::Strip;
+        if let Some(reason) = args.passthrough_reason(strip) {
+            return self.passthrough(reason);
+        }
+        match self.cached(args, cwd) {
+            Ok(code) => code,
+            Err(fault) => self.degrade(fault),
+        }
+    }
+
+    fn passthrough(&mut self, reason: PassthroughReason) -> i32 {
+        tracing::debug!("passthrough: {reason}");
+        self.event.result = Outcome::Passthrough;
+        self.event.passthrough_reason = Some(reason.to_string());
+        self.event.compiler_runs = 1;
+        plain(&self.inv)
+    }
+
+    /// A fault inside kache: one warning line, then rustc as if kache were not there.
+    fn degrade(&mut self, fault: Fault) -> i32 {
+        let message = fault.to_string().replace('\n', " ");
+        eprintln!("kache: warning: {message}; compiling without the cache");
+        self.event.result = Outcome::Error;
+        self.event.warning = Some(message);
+        if let Some(code) = self.rustc_ran {
+            return code;
+        }
+        self.event.compiler_runs = 1;
+        plain(&self.inv)
+    }
+
+    fn cached(&mut self, args: RustcArgs, cwd: PathBuf) -> Result<i32, Fault> {
+        let key_start = Instant::now();
+        let store = Store::open(&self.config.dir)?;
+        let rustup_toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
+        let toolchain =
+            toolchain::identify(self.inv.rustc(), store.dir(), rustup_toolchain.as_deref())?;
+        let target = args
+            .target
+            .as_deref()
+            .map(|t| t.trim_end_matches(".json"))
+            .unwrap_or(&toolchain.host)
+            .to_owned();
+        let output_names = match outputs::expected_outputs(&args, &target) {
+            Ok(n) => n,
+            Err(reason) => return Ok(self.passthrough(reason)),
+        };
+        let out_dir = absolute(&cwd, args.out_dir.as_deref().unwrap_or(Path::new(".")));
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+        let mut roots = Roots::discover(
+            &cwd,
+            Some(&out_dir),
+            cargo_home.as_deref(),
+            Some(&toolchain.sysroot),
+        );
+        roots.add_out_dir(&out_dir);
+        let env = keyenv::keyed_vars(std::env::vars(), &self.config.key_env_vars);
+        let path_var = std::env::var("PATH").ok();
+        let mut stat = StatCache::new(store.conn());
+        let (inv_key, key_fields) = invocation_key(
+            &KeyInputs {
+                args: &args,
+                toolchain: &toolchain,
+                drivers: self.inv.driver_wrappers(),
+                roots: &roots,
+                cwd: &cwd,
+                env: &env,
+                path_var: path_var.as_deref(),
+            },
+            &mut stat,
+        )?;
+        self.event.key_ms = ms(key_start.elapsed());
+        let prepared = Prepared {
+            args,
+            cwd,
+            out_dir,
+            output_names,
+            roots,
+        };
+
+        let lookup_start = Instant::now();
+        if let Some(code) = self.try_hit(&store, &mut stat, &prepared, &inv_key)? {
+            return Ok(code);
+        }
+        self.event.lookup_ms = ms(lookup_start.elapsed());
+        self.compile_and_store(&store, &mut stat, &prepared, &inv_key, key_fields)
+    }
+
+    fn try_hit(
+        &mut self,
+        store: &Store,
+        stat: &mut StatCache,
+        p: &Prepared,
+        inv_key: &str,
+    ) -> Result<Option<i32>, Fault> {
+        let lookup_start = Instant::now();
+        let env = |name: &str| std::env::var(name).ok();
+        for (entry_key, manifest) in store.manifests(inv_key)? {
+            if let Err(why) = manifest.check(&p.roots, &p.cwd, stat, &env) {
+                tracing::debug!("manifest for {entry_key} does not match: {why:?}");
+                continue;
+            }
+            let Some(entry) = store.load_entry(&entry_key)? else {
+                continue;
+            };
+            self.event.lookup_ms = ms(lookup_start.elapsed());
+            let restore_start = Instant::now();
+            let stats = match restore::restore_entry(store, &entry, &p.out_dir, &p.roots, stat) {
+                Ok(s) => s,
+                Err(RestoreError::BadBlob { name, blob }) => {
+                    // Self-healing: a damaged entry is dropped and the invocation compiles.
+                    eprintln!(
+                        "kache: warning: cached {name} was damaged (blob {blob}); dropping the entry and compiling"
+                    );
+                    self.event.warning = Some(format!("damaged blob {blob} dropped"));
+                    for freed in store.remove_entry(&entry_key)? {
+                        let _ = std::fs::remove_file(store.blob_path(&freed));
+                    }
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let spelling = stderr_spelling(&p.args);
+            let (Some(stdout), Some(stderr)) = (
+                p.roots
+                    .fill(&String::from_utf8_lossy(&entry.stdout), spelling),
+                p.roots
+                    .fill(&String::from_utf8_lossy(&entry.stderr), spelling),
+            ) else {
+                return Ok(None);
+            };
+            // Outputs are in place before cargo reads the artifact notifications.
+            let _ = std::io::stdout().write_all(stdout.as_bytes());
+            let _ = std::io::stderr().write_all(stderr.as_bytes());
+            self.event.restore_ms = ms(restore_start.elapsed());
+            if let Err(e) = store.record_hit(&entry.key, stat) {
+                tracing::debug!("cannot record the hit: {e}");
+            }
+            self.event.result = Outcome::LocalHit;
+            self.event.cache_key = Some(entry.key.clone());
+            self.event.compile_time_ms = entry.compile_ms;
+            self.event.size = entry.size();
+            self.event.reflinked_bytes = stats.reflinked;
+            self.event.hardlinked_bytes = stats.hardlinked;
+            self.event.copied_bytes = stats.copied;
+            return Ok(Some(0));
+        }
+        Ok(None)
+    }
+
+    fn compile_and_store(
+        &mut self,
+        store: &Store,
+        stat: &mut StatCache,
+        p: &Prepared,
+        inv_key: &str,
+        key_fields: Vec<KeyField>,
+    ) -> Result<i32, Fault> {
+        // rustc must never write through a hardlink into a blob: clear its outputs first.
+        for name in &p.output_names {
+            restore::remove_if_present(&p.out_dir.join(name))
+                .map_err(io_fault(format!("removing old output {name}")))?;
+        }
+        let cargo_wants_depinfo = p.args.emits.iter().any(|e| e.kind == EmitKind::DepInfo);
+        let depinfo_name = outputs::depinfo_name(&p.args);
+        let depinfo_path = if cargo_wants_depinfo {
+            p.out_dir.join(&depinfo_name)
+        } else {
+            store.dir().join("tmp").join(format!(
+                "depinfo.{}.{:x}.d",
+                std::process::id(),
+                fsutil::unique_suffix()
+            ))
+        };
+        let compile_args = self.compile_args(p, (!cargo_wants_depinfo).then_some(&depinfo_path));
+        let wall_start = SystemTime::now();
+        let compiled = compile::run_captured(&self.inv.compiler_chain, &compile_args)
+            .map_err(io_fault(format!("running {}", self.inv.rustc().display())))?;
+        self.rustc_ran = Some(compiled.exit_code);
+        self.event.compiler_runs = 1;
+        self.event.result = Outcome::Miss;
+        self.event.compile_time_ms = ms(compiled.elapsed);
+        if compiled.exit_code != 0 {
+            if !cargo_wants_depinfo {
+                let _ = std::fs::remove_file(&depinfo_path);
+            }
+            return Ok(compiled.exit_code);
+        }
+
+        let store_start = Instant::now();
+        let depinfo_text = std::fs::read_to_string(&depinfo_path)
+            .map_err(io_fault(format!("reading {}", depinfo_path.display())));
+        if !cargo_wants_depinfo {
+            let _ = std::fs::remove_file(&depinfo_path);
+        }
+        let depinfo_text = depinfo_text?;
+        let dep = DepInfo::parse(&depinfo_text);
+
+        let mut produced = Vec::new();
+        for name in &p.output_names {
+            let path = p.out_dir.join(name);
+            if let Ok(meta) = std::fs::metadata(&path) {
+                produced.push((name.clone(), path, meta));
+            }
+        }
+        let Some(manifest) = build_manifest(&dep, p, stat, wall_start, &produced)? else {
+            tracing::debug!("an input changed while rustc ran; not storing");
+            return Ok(0);
+        };
+
+        let mut stored = Vec::new();
+        for (name, path, meta) in &produced {
+            use std::os::unix::fs::PermissionsExt;
+            let linkable = outputs::is_linkable(name);
+            let (blob, size) = store.ingest_blob(path, linkable)?;
+            let _ = stat.record_trusted(path, &blob);
+            let _ = stat.record_trusted(&store.blob_path(&blob), &blob);
+            stored.push(StoredOutput {
+                name: name.clone(),
+                blob,
+                mode: meta.permissions().mode(),
+                size,
+            });
+        }
+        let spelling = stderr_spelling(&p.args);
+        let entry = Entry {
+            key: manifest.entry_key(inv_key),
+            invocation_key: inv_key.to_owned(),
+            crate_name: p.args.crate_name.clone().unwrap_or_default(),
+            crate_version: self.event.crate_version.clone(),
+            crate_types: self.event.crate_types.clone(),
+            outputs: stored,
+            stdout: p
+                .roots
+                .template(&String::from_utf8_lossy(&compiled.stdout), spelling)
+                .into_owned()
+                .into_bytes(),
+            stderr: p
+                .roots
+                .template(&String::from_utf8_lossy(&compiled.stderr), spelling)
+                .into_owned()
+                .into_bytes(),
+            depinfo: cargo_wants_depinfo.then(|| {
+                (
+                    depinfo_name,
+                    p.roots
+                        .template(&depinfo_text, Spelling::DepInfo)
+                        .into_owned(),
+                )
+            }),
+            compile_ms: ms(compiled.elapsed),
+            key_fields,
+        };
+        store.commit_entry(&entry, &manifest, stat)?;
+        self.event.cache_key = Some(entry.key.clone());
+        self.event.size = entry.size();
+        self.event.store_ms = ms(store_start.elapsed());
+        Ok(0)
+    }
+
+    /// rustc's arguments for the real compile: the original ones (less `-C incremental` when
+    /// stripping), our path remapping first so the user's own remaps still win, and a dep-info
+    /// request when cargo did not make one.
+    fn compile_args(&self, p: &Prepared, extra_depinfo: Option<&PathBuf>) -> Vec<OsString> {
+        let strip = self.config.incremental == IncrementalMode::Strip;
+        let mut dropped = vec![false; p.args.tokens.len()];
+        if strip {
+            for &i in &p.args.incremental_items {
+                for t in p.args.items[i].span.clone() {
+                    dropped[t] = true;
+                }
+            }
+        }
+        let mut out: Vec<OsString> = p.roots.remap_args().into_iter().map(Into::into).collect();
+        out.extend(
+            p.args
+                .tokens
+                .iter()
+                .zip(&dropped)
+                .filter(|(_, d)| !**d)
+                .map(|(t, _)| OsString::from(t)),
+        );
+        if let Some(path) = extra_depinfo {
+            let mut a = OsString::from("--emit=dep-info=");
+            a.push(path);
+            out.push(a);
+        }
+        out
+    }
+}
+
+/// Records what the compile read. `None` when an input changed after rustc started (the
+/// result might not match the recorded contents, so it is not stored).
+fn build_manifest(
+    dep: &DepInfo,
+    p: &Prepared,
+    stat: &mut StatCache,
+    compile_start: SystemTime,
+    produced: &[(String, PathBuf, std::fs::Metadata)],
+) -> Result<Option<Manifest>, Fault> {
+    let mut files = Vec::with_capacity(dep.files.len());
+    for f in &dep.files {
+        let path = absolute(&p.cwd, Path::new(f));
+        let meta = std::fs::metadata(&path).map_err(io_fault(format!("input {f}")))?;
+        if meta.modified().is_ok_and(|m| m >= compile_start) {
+            return Ok(None);
+        }
+        let hash = stat
+            .hash_file(&path)
+            .map_err(io_fault(format!("hashing {f}")))?;
+        let keyed = if Path::new(f).is_absolute() {
+            p.roots.relativize(f).into_owned()
+        } else {
+            f.clone()
+        };
+        files.push(ManifestFile { path: keyed, hash });
+    }
+    let mut env = Vec::with_capacity(dep.env.len());
+    for (name, value) in &dep.env {
+        let relative = value.as_deref().map(|v| p.roots.relativize(v).into_owned());
+        // A path-valued variable read with `env!` is embedded in the artifact as is; then the
+        // checkout's location matters and the value must match exactly.
+        let absolute = match (value, &relative) {
+            (Some(v), Some(r)) if v != r => embedded_in(v, produced),
+            _ => false,
+        };
+        env.push(ManifestEnv {
+            name: name.clone(),
+            value: if absolute { value.clone() } else { relative },
+            absolute,
+        });
+    }
+    Ok(Some(Manifest { files, env }))
+}
+
+fn embedded_in(needle: &str, produced: &[(String, PathBuf, std::fs::Metadata)]) -> bool {
+    produced.iter().any(|(_, path, _)| {
+        std::fs::read(path)
+            .map(|bytes| memchr::memmem::find(&bytes, needle.as_bytes()).is_some())
+            // Unreadable: assume the worst, which only costs relocation hits.
+            .unwrap_or(true)
+    })
+}
+
+fn stderr_spelling(args: &RustcArgs) -> Spelling {
+    let json = args
+        .items
+        .iter()
+        .any(|i| i.flag == "--error-format" && i.value.as_deref() == Some("json"));
+    if json {
+        Spelling::Json
+    } else {
+        Spelling::Plain
+    }
+}
+
+fn absolute(cwd: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        cwd.join(p)
+    }
+}

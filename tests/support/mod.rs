@@ -1,0 +1,715 @@
+//! Helpers for kache's end-to-end tests: build the fixture workspace in
+//! `e2e/fixtures/ws` with real cargo, with and without kache, and read the event log.
+//!
+//! Use it from a `tests/*.rs` file with `mod support;`. A test reads like a shell
+//! session:
+//!
+//! ```ignore
+//! let sandbox = Sandbox::new();
+//! let ws = sandbox.checkout("first/ws");        // cp -r e2e/fixtures/ws $TMP/first/ws
+//! let mut log = sandbox.cursor();               // remember where the event log ends
+//! ws.kache_build(&[]);                          // RUSTC_WRAPPER=kache cargo build --locked
+//! let built = compiles(&log.take());            // the events it appended, probes left out
+//! assert_eq!(ws.run_bin("fixture-app", &[]), ws.reference_output(&[], "fixture-app"));
+//! ws.rm_target();                               // rm -rf target
+//! ```
+//!
+//! What the harness controls for every cargo it runs:
+//! - the working directory is the checkout, and `CARGO_TARGET_DIR` (and every other
+//!   setting that moves the target dir) is removed, so the target dir is `<checkout>/target`;
+//! - `CARGO_INCREMENTAL=0`, `CARGO_TERM_COLOR=never`;
+//! - `FIXTURE_GREETING` (the fixture's `env!`) is set; other `FIXTURE_*`, `RUSTFLAGS` and
+//!   friends, wrappers, `KACHE_*` and the `CARGO_*` variables cargo set for this test
+//!   process are removed, so the outer environment does not leak in;
+//! - with kache: `RUSTC_WRAPPER=<kache>` and `KACHE_DIR=<sandbox cache dir>`;
+//! - `CARGO_HOME` is left alone: the user's registry is shared and warm.
+//!
+//! Environment knobs for people debugging a failure:
+//! - `KACHE_E2E_KEEP=1` keeps the sandbox directory instead of deleting it (its path is
+//!   printed);
+//! - `KACHE_E2E_WRAPPER=/path` uses another wrapper instead of the kache binary under test.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tempfile::TempDir;
+
+/// The value of `FIXTURE_GREETING` every checkout starts with.
+pub const DEFAULT_GREETING: &str = "hello from the e2e test";
+
+/// The binary that prints one line summarising every input of the fixture.
+pub const APP_BIN: &str = "fixture-app";
+/// The binary that prints its compile-time `CARGO_MANIFEST_DIR` (the checkout's path).
+pub const WHERE_BIN: &str = "fixture-where";
+
+/// The target dir the reference (no kache) builds use, inside the checkout.
+pub const REFERENCE_TARGET: &str = "target-ref";
+
+/// The wrapper under test: the kache binary cargo built for this test run, unless
+/// `KACHE_E2E_WRAPPER` names another one.
+pub fn kache_bin() -> PathBuf {
+    match std::env::var_os("KACHE_E2E_WRAPPER") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_kache")),
+    }
+}
+
+/// Where the fixture workspace lives in the repository.
+pub fn fixture_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/fixtures/ws")
+}
+
+/// The cargo to run: the one running this test (cargo sets `CARGO` for `cargo test`),
+/// else `cargo` from `PATH`.
+pub fn cargo_program() -> PathBuf {
+    match std::env::var_os("CARGO") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from("cargo"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sandbox and checkouts
+// ---------------------------------------------------------------------------
+
+/// A temp dir holding one kache cache dir and any number of checkouts of the fixture.
+/// Everything is deleted on drop (unless `KACHE_E2E_KEEP` is set).
+pub struct Sandbox {
+    tmp: Option<TempDir>,
+    root: PathBuf,
+    cache_dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let tmp = tempfile::Builder::new()
+            .prefix("kache-e2e-")
+            .tempdir()
+            .expect("create the sandbox temp dir");
+        // Canonical, so it matches the paths cargo derives from getcwd() (on macOS
+        // /tmp is a symlink to /private/tmp).
+        let root = tmp
+            .path()
+            .canonicalize()
+            .expect("canonicalize the sandbox temp dir");
+        let cache_dir = root.join("kache-cache");
+        fs::create_dir_all(&cache_dir).expect("create the sandbox kache cache dir");
+        Sandbox {
+            tmp: Some(tmp),
+            root,
+            cache_dir,
+        }
+    }
+
+    /// The sandbox directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The kache cache dir (`KACHE_DIR`) every checkout of this sandbox shares.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// `cp -r e2e/fixtures/ws <sandbox>/<sub_path>`: a fresh checkout of the fixture
+    /// (without any target dir) at a path of the test's choosing, so two checkouts can
+    /// sit at different paths and depths.
+    pub fn checkout(&self, sub_path: &str) -> Workspace {
+        let root = self.root.join(sub_path);
+        assert!(
+            !root.exists(),
+            "checkout {} already exists in the sandbox",
+            root.display()
+        );
+        fs::create_dir_all(&root).expect("create the checkout dir");
+        copy_tree(&fixture_source(), &root);
+        Workspace {
+            root,
+            cache_dir: self.cache_dir.clone(),
+            env: BTreeMap::from([("FIXTURE_GREETING".to_string(), DEFAULT_GREETING.to_string())]),
+        }
+    }
+
+    /// Every event in the shared cache's log so far.
+    pub fn events(&self) -> Vec<Value> {
+        events(&self.cache_dir)
+    }
+
+    /// A cursor at the current end of the event log.
+    pub fn cursor(&self) -> EventCursor {
+        EventCursor::new(&self.cache_dir)
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox::new()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if std::env::var_os("KACHE_E2E_KEEP").is_some_and(|v| !v.is_empty() && v != "0")
+            && let Some(tmp) = self.tmp.take()
+        {
+            let kept = tmp.keep();
+            eprintln!("KACHE_E2E_KEEP: sandbox kept at {}", kept.display());
+        }
+    }
+}
+
+/// Copies `from` into the existing dir `to`, leaving out target dirs (`target`,
+/// `target-*`) and `.git`.
+fn copy_tree(from: &Path, to: &Path) {
+    let entries =
+        fs::read_dir(from).unwrap_or_else(|e| panic!("read fixture dir {}: {e}", from.display()));
+    for entry in entries {
+        let entry = entry.expect("read a fixture dir entry");
+        let name = entry.file_name();
+        let name_str = name.to_string_lossy();
+        let file_type = entry.file_type().expect("stat a fixture dir entry");
+        let dest = to.join(&name);
+        if file_type.is_dir() {
+            if name_str == "target" || name_str.starts_with("target-") || name_str == ".git" {
+                continue;
+            }
+            fs::create_dir_all(&dest).unwrap_or_else(|e| panic!("create {}: {e}", dest.display()));
+            copy_tree(&entry.path(), &dest);
+        } else {
+            fs::copy(entry.path(), &dest).unwrap_or_else(|e| {
+                panic!("copy {} to {}: {e}", entry.path().display(), dest.display())
+            });
+        }
+    }
+}
+
+/// One checkout of the fixture workspace.
+pub struct Workspace {
+    root: PathBuf,
+    cache_dir: PathBuf,
+    /// Variables set on every cargo this checkout runs (kache or plain), e.g.
+    /// `FIXTURE_GREETING`. Changed with [`Workspace::set_env`].
+    env: BTreeMap<String, String>,
+}
+
+impl Workspace {
+    /// The checkout's root (where its `Cargo.toml` and `Cargo.lock` are).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A path inside the checkout.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// The target dir the kache builds use.
+    pub fn target_dir(&self) -> PathBuf {
+        self.root.join("target")
+    }
+
+    /// The compile-time `CARGO_MANIFEST_DIR` of the app crate in this checkout: what
+    /// `fixture-where` must print.
+    pub fn app_manifest_dir(&self) -> String {
+        self.path("crates/app").display().to_string()
+    }
+
+    /// Sets a variable for every later cargo this checkout runs (like `export`).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.insert(key.to_string(), value.to_string());
+    }
+
+    /// Stops setting a variable (like `unset`; it is removed from cargo's environment).
+    pub fn unset_env(&mut self, key: &str) {
+        self.env.remove(key);
+    }
+
+    /// `RUSTC_WRAPPER=kache cargo <args>` in this checkout.
+    pub fn kache(&self, args: &[&str]) -> CargoCmd {
+        let mut cmd = self.base_cargo(args);
+        cmd.cmd.env("RUSTC_WRAPPER", kache_bin());
+        cmd.cmd.env("KACHE_DIR", &self.cache_dir);
+        cmd.label = format!("RUSTC_WRAPPER=kache {}", cmd.label);
+        cmd
+    }
+
+    /// `cargo <args>` in this checkout, without any wrapper.
+    pub fn plain(&self, args: &[&str]) -> CargoCmd {
+        self.base_cargo(args)
+    }
+
+    /// `RUSTC_WRAPPER=kache cargo build --locked <extra>`, which must succeed.
+    pub fn kache_build(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["build", "--locked"];
+        args.extend_from_slice(extra);
+        self.kache(&args).run()
+    }
+
+    /// Builds with plain cargo (no kache) into `<checkout>/target-ref` and returns what
+    /// `bin` prints: the expected output for the same sources, env and `extra` args.
+    pub fn reference_output(&self, extra: &[&str], bin: &str) -> String {
+        let target = self.root.join(REFERENCE_TARGET);
+        let target = target.to_str().expect("sandbox paths are UTF-8");
+        let mut args = vec!["build", "--locked", "--target-dir", target];
+        args.extend_from_slice(extra);
+        self.plain(&args).run();
+        self.run_bin_in(&self.root.join(REFERENCE_TARGET), bin, &[])
+    }
+
+    /// Runs `target/debug/<name> <args>` (as built by the last kache build) and returns
+    /// its stdout without the trailing newline. Panics if it fails.
+    pub fn run_bin(&self, name: &str, args: &[&str]) -> String {
+        self.run_bin_in(&self.target_dir(), name, args)
+    }
+
+    /// Like [`Workspace::run_bin`], for a binary in another target dir.
+    pub fn run_bin_in(&self, target_dir: &Path, name: &str, args: &[&str]) -> String {
+        let exe = target_dir
+            .join("debug")
+            .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        let output = Command::new(&exe)
+            .args(args)
+            .current_dir(&self.root)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()));
+        assert!(
+            output.status.success(),
+            "{} {args:?} failed ({})\n--- stdout\n{}\n--- stderr\n{}",
+            exe.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        let stdout = String::from_utf8(output.stdout).expect("fixture binary prints UTF-8");
+        stdout.trim_end_matches(['\n', '\r']).to_string()
+    }
+
+    /// Reads a file of the checkout.
+    pub fn read(&self, rel: &str) -> String {
+        let path = self.path(rel);
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    /// Writes (creates or replaces) a file of the checkout.
+    pub fn write(&self, rel: &str, contents: &str) {
+        let path = self.path(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+        }
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
+    /// Replaces the one occurrence of `from` with `to` in a file of the checkout.
+    /// Panics unless `from` occurs exactly once, so an edit can never silently miss.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = self.read(rel);
+        let found = text.matches(from).count();
+        assert_eq!(found, 1, "{rel} must contain {from:?} exactly once");
+        self.write(rel, &text.replacen(from, to, 1));
+    }
+
+    /// `rm -rf target` (the kache build's target dir; the reference one is kept).
+    pub fn rm_target(&self) {
+        let target = self.target_dir();
+        if target.exists() {
+            fs::remove_dir_all(&target)
+                .unwrap_or_else(|e| panic!("remove {}: {e}", target.display()));
+        }
+    }
+
+    /// The crate names whose dep-info files (in `target/debug`) record an `env-dep` on
+    /// `var`, i.e. the units rustc says read that variable.
+    pub fn crates_with_env_dep(&self, var: &str) -> BTreeSet<String> {
+        let debug = self.target_dir().join("debug");
+        let mut dep_files = Vec::new();
+        collect_dep_info(&debug.join("deps"), &mut dep_files);
+        if let Ok(build_dirs) = fs::read_dir(debug.join("build")) {
+            for dir in build_dirs.flatten() {
+                collect_dep_info(&dir.path(), &mut dep_files);
+            }
+        }
+        let with_value = format!("# env-dep:{var}=");
+        let without_value = format!("# env-dep:{var}");
+        let mut crates = BTreeSet::new();
+        for file in dep_files {
+            let Ok(text) = fs::read_to_string(&file) else {
+                continue;
+            };
+            if text
+                .lines()
+                .any(|line| line.starts_with(&with_value) || line == without_value)
+            {
+                crates.insert(crate_name_of_dep_info(&file));
+            }
+        }
+        crates
+    }
+
+    fn base_cargo(&self, args: &[&str]) -> CargoCmd {
+        let mut cmd = Command::new(cargo_program());
+        cmd.args(args).current_dir(&self.root);
+        for (key, _) in std::env::vars_os() {
+            if let Some(key) = key.to_str()
+                && is_scrubbed(key)
+            {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("CARGO_INCREMENTAL", "0");
+        cmd.env("CARGO_TERM_COLOR", "never");
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
+        CargoCmd {
+            cmd,
+            label: format!("cargo {}", args.join(" ")),
+            dir: self.root.clone(),
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
+}
+
+/// Variables of the test's own environment that must not reach the cargo under test.
+fn is_scrubbed(key: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "RUSTDOCFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_ENCODED_RUSTDOCFLAGS",
+        "CARGO_INCREMENTAL",
+        "CARGO_TARGET_DIR",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "OUT_DIR",
+        "CORE_BUILD_NOTE",
+    ];
+    const PREFIXES: &[&str] = &[
+        "KACHE_",
+        "FIXTURE_",
+        "CARGO_PKG_",
+        "CARGO_BIN_EXE_",
+        "CARGO_BUILD_",
+        "CARGO_PROFILE_",
+        "CARGO_CFG_",
+        "CARGO_FEATURE_",
+        "SCCACHE_",
+    ];
+    EXACT.contains(&key) || PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+}
+
+fn collect_dep_info(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension() == Some(OsStr::new("d")) {
+                out.push(path);
+            }
+        }
+    }
+}
+
+/// `fixture_core-31c727794fbb6823.d` -> `fixture_core`; `fixture_plugin.d` ->
+/// `fixture_plugin` (cdylibs have no hash suffix).
+fn crate_name_of_dep_info(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .and_then(OsStr::to_str)
+        .expect("dep-info file names are UTF-8");
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if !hash.is_empty() && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            name.to_string()
+        }
+        _ => stem.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running cargo
+// ---------------------------------------------------------------------------
+
+/// A cargo command about to run, built by [`Workspace::kache`] or [`Workspace::plain`].
+pub struct CargoCmd {
+    cmd: Command,
+    label: String,
+    dir: PathBuf,
+    cache_dir: PathBuf,
+}
+
+impl CargoCmd {
+    /// Adds an argument.
+    pub fn arg(mut self, arg: &str) -> CargoCmd {
+        self.cmd.arg(arg);
+        self.label.push(' ');
+        self.label.push_str(arg);
+        self
+    }
+
+    /// Sets a variable for this command only.
+    pub fn env(mut self, key: &str, value: &str) -> CargoCmd {
+        self.cmd.env(key, value);
+        self.label = format!("{key}={value:?} {}", self.label);
+        self
+    }
+
+    /// Removes a variable for this command only.
+    pub fn env_remove(mut self, key: &str) -> CargoCmd {
+        self.cmd.env_remove(key);
+        self.label = format!("(unset {key}) {}", self.label);
+        self
+    }
+
+    /// Runs it; panics with cargo's output and the end of the event log if it fails.
+    pub fn run(self) -> Output {
+        let (label, dir, cache_dir) =
+            (self.label.clone(), self.dir.clone(), self.cache_dir.clone());
+        let output = self.run_unchecked();
+        if !output.status.success() {
+            panic!(
+                "`{label}` in {} failed ({})\n--- stdout\n{}\n--- stderr\n{}\n--- last events\n{}",
+                dir.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr),
+                describe(tail(&events(&cache_dir), 20)),
+            );
+        }
+        output
+    }
+
+    /// Runs it and returns whatever happened.
+    pub fn run_unchecked(mut self) -> Output {
+        self.cmd
+            .output()
+            .unwrap_or_else(|e| panic!("spawn `{}`: {e}", self.label))
+    }
+}
+
+fn tail(events: &[Value], n: usize) -> &[Value] {
+    &events[events.len().saturating_sub(n)..]
+}
+
+// ---------------------------------------------------------------------------
+// The event log
+// ---------------------------------------------------------------------------
+
+/// Every event in `<cache_dir>/events.jsonl.1` then `<cache_dir>/events.jsonl`, in order,
+/// skipping lines that are not JSON objects (as the log's own readers do).
+pub fn events(cache_dir: &Path) -> Vec<Value> {
+    let mut all = Vec::new();
+    for name in ["events.jsonl.1", "events.jsonl"] {
+        let path = cache_dir.join(name);
+        let text = match fs::read(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("read {}: {e}", path.display()),
+        };
+        all.extend(
+            text.lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(Value::is_object),
+        );
+    }
+    all
+}
+
+/// Remembers how many events the log held, to select the ones appended since.
+pub struct EventCursor {
+    cache_dir: PathBuf,
+    seen: usize,
+}
+
+impl EventCursor {
+    /// A cursor at the current end of the log.
+    pub fn new(cache_dir: &Path) -> EventCursor {
+        EventCursor {
+            cache_dir: cache_dir.to_path_buf(),
+            seen: events(cache_dir).len(),
+        }
+    }
+
+    /// The events appended since the cursor was set (or last moved); the cursor stays.
+    pub fn since(&self) -> Vec<Value> {
+        let all = events(&self.cache_dir);
+        assert!(
+            all.len() >= self.seen,
+            "the event log shrank from {} to {} events: it was rotated more than once \
+             during the test (raise the rotation limit for e2e tests)",
+            self.seen,
+            all.len()
+        );
+        all[self.seen..].to_vec()
+    }
+
+    /// The events appended since the cursor was set, moving the cursor past them.
+    pub fn take(&mut self) -> Vec<Value> {
+        let new = self.since();
+        self.seen += new.len();
+        new
+    }
+}
+
+/// An event's `result` (`""` when missing).
+pub fn result(event: &Value) -> &str {
+    event["result"].as_str().unwrap_or("")
+}
+
+/// An event's `crate_name` (`"?"` when missing or null, e.g. for probes).
+pub fn crate_name(event: &Value) -> &str {
+    event["crate_name"].as_str().unwrap_or("?")
+}
+
+/// An event's `crate_types`, joined with `,`.
+pub fn crate_types(event: &Value) -> String {
+    event["crate_types"]
+        .as_array()
+        .map(|types| {
+            types
+                .iter()
+                .map(|t| t.as_str().unwrap_or("?"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// A label naming the unit an event is for: `crate_name@version[crate_types]`, e.g.
+/// `fixture_core@0.3.1[lib]` or `build_script_build@0.3.1[bin]`. A `--test` harness
+/// has no `--crate-type`, so its label ends in `[]`.
+pub fn unit(event: &Value) -> String {
+    format!(
+        "{}@{}[{}]",
+        crate_name(event),
+        event["crate_version"].as_str().unwrap_or("?"),
+        crate_types(event)
+    )
+}
+
+/// The events that are real compilations: everything but `passthrough` (cargo's
+/// `-vV` / `--print` probes and other invocations kache does not cache).
+pub fn compiles(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|event| result(event) != "passthrough")
+        .cloned()
+        .collect()
+}
+
+/// How many events have the given `result`.
+pub fn count(events: &[Value], wanted: &str) -> usize {
+    events
+        .iter()
+        .filter(|event| result(event) == wanted)
+        .count()
+}
+
+/// Number of events per `result`.
+pub fn counts(events: &[Value]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for event in events {
+        *counts.entry(result(event).to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The units (see [`unit`]) of the events with the given `result`.
+pub fn units_with(events: &[Value], wanted: &str) -> BTreeSet<String> {
+    events
+        .iter()
+        .filter(|event| result(event) == wanted)
+        .map(unit)
+        .collect()
+}
+
+/// The units (see [`unit`]) of all the events.
+pub fn units(events: &[Value]) -> BTreeSet<String> {
+    events.iter().map(unit).collect()
+}
+
+/// The crate names of the events with the given `result`.
+pub fn crates_with(events: &[Value], wanted: &str) -> BTreeSet<String> {
+    events
+        .iter()
+        .filter(|event| result(event) == wanted)
+        .map(|event| crate_name(event).to_string())
+        .collect()
+}
+
+/// The crate names of all the events.
+pub fn crates(events: &[Value]) -> BTreeSet<String> {
+    events
+        .iter()
+        .map(|event| crate_name(event).to_string())
+        .collect()
+}
+
+/// One line per event, for assertion messages.
+pub fn describe(events: &[Value]) -> String {
+    let mut text = String::new();
+    for event in events {
+        let _ = write!(
+            text,
+            "  {:<11} {:<40} compiler_runs={}",
+            result(event),
+            unit(event),
+            event["compiler_runs"]
+        );
+        for field in ["passthrough_reason", "warning"] {
+            if let Some(value) = event[field].as_str() {
+                let _ = write!(text, " {field}={value:?}");
+            }
+        }
+        text.push('\n');
+    }
+    if text.is_empty() {
+        text.push_str("  (no events)\n");
+    }
+    text
+}
+
+/// Panics unless every event has the given `result`.
+pub fn assert_all(events: &[Value], wanted: &str, context: &str) {
+    assert!(
+        events.iter().all(|event| result(event) == wanted),
+        "{context}: expected every event to be `{wanted}`, got\n{}",
+        describe(events)
+    );
+}
+
+/// Panics if any event is an `error` or carries a `warning` (kache degraded).
+pub fn assert_no_faults(events: &[Value], context: &str) {
+    assert!(
+        events
+            .iter()
+            .all(|event| result(event) != "error" && event["warning"].is_null()),
+        "{context}: kache reported faults\n{}",
+        describe(events)
+    );
+}
+
+/// Panics unless every event is a `local_hit` that did not run the compiler.
+pub fn assert_all_local_hits(events: &[Value], context: &str) {
+    assert!(
+        events
+            .iter()
+            .all(|event| result(event) == "local_hit" && event["compiler_runs"] == 0),
+        "{context}: expected every event to be a local_hit with compiler_runs == 0, got\n{}",
+        describe(events)
+    );
+}
