@@ -249,6 +249,8 @@ impl Wrapper {
             };
             self.event.lookup_ms = ms(lookup_start.elapsed());
             let restore_start = Instant::now();
+            // Held while blobs are linked into place, so gc cannot delete one underneath.
+            let _maintenance = store.lock_shared();
             let stats = match restore::restore_entry(store, &entry, &p.out_dir, &p.roots, stat) {
                 Ok(s) => s,
                 Err(RestoreError::BadBlob { name, blob }) => {
@@ -277,8 +279,9 @@ impl Wrapper {
             let _ = std::io::stdout().write_all(stdout.as_bytes());
             let _ = std::io::stderr().write_all(stderr.as_bytes());
             self.event.restore_ms = ms(restore_start.elapsed());
-            if let Err(e) = store.record_hit(&entry.key, stat) {
-                tracing::debug!("cannot record the hit: {e}");
+            // Usually nothing: restored outputs carry their hash in an attribute.
+            if let Err(e) = store.flush_stat_cache(stat) {
+                tracing::debug!("cannot update the stat cache: {e}");
             }
             self.event.result = Outcome::LocalHit;
             self.event.cache_key = Some(entry.key.clone());

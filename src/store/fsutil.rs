@@ -81,3 +81,53 @@ pub fn is_foreign_symlink(path: &Path) -> bool {
         _ => false,
     }
 }
+
+/// The extended attribute in which kache records the content hash of a file it wrote.
+const HASH_XATTR: &[u8] = b"user.kache.hash\0";
+
+/// Records `hash` on the file for the stamp it has now (size and mtime; setting the attribute
+/// itself changes the ctime, so the ctime cannot be part of it). `false` when the filesystem
+/// does not support user attributes.
+pub fn set_hash_xattr(path: &Path, hash: &str, stamp: &FileStamp) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let value = format!("{hash}:{}:{}", stamp.size, stamp.mtime_ns);
+    // SAFETY: both pointers are valid NUL-terminated / length-delimited buffers for the call.
+    let rc = unsafe {
+        libc::setxattr(
+            cpath.as_ptr(),
+            HASH_XATTR.as_ptr().cast(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    rc == 0
+}
+
+/// The hash recorded by [`set_hash_xattr`], if the file still has the size and mtime it had
+/// then.
+pub fn hash_from_xattr(path: &Path, stamp: &FileStamp) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut buf = [0u8; 128];
+    // SAFETY: `buf` is valid for `buf.len()` bytes; the kernel writes at most that many.
+    let n = unsafe {
+        libc::getxattr(
+            cpath.as_ptr(),
+            HASH_XATTR.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n <= 0 {
+        return None;
+    }
+    let text = std::str::from_utf8(&buf[..n as usize]).ok()?;
+    let mut parts = text.split(':');
+    let (hash, size, mtime) = (parts.next()?, parts.next()?, parts.next()?);
+    (size.parse::<u64>().ok()? == stamp.size && mtime.parse::<i64>().ok()? == stamp.mtime_ns)
+        .then(|| hash.to_owned())
+}

@@ -22,7 +22,7 @@ use crate::key::KeyField;
 use crate::key::manifest::Manifest;
 pub use statcache::StatCache;
 
-const INDEX_SCHEMA: i64 = 1;
+const INDEX_SCHEMA: i64 = 2;
 /// How long a process waits for another's write transaction before giving up on the cache.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -213,14 +213,42 @@ impl Store {
         Ok(())
     }
 
-    /// Records a hit (LRU time and count) and what the stat cache learnt.
-    pub fn record_hit(&self, key: &str, stat: &mut StatCache) -> Result<(), StoreError> {
+    /// Folds hits recorded in the event log into the entries' use counts and LRU times.
+    ///
+    /// A hit writes nothing to the index (so hits never wait for each other's write locks and
+    /// the WAL stays small); the event log, which names every hit's key, is the record of use.
+    /// Maintenance folds it in before it needs LRU order. Events already folded are skipped by
+    /// their timestamp.
+    pub fn fold_usage(&self, events: &[crate::events::BuildEvent]) -> Result<(), StoreError> {
         let tx = write_tx(&self.conn)?;
+        let folded_until: i64 = tx
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'usage_folded_ms'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let mut newest = folded_until;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE entries SET hits = hits + 1, last_used = MAX(last_used, ?2) WHERE key = ?1",
+            )?;
+            for e in events {
+                let ts = e.ts as i64;
+                if ts <= folded_until || !e.result.is_hit() {
+                    continue;
+                }
+                if let Some(key) = &e.cache_key {
+                    update.execute(params![key, ts / 1000])?;
+                }
+                newest = newest.max(ts);
+            }
+        }
         tx.execute(
-            "UPDATE entries SET last_used = ?2, hits = hits + 1 WHERE key = ?1",
-            params![key, now_secs()],
+            "INSERT OR REPLACE INTO meta(name, value) VALUES ('usage_folded_ms', ?1)",
+            [newest],
         )?;
-        stat.flush(&tx)?;
         tx.commit()?;
         Ok(())
     }
@@ -306,6 +334,9 @@ fn try_open_index(db: &Path) -> rusqlite::Result<Connection> {
         tx.commit()?;
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // A process that opens the index alone rebuilds the WAL's index by reading the whole WAL;
+    // checkpointing often keeps that read small for every later hit.
+    conn.pragma_update(None, "wal_autocheckpoint", 128)?;
     // Closing the last connection would otherwise checkpoint the WAL (with an fsync) at the
     // end of nearly every invocation; SQLite's automatic checkpoints keep the WAL bounded.
     conn.set_db_config(
@@ -349,6 +380,10 @@ CREATE TABLE IF NOT EXISTS manifests(
     PRIMARY KEY(invocation_key, entry)
 );
 CREATE INDEX IF NOT EXISTS manifests_entry ON manifests(entry);
+CREATE TABLE IF NOT EXISTS meta(
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS stat_cache(
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::fsutil::{FileStamp, now_ns};
+use super::fsutil::{FileStamp, hash_from_xattr, now_ns, set_hash_xattr};
 use crate::key::{ContentHash, FileHasher, hash_file_contents};
 
 /// Changes younger than this are never trusted from the cache.
@@ -29,11 +29,16 @@ pub struct StatCache<'c> {
 
 impl<'c> StatCache<'c> {
     pub fn new(conn: &'c Connection) -> Self {
+        Self::at(conn, now_ns())
+    }
+
+    /// A stat cache whose clock reads `now_ns` (tests use it to age files without waiting).
+    pub fn at(conn: &'c Connection, now_ns: i64) -> Self {
         StatCache {
             conn,
             memo: HashMap::new(),
             pending: Vec::new(),
-            now_ns: now_ns(),
+            now_ns,
             files_hashed: 0,
         }
     }
@@ -42,8 +47,10 @@ impl<'c> StatCache<'c> {
     pub fn record_trusted(&mut self, path: &Path, hash: &str) -> io::Result<()> {
         let stamp = FileStamp::of(&std::fs::metadata(path)?);
         self.memo.insert(path.to_owned(), hash.to_owned());
-        self.pending
-            .push((path.to_owned(), stamp, hash.to_owned(), true));
+        if !set_hash_xattr(path, hash, &stamp) {
+            self.pending
+                .push((path.to_owned(), stamp, hash.to_owned(), true));
+        }
         Ok(())
     }
 
@@ -100,6 +107,10 @@ impl FileHasher for StatCache<'_> {
             return Ok(h.clone());
         }
         let stamp = FileStamp::of(&std::fs::metadata(path)?);
+        if let Some(h) = hash_from_xattr(path, &stamp) {
+            self.memo.insert(path.to_owned(), h.clone());
+            return Ok(h);
+        }
         let hash = match self.cached(path, &stamp) {
             Some(h) => h,
             None => {

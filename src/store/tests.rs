@@ -121,34 +121,59 @@ fn stat_cache_skips_unchanged_old_files_and_rehashes_changed_ones() {
     let store = Store::open(&dir.path().join("cache")).expect("open");
     let src = dir.path().join("lib.rs");
     std::fs::write(&src, b"fn a() {}").expect("write");
-    // Age the file past the recency window.
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-    std::fs::File::options()
-        .write(true)
-        .open(&src)
-        .and_then(|f| f.set_modified(old))
-        .expect("set mtime");
-    // ctime cannot be set back, so wait is not possible here: record as trusted instead.
+    let later = fsutil::now_ns() + 60_000_000_000;
+
+    // A file changed in the last two seconds is hashed and not remembered.
     let mut stat = StatCache::new(store.conn());
     let h1 = stat.hash_file(&src).expect("hash");
-    stat.record_trusted(&src, &h1).expect("trust");
-    store.flush_stat_cache(&mut stat).expect("flush");
+    assert!(!stat.has_pending(), "a fresh file must not be remembered");
 
-    let mut stat = StatCache::new(store.conn());
+    // A minute later it is old enough to remember...
+    let mut stat = StatCache::at(store.conn(), later);
+    assert_eq!(stat.hash_file(&src).expect("hash"), h1);
+    store.flush_stat_cache(&mut stat).expect("flush");
+    // ...and then comes from the cache without being read.
+    let mut stat = StatCache::at(store.conn(), later);
     assert_eq!(stat.hash_file(&src).expect("hash"), h1);
     assert_eq!(
         stat.files_hashed, 0,
         "unchanged file must come from the cache"
     );
 
-    // Same size, mtime restored: the ctime still changes, so the edit is seen.
+    // Same size, mtime put back: the ctime still moves, so the edit is seen.
+    let mtime = std::fs::metadata(&src)
+        .and_then(|m| m.modified())
+        .expect("mtime");
     std::fs::write(&src, b"fn b() {}").expect("edit");
     std::fs::File::options()
         .write(true)
         .open(&src)
-        .and_then(|f| f.set_modified(old))
+        .and_then(|f| f.set_modified(mtime))
         .expect("restore mtime");
-    let mut stat = StatCache::new(store.conn());
+    let mut stat = StatCache::at(store.conn(), later);
     assert_ne!(stat.hash_file(&src).expect("hash"), h1);
+    assert_eq!(stat.files_hashed, 1);
+}
+
+#[test]
+fn outputs_kache_wrote_are_trusted_until_they_change() {
+    use crate::key::FileHasher;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("cache")).expect("open");
+    let out = dir.path().join("libfoo.rlib");
+    std::fs::write(&out, b"rlib bytes").expect("write");
+    let hash = crate::key::hash_file_contents(&out).expect("hash");
+    let mut stat = StatCache::new(store.conn());
+    stat.record_trusted(&out, &hash).expect("trust");
+    store.flush_stat_cache(&mut stat).expect("flush");
+
+    // Fresh, yet not read again: kache knows what it wrote.
+    let mut stat = StatCache::new(store.conn());
+    assert_eq!(stat.hash_file(&out).expect("hash"), hash);
+    assert_eq!(stat.files_hashed, 0);
+
+    std::fs::write(&out, b"other bytes!").expect("rewrite");
+    let mut stat = StatCache::new(store.conn());
+    assert_ne!(stat.hash_file(&out).expect("hash"), hash);
     assert_eq!(stat.files_hashed, 1);
 }
