@@ -200,6 +200,9 @@ impl Wrapper {
         roots.add_out_dir(&out_dir);
         let env = keyenv::keyed_vars(std::env::vars(), &self.config.key_env_vars);
         let path_var = std::env::var("PATH").ok();
+        let driver_conf_dir = std::env::var_os("CLIPPY_CONF_DIR")
+            .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR"))
+            .map(PathBuf::from);
         let mut stat = StatCache::new(store.conn());
         let (inv_key, key_fields) = invocation_key(
             &KeyInputs {
@@ -210,6 +213,7 @@ impl Wrapper {
                 cwd: &cwd,
                 env: &env,
                 path_var: path_var.as_deref(),
+                driver_conf_dir: driver_conf_dir.as_deref(),
             },
             &mut stat,
         )?;

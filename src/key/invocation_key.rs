@@ -30,6 +30,9 @@ pub struct KeyInputs<'a> {
     /// The keyed environment (see [`super::env::keyed_vars`]).
     pub env: &'a [(String, Option<String>)],
     pub path_var: Option<&'a str>,
+    /// Where clippy starts looking for its configuration (`CLIPPY_CONF_DIR`, else
+    /// `CARGO_MANIFEST_DIR`), when a driver runs in front of rustc.
+    pub driver_conf_dir: Option<&'a Path>,
 }
 
 /// Computes the invocation key and its readable fields.
@@ -58,6 +61,15 @@ pub fn invocation_key(
         let program =
             resolve_program(driver, cwd, inputs.path_var).unwrap_or_else(|| driver.to_owned());
         k.field("driver", hash(&program)?);
+    }
+    if !inputs.drivers.is_empty() {
+        // clippy reads its configuration behind rustc's back (it is not in the dep-info).
+        let start = inputs.driver_conf_dir.unwrap_or(cwd);
+        let value = match find_clippy_conf(&absolute(cwd, start)) {
+            Some(conf) => format!("{} {}", rel(&conf.to_string_lossy()), hash(&conf)?),
+            None => "none".to_owned(),
+        };
+        k.field("clippy-conf", value);
     }
     k.field("cwd", rel(&cwd.to_string_lossy()));
     // Which roots exist decides the remapping; their order follows path lengths, which vary
@@ -165,6 +177,16 @@ fn absolute(cwd: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// The file clippy would read: the first `.clippy.toml` or `clippy.toml` from `start` upwards.
+fn find_clippy_conf(start: &Path) -> Option<PathBuf> {
+    start.ancestors().find_map(|dir| {
+        [".clippy.toml", "clippy.toml"]
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
 /// Finds a program the way the OS would: a path with a slash as is, a bare name in `PATH`.
 pub fn resolve_program(program: &Path, cwd: &Path, path_var: Option<&str>) -> Option<PathBuf> {
     if program.components().count() > 1 {
@@ -221,6 +243,7 @@ mod tests {
             cwd: Path::new(ws),
             env,
             path_var: None,
+            driver_conf_dir: None,
         };
         invocation_key(&inputs, &mut ByName).expect("key").0
     }
@@ -262,6 +285,65 @@ mod tests {
         let mut v = BASE.to_vec();
         v.extend(["--diagnostic-width=80", "--color=always"]);
         assert_eq!(base, key_of(&v, "/one", &[]));
+    }
+
+    #[test]
+    fn clippy_configuration_is_keyed_when_a_driver_runs() {
+        let ws = tempfile::tempdir().expect("tempdir");
+        let crate_dir = ws.path().join("crates/a");
+        std::fs::create_dir_all(&crate_dir).expect("mkdir");
+        let raw: Vec<OsString> = BASE.iter().map(|a| a.replace("$WS", "/w").into()).collect();
+        let parsed = RustcArgs::parse(&raw, ws.path()).expect("parse");
+        let tc = toolchain();
+        let roots = Roots::default();
+        let driver = ws.path().join("clippy-driver");
+        std::fs::write(&driver, b"driver").expect("driver");
+        let key = |drivers: &[PathBuf]| {
+            let inputs = KeyInputs {
+                args: &parsed,
+                toolchain: &tc,
+                drivers,
+                roots: &roots,
+                cwd: ws.path(),
+                env: &[],
+                path_var: None,
+                driver_conf_dir: Some(&crate_dir),
+            };
+            invocation_key(&inputs, &mut ContentOf).expect("key").0
+        };
+        let drivers = vec![driver.clone()];
+        let none = key(&drivers);
+        std::fs::write(
+            ws.path().join("clippy.toml"),
+            "too-many-arguments-threshold = 3",
+        )
+        .expect("conf");
+        let with_conf = key(&drivers);
+        assert_ne!(
+            none, with_conf,
+            "a new clippy.toml up the tree changes the key"
+        );
+        std::fs::write(
+            ws.path().join("clippy.toml"),
+            "too-many-arguments-threshold = 4",
+        )
+        .expect("conf");
+        assert_ne!(with_conf, key(&drivers), "its content changes the key");
+        let plain = key(&[]);
+        std::fs::remove_file(ws.path().join("clippy.toml")).expect("rm");
+        assert_eq!(
+            plain,
+            key(&[]),
+            "without a driver clippy.toml is not an input"
+        );
+    }
+
+    /// Real contents where the file exists (the clippy config), names for the made-up rest.
+    struct ContentOf;
+    impl FileHasher for ContentOf {
+        fn hash_file(&mut self, path: &Path) -> std::io::Result<String> {
+            crate::key::hash_file_contents(path).or_else(|_| ByName.hash_file(path))
+        }
     }
 
     #[test]
