@@ -3,7 +3,8 @@
 //! The modules follow one rustc invocation through the cache:
 //! [`invocation`] (how we were called) → [`key`] (what could change the output) →
 //! [`store`] (lookup) → [`restore`] (hit) or [`compile`] → [`store`] (miss) → [`events`]
-//! (what happened). [`wrapper`] glues them together; [`cli`] holds the commands people run.
+//! (what happened). [`remote`] and [`sync`] share entries through object storage.
+//! [`wrapper`] glues them together; [`cli`] holds the commands people run.
 //! See `docs/architecture.md`.
 
 pub mod cli;
@@ -12,6 +13,9 @@ pub mod config;
 pub mod events;
 pub mod invocation;
 pub mod key;
+pub mod remote;
 pub mod restore;
 pub mod store;
+pub mod sync;
+pub mod testhook;
 pub mod wrapper;

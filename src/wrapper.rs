@@ -19,8 +19,12 @@ use crate::key::invocation_key::{KeyInputs, invocation_key};
 use crate::key::manifest::{Manifest, ManifestEnv, ManifestFile};
 use crate::key::roots::{Roots, Spelling};
 use crate::key::{FileHasher, KeyField, env as keyenv, toolchain};
+use crate::remote::guard::Guarded;
+use crate::remote::s3::S3Remote;
+use crate::remote::{RemoteConfig, RemoteError};
 use crate::restore::{self, RestoreError};
 use crate::store::{Entry, StatCache, Store, StoredOutput, fsutil};
+use crate::sync::{self, SyncError};
 
 /// A fault inside kache; the build goes on without the cache.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +117,12 @@ struct Wrapper {
     event: BuildEvent,
     /// Exit code of rustc once it has run; a later fault must not run it again.
     rustc_ran: Option<i32>,
+}
+
+/// The remote behind its circuit breaker, and its settings.
+struct Remote {
+    store: Guarded<S3Remote>,
+    config: RemoteConfig,
 }
 
 /// What an invocation needs once it is known to be cacheable.
@@ -227,11 +237,56 @@ impl Wrapper {
         };
 
         let lookup_start = Instant::now();
+        // Held from before the index is read until restored outputs are linked, so gc cannot
+        // delete a blob this lookup is about to use.
+        let maintenance = store.lock_shared();
         if let Some(code) = self.try_hit(&store, &mut stat, &prepared, &inv_key)? {
             return Ok(code);
         }
+        let remote = self.open_remote(store.dir());
+        if let Some(r) = &remote
+            && let Some(code) = self.try_remote_hit(&store, &mut stat, &prepared, &inv_key, r)?
+        {
+            crate::store::maintenance::maybe_start_background_gc(&store, self.config.max_size);
+            return Ok(code);
+        }
+        drop(maintenance);
         self.event.lookup_ms = ms(lookup_start.elapsed());
-        self.compile_and_store(&store, &mut stat, &prepared, &inv_key, key_fields)
+        let code = self.compile_and_store(&store, &mut stat, &prepared, &inv_key, key_fields)?;
+        if let (Some(r), Some(entry_key)) = (&remote, &self.event.cache_key)
+            && !r.config.read_only
+        {
+            // Uploading happens in a detached worker: rustc's exit is not delayed.
+            match sync::upload::enqueue(store.dir(), entry_key, &inv_key) {
+                Ok(()) => sync::upload::spawn_worker(),
+                Err(e) => tracing::debug!("cannot queue the upload: {e}"),
+            }
+        }
+        Ok(code)
+    }
+
+    /// The configured remote, if any. A configuration that does not work is reported once
+    /// per invocation and the build goes on without the remote.
+    fn open_remote(&mut self, cache_dir: &Path) -> Option<Remote> {
+        let config = match RemoteConfig::from_process_env() {
+            Ok(c) => c?,
+            Err(e) => {
+                eprintln!("kache: warning: {e}; not using the remote");
+                self.event.warning = Some(e.to_string());
+                return None;
+            }
+        };
+        match S3Remote::new(&config) {
+            Ok(s3) => Some(Remote {
+                store: Guarded::new(s3, cache_dir, &config),
+                config,
+            }),
+            Err(e) => {
+                eprintln!("kache: warning: {e}; not using the remote");
+                self.event.warning = Some(e.to_string());
+                None
+            }
+        }
     }
 
     fn try_hit(
@@ -252,51 +307,103 @@ impl Wrapper {
                 continue;
             };
             self.event.lookup_ms = ms(lookup_start.elapsed());
-            let restore_start = Instant::now();
-            // Held while blobs are linked into place, so gc cannot delete one underneath.
-            let _maintenance = store.lock_shared();
-            let stats = match restore::restore_entry(store, &entry, &p.out_dir, &p.roots, stat) {
-                Ok(s) => s,
-                Err(RestoreError::BadBlob { name, blob }) => {
-                    // Self-healing: a damaged entry is dropped and the invocation compiles.
-                    eprintln!(
-                        "kache: warning: cached {name} was damaged (blob {blob}); dropping the entry and compiling"
-                    );
-                    self.event.warning = Some(format!("damaged blob {blob} dropped"));
-                    for freed in store.remove_entry(&entry_key)? {
-                        let _ = std::fs::remove_file(store.blob_path(&freed));
-                    }
-                    return Ok(None);
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let spelling = stderr_spelling(&p.args);
-            let (Some(stdout), Some(stderr)) = (
-                p.roots
-                    .fill(&String::from_utf8_lossy(&entry.stdout), spelling),
-                p.roots
-                    .fill(&String::from_utf8_lossy(&entry.stderr), spelling),
-            ) else {
-                return Ok(None);
-            };
-            // Outputs are in place before cargo reads the artifact notifications.
-            let _ = std::io::stdout().write_all(stdout.as_bytes());
-            let _ = std::io::stderr().write_all(stderr.as_bytes());
-            self.event.restore_ms = ms(restore_start.elapsed());
-            // Usually nothing: restored outputs carry their hash in an attribute.
-            if let Err(e) = store.flush_stat_cache(stat) {
-                tracing::debug!("cannot update the stat cache: {e}");
-            }
-            self.event.result = Outcome::LocalHit;
-            self.event.cache_key = Some(entry.key.clone());
-            self.event.compile_time_ms = entry.compile_ms;
-            self.event.size = entry.size();
-            self.event.reflinked_bytes = stats.reflinked;
-            self.event.hardlinked_bytes = stats.hardlinked;
-            self.event.copied_bytes = stats.copied;
-            return Ok(Some(0));
+            return self.restore_hit(store, stat, p, &entry, Outcome::LocalHit);
         }
         Ok(None)
+    }
+
+    /// On a local miss, asks the remote; a match is verified, put in the local store and
+    /// restored from there. Any remote fault is a miss (with a warning), never a failure.
+    fn try_remote_hit(
+        &mut self,
+        store: &Store,
+        stat: &mut StatCache,
+        p: &Prepared,
+        inv_key: &str,
+        remote: &Remote,
+    ) -> Result<Option<i32>, Fault> {
+        let lookup_start = Instant::now();
+        let env = |name: &str| std::env::var(name).ok();
+        let fetched = sync::fetch::fetch(
+            &remote.store,
+            store,
+            stat,
+            inv_key,
+            remote.config.max_object_bytes,
+            &mut |manifest, stat| manifest.check(&p.roots, &p.cwd, stat, &env).is_ok(),
+        );
+        match fetched {
+            Ok(Some(f)) => {
+                self.event.downloaded_bytes = f.downloaded_bytes;
+                let Some(entry) = store.load_entry(&f.entry_key)? else {
+                    return Ok(None);
+                };
+                self.event.lookup_ms = ms(lookup_start.elapsed());
+                self.restore_hit(store, stat, p, &entry, Outcome::RemoteHit)
+            }
+            Ok(None) => Ok(None),
+            Err(SyncError::Remote(RemoteError::BreakerOpen)) => Ok(None),
+            Err(e) => {
+                let message = e.to_string().replace('\n', " ");
+                eprintln!("kache: warning: {message}; compiling locally");
+                self.event.warning = Some(message);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Puts a stored entry in place and replays rustc's output. `None` when the entry turned
+    /// out to be damaged (it is dropped, and the invocation compiles).
+    fn restore_hit(
+        &mut self,
+        store: &Store,
+        stat: &mut StatCache,
+        p: &Prepared,
+        entry: &Entry,
+        outcome: Outcome,
+    ) -> Result<Option<i32>, Fault> {
+        let restore_start = Instant::now();
+        let stats = match restore::restore_entry(store, entry, &p.out_dir, &p.roots, stat) {
+            Ok(s) => s,
+            Err(RestoreError::BadBlob { name, blob }) => {
+                // Self-healing: a damaged entry is dropped and the invocation compiles.
+                eprintln!(
+                    "kache: warning: cached {name} was damaged (blob {blob}); dropping the entry and compiling"
+                );
+                self.event.warning = Some(format!("damaged blob {blob} dropped"));
+                for freed in store.remove_entry(&entry.key)? {
+                    let _ = std::fs::remove_file(store.blob_path(&freed));
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        crate::testhook::crash_point("mid_restore", &entry.crate_name);
+        let spelling = stderr_spelling(&p.args);
+        let (Some(stdout), Some(stderr)) = (
+            p.roots
+                .fill(&String::from_utf8_lossy(&entry.stdout), spelling),
+            p.roots
+                .fill(&String::from_utf8_lossy(&entry.stderr), spelling),
+        ) else {
+            return Ok(None);
+        };
+        // Outputs are in place before cargo reads the artifact notifications.
+        let _ = std::io::stdout().write_all(stdout.as_bytes());
+        let _ = std::io::stderr().write_all(stderr.as_bytes());
+        self.event.restore_ms = ms(restore_start.elapsed());
+        // Usually nothing: restored outputs carry their hash in an attribute.
+        if let Err(e) = store.flush_stat_cache(stat) {
+            tracing::debug!("cannot update the stat cache: {e}");
+        }
+        self.event.result = outcome;
+        self.event.cache_key = Some(entry.key.clone());
+        self.event.compile_time_ms = entry.compile_ms;
+        self.event.size = entry.size();
+        self.event.reflinked_bytes = stats.reflinked;
+        self.event.hardlinked_bytes = stats.hardlinked;
+        self.event.copied_bytes = stats.copied;
+        Ok(Some(0))
     }
 
     fn compile_and_store(
@@ -337,6 +444,8 @@ impl Wrapper {
             }
             return Ok(compiled.exit_code);
         }
+        let crate_name = p.args.crate_name.as_deref().unwrap_or_default();
+        crate::testhook::crash_point("after_compile", crate_name);
 
         let store_start = Instant::now();
         let depinfo_text = std::fs::read_to_string(&depinfo_path)
@@ -364,6 +473,7 @@ impl Wrapper {
             use std::os::unix::fs::PermissionsExt;
             let linkable = outputs::is_linkable(name);
             let (blob, size) = store.ingest_blob(path, linkable)?;
+            crate::testhook::crash_point("after_blob", crate_name);
             let _ = stat.record_trusted(path, &blob);
             let _ = stat.record_trusted(&store.blob_path(&blob), &blob);
             stored.push(StoredOutput {
@@ -402,7 +512,11 @@ impl Wrapper {
             compile_ms: ms(compiled.elapsed),
             key_fields,
         };
+        crate::testhook::crash_point("before_commit", crate_name);
         store.commit_entry(&entry, &manifest, stat)?;
+        crate::testhook::crash_point("after_commit", crate_name);
+        // Past the size limit, a detached `kache gc --auto` makes room; the build never waits.
+        crate::store::maintenance::maybe_start_background_gc(store, self.config.max_size);
         self.event.cache_key = Some(entry.key.clone());
         self.event.size = entry.size();
         self.event.store_ms = ms(store_start.elapsed());

@@ -1,4 +1,5 @@
 //! `kache gc`: evict least-recently-used entries until the store is under its limits.
+//! `kache gc --auto` is the background run the wrapper starts when a store passes the limit.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -6,39 +7,68 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::format;
+use super::progress::Bar;
 use crate::config::{Config, parse_duration_secs, parse_size};
 use crate::store::Store;
+use crate::store::maintenance::GcReport;
 
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
-    /// Size limit, e.g. 10G or 500M (default: KACHE_MAX_SIZE or 10G).
-    #[arg(long, value_parser = parse_size)]
+    /// Size limit, e.g. 10G or 500M [default: KACHE_MAX_SIZE, else 10G]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_size: Option<u64>,
-    /// Also evict entries not used for this long, e.g. 30d or 12h.
-    #[arg(long, value_parser = parse_duration_secs)]
+    /// Also evict entries not used for this long, e.g. 30d or 12h
+    #[arg(long, value_name = "AGE", value_parser = parse_duration_secs)]
     max_age: Option<u64>,
-    /// Report what would be removed without removing it.
+    /// Report what would be removed without removing it
     #[arg(long)]
     dry_run: bool,
-    /// Print the report as JSON.
+    /// Print the report as JSON
     #[arg(long)]
     json: bool,
+    /// Run as the background gc: only when no other runs and the store is past its limit,
+    /// down to 90% of it
+    #[arg(long, hide = true, conflicts_with_all = ["max_age", "dry_run"])]
+    auto: bool,
 }
 
 pub fn run(config: &Config, args: GcArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.dir)
         .with_context(|| format!("opening the cache at {}", config.dir.display()))?;
     let limit = args.max_size.unwrap_or(config.max_size);
-    let report = store
-        .gc(limit, args.max_age.map(Duration::from_secs), args.dry_run)
-        .context("collecting garbage")?;
+    let bar = Bar::stderr();
+    let report = if args.auto {
+        match store.auto_gc(limit, &bar).context("collecting garbage")? {
+            Some(r) => r,
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    } else {
+        store
+            .gc(
+                limit,
+                args.max_age.map(Duration::from_secs),
+                args.dry_run,
+                &bar,
+            )
+            .context("collecting garbage")?
+    };
+    drop(bar);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print!("{}", render(&report, limit));
     }
-    let verb = if args.dry_run { "would free" } else { "freed" };
-    println!(
-        "{verb} {} in {} entries ({} blobs); store {} → {} (limit {})",
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(report: &GcReport, limit: u64) -> String {
+    let verb = if report.dry_run {
+        "would free"
+    } else {
+        "freed"
+    };
+    let mut out = format!(
+        "{verb} {} in {} entries ({} blobs)\nstore {} → {} (limit {})\n",
         format::bytes(report.bytes_freed),
         report.entries_evicted,
         report.blobs_removed,
@@ -47,10 +77,10 @@ pub fn run(config: &Config, args: GcArgs) -> anyhow::Result<ExitCode> {
         format::bytes(limit),
     );
     if report.orphans_removed + report.temp_files_removed > 0 {
-        println!(
-            "removed {} orphan blobs and {} stale temporary files",
+        out.push_str(&format!(
+            "removed {} orphan blobs and {} stale temporary files\n",
             report.orphans_removed, report.temp_files_removed
-        );
+        ));
     }
-    Ok(ExitCode::SUCCESS)
+    out
 }

@@ -1,23 +1,43 @@
-//! The commands people run: `kache stats`, `kache gc`, `kache verify`, ...
+//! The commands people run: `kache stats`, `kache gc`, `kache explain`, ...
 //!
 //! Each command is a thin layer that reads the store or the event log through the library and
 //! formats the answer for a terminal or as JSON. No pipeline logic lives here.
+//!
+//! Exit codes: 0 success, 1 the command failed or found problems, 2 bad usage (unknown flag,
+//! bad value, unusable cache directory or settings, a confirmation that cannot be asked).
 
+mod clear;
+mod explain;
 mod format;
 mod gc;
+mod init;
+mod list;
+mod monitor;
+mod progress;
 mod stats;
+mod sync;
 mod verify;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
 
-/// A build cache for Rust. Use it as `RUSTC_WRAPPER=kache cargo build`.
+/// A build cache for Rust.
 #[derive(Debug, Parser)]
-#[command(name = "kache", version, about, long_about = None)]
+#[command(
+    name = "kache",
+    version,
+    about,
+    long_about = "A build cache for Rust.\n\n\
+        Use it as cargo's compiler wrapper: `RUSTC_WRAPPER=kache cargo build`, or run \
+        `kache init` once to make every cargo build use it.",
+    after_help = "Settings come from KACHE_* environment variables and \
+        ~/.config/kache/config.toml; see docs/configuration.md.",
+    arg_required_else_help = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,18 +45,42 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Hit rate, time saved, store size and why invocations were not cached.
+    /// Hit rate, time saved, store size and why invocations were not cached
     Stats(stats::StatsArgs),
-    /// Evict least-recently-used entries until the store is under its limits.
+    /// Why did a crate miss? Name what changed since its nearest stored entry
+    Explain(explain::ExplainArgs),
+    /// List stored entries
+    List(list::ListArgs),
+    /// Evict least-recently-used entries until the store is under its limits
     Gc(gc::GcArgs),
-    /// Re-hash every blob and check the index against the blobs.
+    /// Remove every stored entry
+    Clear(clear::ClearArgs),
+    /// Re-hash every blob and check the index against the blobs
     Verify(verify::VerifyArgs),
+    /// Watch hits and misses live as builds run
+    Monitor(monitor::MonitorArgs),
+    /// Make cargo use kache: set build.rustc-wrapper in $CARGO_HOME/config.toml
+    Init(init::InitArgs),
+    /// Upload entries queued for the remote (KACHE_REMOTE) and wait for them
+    Sync(sync::SyncArgs),
+    /// Print a shell completion script
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
 }
 
 const COMMANDS: &[&str] = &[
+    "sync",
     "stats",
+    "explain",
+    "list",
     "gc",
+    "clear",
     "verify",
+    "monitor",
+    "init",
+    "completions",
     "help",
     "--help",
     "-h",
@@ -45,12 +89,27 @@ const COMMANDS: &[&str] = &[
 ];
 
 /// Whether `word` (argv[1]) starts a command rather than naming a compiler to wrap.
+///
+/// cargo always passes a compiler that exists: a path, or a name found in `PATH`. Any other
+/// word goes to the command-line parser, so `kache stat` says "unrecognized subcommand" (with
+/// a suggestion) instead of failing to run a program called `stat`.
 pub fn is_command(word: &str) -> bool {
-    COMMANDS.contains(&word)
+    COMMANDS.contains(&word) || !names_a_program(word)
 }
 
-/// Runs a command; exit code 0 on success, 1 when the command found problems or failed,
-/// 2 on bad usage.
+fn names_a_program(word: &str) -> bool {
+    if word.starts_with('-') {
+        return false;
+    }
+    // `main` passes "" for a word that is not UTF-8: only a path can be that.
+    if word.is_empty() || word.contains('/') {
+        return true;
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(word).is_file()))
+}
+
+/// Runs a command and returns its exit code (see the module documentation).
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
@@ -59,11 +118,35 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    finish(match cli.command {
+        // These two need neither settings nor a cache, so a broken one does not stop them.
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "kache", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Init(a) => init::run(a),
+        Command::Sync(a) => with_config(|c| sync::run(c, a)),
+        Command::Stats(a) => with_config(|c| stats::run(c, a)),
+        Command::Explain(a) => with_config(|c| explain::run(c, a)),
+        Command::List(a) => with_config(|c| list::run(c, a)),
+        Command::Gc(a) => with_config(|c| gc::run(c, a)),
+        Command::Clear(a) => with_config(|c| clear::run(c, a)),
+        Command::Verify(a) => with_config(|c| verify::run(c, a)),
+        Command::Monitor(a) => with_config(|c| monitor::run(c, a)),
+    })
+}
+
+/// Runs a command that needs the settings and the cache directory; unusable ones are bad
+/// usage (exit 2), said in one line.
+fn with_config(
+    command: impl FnOnce(&Config) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kache: error: {e}");
-            return ExitCode::from(2);
+            return Ok(ExitCode::from(2));
         }
     };
     if config.dir.exists() && !config.dir.is_dir() {
@@ -71,18 +154,51 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             "kache: error: cache directory {} is not a directory (set KACHE_DIR)",
             config.dir.display()
         );
-        return ExitCode::from(2);
+        return Ok(ExitCode::from(2));
     }
-    let result = match cli.command {
-        Command::Stats(a) => stats::run(&config, a),
-        Command::Gc(a) => gc::run(&config, a),
-        Command::Verify(a) => verify::run(&config, a),
-    };
+    command(&config)
+}
+
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kache: error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subcommand_is_a_command_word() {
+        for sub in Cli::command().get_subcommands() {
+            assert!(
+                is_command(sub.get_name()),
+                "{} missing from COMMANDS",
+                sub.get_name()
+            );
+        }
+    }
+
+    #[test]
+    fn compilers_are_wrapped_and_typos_are_commands() {
+        assert!(!is_command("/usr/bin/rustc"));
+        assert!(!is_command("./rustc"));
+        assert!(
+            !is_command("sh"),
+            "a program found in PATH is a compiler to wrap"
+        );
+        assert!(is_command("stats"));
+        assert!(is_command("--frobnicate"));
+        assert!(is_command("stat-typo-that-is-no-program"));
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -1,28 +1,40 @@
 //! `kache stats`: what the cache did, from the event log and the store.
+//!
+//! [`summarize`] folds events into figures and [`render`] lays them out; both are pure, so the
+//! figures are tested without a store. Only [`run`] reads the log and the index.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use serde::Serialize;
 
-use super::format;
+use super::format::{self, truncate};
 use crate::config::{Config, parse_duration_secs};
 use crate::events::{self, BuildEvent, Outcome};
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
-    /// Only count invocations newer than this, e.g. 24h or 7d.
-    #[arg(long, value_parser = parse_duration_secs)]
+    /// Only count invocations newer than this, e.g. 24h or 7d
+    #[arg(long, value_name = "AGE", value_parser = parse_duration_secs)]
     since: Option<u64>,
-    /// Print the figures as JSON.
+    /// Print the figures as JSON
     #[arg(long)]
     json: bool,
 }
 
+/// How many slowest misses the report keeps.
+const SLOWEST: usize = 5;
+
 #[derive(Debug, Default, Serialize)]
 pub struct Stats {
+    /// The `--since` window in seconds; `null` for the whole log.
+    pub since_secs: Option<u64>,
+    /// Unix milliseconds of the oldest and newest invocation counted.
+    pub first_ts: Option<u64>,
+    pub last_ts: Option<u64>,
     pub invocations: usize,
     pub local_hits: usize,
     pub remote_hits: usize,
@@ -31,32 +43,66 @@ pub struct Stats {
     pub passthrough: usize,
     /// Hits over cacheable invocations (hits + misses).
     pub hit_rate: f64,
-    /// Compile time saved over compile time that was or would have been spent.
+    /// Compile time the hits avoided over compile time that was or would have been spent.
     pub weighted_hit_rate: f64,
+    /// Compile time the hits avoided (what the entries cost to compile).
+    pub hit_compile_time_ms: f64,
+    /// Wall time the hits took inside kache (looking up and restoring).
+    pub hit_elapsed_ms: f64,
+    /// `hit_compile_time_ms - hit_elapsed_ms`: what the cache gave back.
     pub time_saved_ms: f64,
-    pub compile_time_ms: f64,
+    /// Compile time the misses spent in rustc.
+    pub miss_compile_time_ms: f64,
     pub reflinked_bytes: u64,
     pub hardlinked_bytes: u64,
     pub copied_bytes: u64,
-    pub downloaded_bytes: u64,
-    pub uploaded_bytes: u64,
-    pub passthrough_reasons: Vec<(String, usize)>,
-    pub slowest_misses: Vec<(String, f64)>,
-    pub store_size: u64,
-    pub store_limit: u64,
+    pub passthrough_reasons: Vec<ReasonCount>,
+    pub slowest_misses: Vec<SlowMiss>,
+    pub store: StoreFigures,
+    /// Present when a remote is configured or the log shows remote traffic.
+    pub remote: Option<RemoteFigures>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlowMiss {
+    pub crate_name: String,
+    pub compile_time_ms: f64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreFigures {
+    pub size: u64,
+    pub limit: u64,
     pub entries: u64,
     pub blobs: u64,
-    /// Bytes that identical outputs would have taken without sharing blobs.
+    /// Bytes identical outputs would have taken without sharing blobs.
     pub dedup_saved_bytes: u64,
 }
 
-/// Folds events into figures.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct RemoteFigures {
+    pub configured: bool,
+    pub hits: usize,
+    pub downloaded_bytes: u64,
+    pub uploaded_bytes: u64,
+}
+
+/// Folds events into figures (store and remote settings are filled in by the caller).
 pub fn summarize(events: &[BuildEvent]) -> Stats {
     let mut s = Stats::default();
     let mut reasons: HashMap<String, usize> = HashMap::new();
-    let mut misses: Vec<(String, f64)> = Vec::new();
+    let mut misses: Vec<SlowMiss> = Vec::new();
+    let mut remote = RemoteFigures::default();
     for e in events {
         s.invocations += 1;
+        s.first_ts = Some(s.first_ts.map_or(e.ts, |t| t.min(e.ts)));
+        s.last_ts = Some(s.last_ts.map_or(e.ts, |t| t.max(e.ts)));
         match e.result {
             Outcome::LocalHit => s.local_hits += 1,
             Outcome::RemoteHit => s.remote_hits += 1,
@@ -65,21 +111,29 @@ pub fn summarize(events: &[BuildEvent]) -> Stats {
             Outcome::Passthrough => s.passthrough += 1,
         }
         if e.result.is_hit() {
-            s.time_saved_ms += e.compile_time_ms;
+            s.hit_compile_time_ms += e.compile_time_ms;
+            s.hit_elapsed_ms += e.elapsed_ms;
         } else if e.result == Outcome::Miss {
-            s.compile_time_ms += e.compile_time_ms;
-            let name = e.crate_name.clone().unwrap_or_else(|| "?".into());
-            misses.push((name, e.compile_time_ms));
+            s.miss_compile_time_ms += e.compile_time_ms;
+            misses.push(SlowMiss {
+                crate_name: e.crate_name.clone().unwrap_or_else(|| "?".into()),
+                compile_time_ms: e.compile_time_ms,
+            });
         }
         if let Some(r) = &e.passthrough_reason {
+            // `unsupported_emit (llvm-ir)` counts as `unsupported_emit`.
             let name = r.split(' ').next().unwrap_or(r).to_owned();
             *reasons.entry(name).or_default() += 1;
         }
         s.reflinked_bytes += e.reflinked_bytes;
         s.hardlinked_bytes += e.hardlinked_bytes;
         s.copied_bytes += e.copied_bytes;
-        s.downloaded_bytes += e.downloaded_bytes;
-        s.uploaded_bytes += e.uploaded_bytes;
+        remote.downloaded_bytes += e.downloaded_bytes;
+        remote.uploaded_bytes += e.uploaded_bytes;
+    }
+    remote.hits = s.remote_hits;
+    if remote.hits > 0 || remote.downloaded_bytes + remote.uploaded_bytes > 0 {
+        s.remote = Some(remote);
     }
     let hits = (s.local_hits + s.remote_hits) as f64;
     let cacheable = hits + s.misses as f64;
@@ -88,17 +142,21 @@ pub fn summarize(events: &[BuildEvent]) -> Stats {
     } else {
         0.0
     };
-    let total = s.time_saved_ms + s.compile_time_ms;
+    let total = s.hit_compile_time_ms + s.miss_compile_time_ms;
     s.weighted_hit_rate = if total > 0.0 {
-        s.time_saved_ms / total
+        s.hit_compile_time_ms / total
     } else {
         0.0
     };
-    let mut reasons: Vec<_> = reasons.into_iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    s.time_saved_ms = s.hit_compile_time_ms - s.hit_elapsed_ms;
+    let mut reasons: Vec<_> = reasons
+        .into_iter()
+        .map(|(reason, count)| ReasonCount { reason, count })
+        .collect();
+    reasons.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
     s.passthrough_reasons = reasons;
-    misses.sort_by(|a, b| b.1.total_cmp(&a.1));
-    misses.truncate(5);
+    misses.sort_by(|a, b| b.compile_time_ms.total_cmp(&a.compile_time_ms));
+    misses.truncate(SLOWEST);
     s.slowest_misses = misses;
     s
 }
@@ -107,23 +165,25 @@ pub fn run(config: &Config, args: StatsArgs) -> anyhow::Result<ExitCode> {
     let mut events = events::read_all(&config.dir)
         .with_context(|| format!("reading the event log in {}", config.dir.display()))?;
     if let Some(secs) = args.since {
-        let cutoff = events::now_ms().saturating_sub(secs * 1000);
+        let cutoff = events::now_ms().saturating_sub(secs.saturating_mul(1000));
         events.retain(|e| e.ts >= cutoff);
     }
     let mut s = summarize(&events);
-    s.store_limit = config.max_size;
+    s.since_secs = args.since;
+    s.store.limit = config.max_size;
+    // Reading figures must not create a store where there is none.
     if config.dir.join("index.db").exists() {
         let store = Store::open(&config.dir).context("opening the store")?;
-        let conn = store.conn();
-        s.store_size = store.size()?;
-        s.entries =
-            conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))? as u64;
-        s.blobs = conn.query_row("SELECT COUNT(*) FROM blobs", [], |r| r.get::<_, i64>(0))? as u64;
-        let logical: i64 =
-            conn.query_row("SELECT COALESCE(SUM(size), 0) FROM outputs", [], |r| {
-                r.get(0)
-            })?;
-        s.dedup_saved_bytes = (logical as u64).saturating_sub(s.store_size);
+        let totals = store.totals().context("reading the store's totals")?;
+        s.store.size = totals.size;
+        s.store.entries = totals.entries;
+        s.store.blobs = totals.blobs;
+        s.store.dedup_saved_bytes = totals.dedup_saved();
+    }
+    if std::env::var_os("KACHE_REMOTE").is_some_and(|v| !v.is_empty()) {
+        s.remote
+            .get_or_insert_with(RemoteFigures::default)
+            .configured = true;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -133,112 +193,247 @@ pub fn run(config: &Config, args: StatsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The human report, at most 80 columns wide.
+/// Width of the label column.
+const LABEL: usize = 16;
+
+/// The human report: a table at most 80 columns wide.
 pub fn render(s: &Stats) -> String {
-    use std::fmt::Write;
     let mut o = String::new();
-    let hits = s.local_hits + s.remote_hits;
-    let _ = writeln!(o, "{:<28}{:>12}", "invocations", s.invocations);
+    let window = match (s.since_secs, s.first_ts, s.last_ts) {
+        (Some(secs), _, _) => format!("in the last {}", format::duration_ms(secs as f64 * 1e3)),
+        (None, Some(a), Some(b)) => format!(
+            "over {} of the event log",
+            format::duration_ms(b.saturating_sub(a) as f64)
+        ),
+        _ => "(the event log is empty)".to_owned(),
+    };
+    let _ = writeln!(o, "{} invocations {window}", s.invocations);
+    let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:<28}{:>12}   {} / {}",
-        "  hits (local / remote)", hits, s.local_hits, s.remote_hits
+        "{:<LABEL$}{:>8}{:>9}   compile time",
+        "result", "count", "share"
     );
-    let _ = writeln!(o, "{:<28}{:>12}", "  misses", s.misses);
-    let _ = writeln!(o, "{:<28}{:>12}", "  passthrough", s.passthrough);
-    let _ = writeln!(o, "{:<28}{:>12}", "  errors", s.errors);
+    let share = |n: usize| format::percent(n as f64, s.invocations as f64);
+    let rows: [(&str, usize, String); 5] = [
+        (
+            "local hit",
+            s.local_hits,
+            if s.local_hits + s.remote_hits > 0 {
+                format!("{} avoided", format::duration_ms(s.hit_compile_time_ms))
+            } else {
+                String::new()
+            },
+        ),
+        ("remote hit", s.remote_hits, String::new()),
+        (
+            "miss",
+            s.misses,
+            if s.misses > 0 {
+                format!("{} spent", format::duration_ms(s.miss_compile_time_ms))
+            } else {
+                String::new()
+            },
+        ),
+        ("passthrough", s.passthrough, String::new()),
+        ("error", s.errors, String::new()),
+    ];
+    for (label, n, time) in rows {
+        let _ = writeln!(
+            o,
+            "  {:<w$}{:>8}{:>9}   {time}",
+            label,
+            n,
+            share(n),
+            w = LABEL - 2
+        );
+    }
     let _ = writeln!(
         o,
-        "{:<28}{:>12}",
+        "{:<LABEL$}{:>8}   by compile time {}",
         "hit rate",
-        format::percent(s.hit_rate, 1.0)
-    );
-    let _ = writeln!(
-        o,
-        "{:<28}{:>12}",
-        "hit rate by compile time",
+        format::percent(s.hit_rate, 1.0),
         format::percent(s.weighted_hit_rate, 1.0)
     );
     let _ = writeln!(
         o,
-        "{:<28}{:>12}",
+        "{:<LABEL$}{:>8}   net of {} spent restoring",
         "time saved",
-        format::duration_ms(s.time_saved_ms)
+        format::duration_ms(s.time_saved_ms.max(0.0)),
+        format::duration_ms(s.hit_elapsed_ms)
     );
+    let _ = writeln!(o);
+    let restored = s.reflinked_bytes + s.hardlinked_bytes + s.copied_bytes;
     let _ = writeln!(
         o,
-        "{:<28}{:>12}",
-        "restored by reflink",
-        format::bytes(s.reflinked_bytes)
-    );
-    let _ = writeln!(
-        o,
-        "{:<28}{:>12}",
-        "restored by hardlink",
-        format::bytes(s.hardlinked_bytes)
-    );
-    let _ = writeln!(
-        o,
-        "{:<28}{:>12}",
-        "restored by copy",
+        "{:<LABEL$}{:>10}   reflink {} · hardlink {} · copy {}",
+        "restored",
+        format::bytes(restored),
+        format::bytes(s.reflinked_bytes),
+        format::bytes(s.hardlinked_bytes),
         format::bytes(s.copied_bytes)
     );
-    if s.downloaded_bytes + s.uploaded_bytes > 0 {
-        let _ = writeln!(
-            o,
-            "{:<28}{:>12}",
-            "remote download",
-            format::bytes(s.downloaded_bytes)
-        );
-        let _ = writeln!(
-            o,
-            "{:<28}{:>12}",
-            "remote upload",
-            format::bytes(s.uploaded_bytes)
-        );
-    }
+    let st = &s.store;
     let _ = writeln!(
         o,
-        "{:<28}{:>12}   of {} ({})",
-        "store size",
-        format::bytes(s.store_size),
-        format::bytes(s.store_limit),
-        format::percent(s.store_size as f64, s.store_limit as f64)
+        "{:<LABEL$}{:>10}   {} of the {} limit",
+        "store",
+        format::bytes(st.size),
+        format::percent(st.size as f64, st.limit as f64),
+        format::bytes(st.limit)
     );
-    let _ = writeln!(o, "{:<28}{:>12}", "  entries", s.entries);
-    let _ = writeln!(o, "{:<28}{:>12}", "  blobs", s.blobs);
     let _ = writeln!(
         o,
-        "{:<28}{:>12}",
-        "  saved by dedup",
-        format::bytes(s.dedup_saved_bytes)
+        "{:<LABEL$}{} · {} · {} saved by dedup",
+        "",
+        format::count(st.entries, "entry", "entries"),
+        format::count(st.blobs, "blob", "blobs"),
+        format::bytes(st.dedup_saved_bytes)
     );
-    if !s.slowest_misses.is_empty() {
-        let _ = writeln!(o, "slowest misses");
-        for (name, ms) in &s.slowest_misses {
-            let _ = writeln!(
-                o,
-                "  {:<26}{:>12}",
-                truncate(name, 26),
-                format::duration_ms(*ms)
-            );
+    if let Some(r) = &s.remote {
+        let _ = writeln!(
+            o,
+            "{:<LABEL$}{:>10}   hits · {} downloaded · {} uploaded",
+            "remote",
+            r.hits,
+            format::bytes(r.downloaded_bytes),
+            format::bytes(r.uploaded_bytes)
+        );
+    }
+    if !s.slowest_misses.is_empty() || !s.passthrough_reasons.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "{:<40}not cached, by reason", "slowest misses");
+        let n = s
+            .slowest_misses
+            .len()
+            .max(s.passthrough_reasons.len().min(SLOWEST));
+        for i in 0..n {
+            let left = s
+                .slowest_misses
+                .get(i)
+                .map(|m| {
+                    format!(
+                        "  {:<24}{:>10}",
+                        truncate(&m.crate_name, 23),
+                        format::duration_ms(m.compile_time_ms)
+                    )
+                })
+                .unwrap_or_default();
+            let right = s
+                .passthrough_reasons
+                .get(i)
+                .map(|r| format!("  {:<26}{:>8}", truncate(&r.reason, 25), r.count))
+                .unwrap_or_default();
+            let _ = writeln!(o, "{:<40}{right}", left);
         }
     }
-    if !s.passthrough_reasons.is_empty() {
-        let _ = writeln!(o, "not cached, by reason");
-        for (reason, n) in s.passthrough_reasons.iter().take(8) {
-            let _ = writeln!(o, "  {:<26}{:>12}", truncate(reason, 26), n);
-        }
-    }
-    o
+    // Right-padded cells leave trailing blanks; a report should not.
+    o.lines().map(|l| format!("{}\n", l.trim_end())).collect()
 }
 
-fn truncate(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(width - 1).collect();
-        t.push('…');
-        t
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str, result: Outcome, compile_ms: f64) -> BuildEvent {
+        BuildEvent {
+            schema: events::SCHEMA,
+            ts: 1_000,
+            crate_name: Some(name.into()),
+            result,
+            compile_time_ms: compile_ms,
+            elapsed_ms: if result.is_hit() {
+                2.0
+            } else {
+                compile_ms + 1.0
+            },
+            ..BuildEvent::default()
+        }
+    }
+
+    fn sample() -> Vec<BuildEvent> {
+        let mut evs = vec![
+            event("serde", Outcome::Miss, 3000.0),
+            event("syn", Outcome::Miss, 5000.0),
+            event("serde", Outcome::LocalHit, 3000.0),
+            event("syn", Outcome::LocalHit, 5000.0),
+            event("itoa", Outcome::LocalHit, 200.0),
+            event("?", Outcome::Passthrough, 0.0),
+            event("?", Outcome::Passthrough, 0.0),
+            event("bad", Outcome::Passthrough, 0.0),
+        ];
+        evs[5].passthrough_reason = Some("probe".into());
+        evs[6].passthrough_reason = Some("probe".into());
+        evs[7].passthrough_reason = Some("unsupported_emit (llvm-ir)".into());
+        evs[2].hardlinked_bytes = 1000;
+        evs[3].copied_bytes = 24;
+        evs[7].ts = 61_000;
+        evs
+    }
+
+    #[test]
+    fn figures() {
+        let s = summarize(&sample());
+        assert_eq!(
+            (s.invocations, s.local_hits, s.misses, s.passthrough),
+            (8, 3, 2, 3)
+        );
+        assert!((s.hit_rate - 0.6).abs() < 1e-9);
+        assert!((s.weighted_hit_rate - 8200.0 / 16200.0).abs() < 1e-9);
+        assert!((s.time_saved_ms - (8200.0 - 6.0)).abs() < 1e-9);
+        assert_eq!(s.slowest_misses[0].crate_name, "syn");
+        assert_eq!(
+            s.passthrough_reasons,
+            vec![
+                ReasonCount {
+                    reason: "probe".into(),
+                    count: 2
+                },
+                ReasonCount {
+                    reason: "unsupported_emit".into(),
+                    count: 1
+                },
+            ]
+        );
+        assert_eq!((s.hardlinked_bytes, s.copied_bytes), (1000, 24));
+        assert_eq!((s.first_ts, s.last_ts), (Some(1_000), Some(61_000)));
+        assert!(s.remote.is_none(), "no remote traffic, none configured");
+    }
+
+    #[test]
+    fn empty_log() {
+        let s = summarize(&[]);
+        assert_eq!(s.invocations, 0);
+        assert_eq!(s.hit_rate, 0.0);
+        assert!(render(&s).contains("the event log is empty"));
+    }
+
+    #[test]
+    fn report_fits_80_columns() {
+        let mut s = summarize(&sample());
+        s.slowest_misses[0].crate_name = "a_crate_with_a_very_long_name_indeed_yes".into();
+        s.store = StoreFigures {
+            size: 9 << 30,
+            limit: 10 << 30,
+            entries: 123_456,
+            blobs: 234_567,
+            dedup_saved_bytes: 1 << 30,
+        };
+        s.remote = Some(RemoteFigures {
+            configured: true,
+            hits: 12_345,
+            downloaded_bytes: 5 << 30,
+            uploaded_bytes: 6 << 30,
+        });
+        let text = render(&s);
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "too wide: {line:?}");
+            assert_eq!(line, line.trim_end());
+        }
+        assert!(text.contains("hit rate"), "{text}");
+        assert!(text.contains("60.0%"), "{text}");
+        assert!(text.contains("probe"), "{text}");
+        assert!(text.contains("a_crate_with_a_very_lo…"), "{text}");
+        assert!(text.contains("remote"), "{text}");
     }
 }

@@ -4,15 +4,16 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use super::progress::Bar;
 use crate::config::Config;
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// Remove damaged entries, corrupt and orphan blobs, and rebuild reference counts.
+    /// Remove damaged entries, corrupt and orphan blobs, and rebuild reference counts
     #[arg(long)]
     repair: bool,
-    /// Print the report as JSON.
+    /// Print the report as JSON
     #[arg(long)]
     json: bool,
 }
@@ -20,7 +21,9 @@ pub struct VerifyArgs {
 pub fn run(config: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.dir)
         .with_context(|| format!("opening the cache at {}", config.dir.display()))?;
-    let report = store.verify(args.repair).context("verifying the store")?;
+    let report = store
+        .verify(args.repair, &Bar::stderr())
+        .context("verifying the store")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -44,7 +47,7 @@ pub fn run(config: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let remaining = if report.repaired {
-        store.verify(false)?.problems()
+        store.verify(false, &Bar::stderr())?.problems()
     } else {
         report.problems()
     };

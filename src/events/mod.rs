@@ -4,7 +4,9 @@
 //! processes never interleave. Past [`ROTATE_BYTES`] the file is renamed to `events.jsonl.1`
 //! (replacing the older generation), which keeps the newest lines and loses none that a
 //! concurrent writer is appending. Readers skip lines they cannot parse. This module owns the
-//! schema; it must not compute any of the figures it records.
+//! schema; it must not compute any of the figures it records. [`tail`] follows the log live.
+
+pub mod tail;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};

@@ -54,3 +54,32 @@ pub fn copy_fast(src: &Path, dest: &Path) -> io::Result<()> {
         }
     }
 }
+
+/// Writes downloaded bytes as the blob `hash`, after checking that they hash to it.
+pub fn write_bytes(dir: &Path, hash: &str, bytes: &[u8]) -> io::Result<()> {
+    if blake3::hash(bytes).to_hex().as_str() != hash {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("content does not match blob name {hash}"),
+        ));
+    }
+    let dest = blob_path(dir, hash);
+    if fs::metadata(&dest).is_ok_and(|m| m.len() == bytes.len() as u64) {
+        return Ok(());
+    }
+    let tmp = dir
+        .join("tmp")
+        .join(format!("blob.{}.{:x}", std::process::id(), unique_suffix()));
+    let placed = (|| {
+        fs::write(&tmp, bytes)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::rename(&tmp, &dest)
+    })();
+    if placed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    placed
+}

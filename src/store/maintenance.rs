@@ -1,13 +1,19 @@
-//! Keeping the store healthy: eviction (`gc`) and consistency checks (`verify`).
+//! Keeping the store healthy: eviction (`gc`, also started automatically in the background
+//! when a store pushes the cache past its limit), emptying it (`clear`) and consistency checks
+//! (`verify`).
 //!
 //! Eviction removes index rows first (one transaction) and blob files after, while holding the
-//! store's exclusive maintenance lock; restores hold the shared lock while they link, so a
-//! blob is never deleted under a restore. Blob files not named by the index are only removed
+//! store's exclusive maintenance lock; a restore holds the shared lock from before it reads
+//! the index until its links are made, so a blob is never deleted under a restore, and builds
+//! wait at most for the deletion of files, never for a whole gc. Blob files not named by the index are only removed
 //! once they are old enough that no store in progress can still be about to commit them.
+//! Nothing here runs rustc or decides hit or miss; nothing here may block a build: the
+//! wrapper only ever *starts* a gc, in a detached process.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -17,6 +23,31 @@ use crate::key::hash_file_contents;
 
 /// Unindexed blobs and temporary files younger than this may belong to a store in progress.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(15 * 60);
+
+/// An automatic gc brings the store down to this share of its limit, so the stores that
+/// follow do not start another one at once.
+pub const AUTO_GC_TARGET: f64 = 0.9;
+
+/// Told how far a long maintenance task has got, to drive a progress bar.
+pub trait Progress {
+    /// A new phase of `total` units of work, counted in bytes when `bytes` is set.
+    fn phase(&self, name: &'static str, total: u64, bytes: bool);
+    /// `n` more units of the current phase are done.
+    fn advance(&self, n: u64);
+}
+
+/// Reports nothing.
+impl Progress for () {
+    fn phase(&self, _: &'static str, _: u64, _: bool) {}
+    fn advance(&self, _: u64) {}
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ClearReport {
+    pub entries_removed: u64,
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+}
 
 #[derive(Debug, Default, Serialize)]
 pub struct GcReport {
@@ -69,8 +100,11 @@ impl Store {
         max_size: u64,
         max_age: Option<Duration>,
         dry_run: bool,
+        progress: &dyn Progress,
     ) -> Result<GcReport, StoreError> {
-        let _lock = self.lock_exclusive();
+        if let Ok(events) = crate::events::read_all(self.dir()) {
+            self.fold_usage(&events)?;
+        }
         let mut report = GcReport {
             dry_run,
             size_before: self.size()?,
@@ -110,19 +144,27 @@ impl Store {
             tx.rollback()?;
         } else {
             tx.commit()?;
+            // The entries are gone from the index; a restore that read them before that
+            // holds the shared lock until its links are made, so wait for it.
+            let _lock = self.lock_exclusive();
+            progress.phase("removing blobs", freed_blobs.len() as u64, false);
             for blob in &freed_blobs {
                 let _ = fs::remove_file(self.blob_path(blob));
+                progress.advance(1);
             }
         }
         report.blobs_removed = freed_blobs.len();
         report.size_after = size;
         if !dry_run {
             let indexed = self.indexed_blobs()?;
-            for (hash, path) in self.blob_files() {
+            let files = self.blob_files();
+            progress.phase("looking for orphan blobs", files.len() as u64, false);
+            for (hash, path) in files {
                 if !indexed.contains(&hash) && older_than(&path, ORPHAN_GRACE) {
                     let _ = fs::remove_file(&path);
                     report.orphans_removed += 1;
                 }
+                progress.advance(1);
             }
             if let Ok(tmp) = fs::read_dir(self.dir().join("tmp")) {
                 for f in tmp.flatten() {
@@ -137,7 +179,11 @@ impl Store {
 
     /// Re-hashes every blob and checks the index against the blob directory. With `repair`,
     /// removes what is broken and recomputes reference counts.
-    pub fn verify(&self, repair: bool) -> Result<VerifyReport, StoreError> {
+    pub fn verify(
+        &self,
+        repair: bool,
+        progress: &dyn Progress,
+    ) -> Result<VerifyReport, StoreError> {
         let _lock = self.lock_exclusive();
         let mut report = VerifyReport::default();
         let rows: Vec<(String, i64, i64)> = self
@@ -146,9 +192,12 @@ impl Store {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
         let mut bad: HashSet<String> = HashSet::new();
+        let total: i64 = rows.iter().map(|(_, size, _)| size).sum();
+        progress.phase("hashing blobs", total.max(0) as u64, true);
         for (hash, size, _) in &rows {
             let path = self.blob_path(hash);
             report.blobs_checked += 1;
+            progress.advance((*size).max(0) as u64);
             match fs::metadata(&path) {
                 Err(_) => {
                     report.missing_blobs.push(hash.clone());
@@ -221,6 +270,51 @@ impl Store {
         Ok(report)
     }
 
+    /// Removes every entry, manifest and blob. The event log (the history `stats` reads) and
+    /// the stat cache (which only names source files' hashes) are kept.
+    pub fn clear(&self, progress: &dyn Progress) -> Result<ClearReport, StoreError> {
+        let _lock = self.lock_exclusive();
+        let totals = self.totals()?;
+        let tx = write_tx(self.conn())?;
+        for table in ["entries", "outputs", "blobs", "manifests"] {
+            tx.execute(&format!("DELETE FROM {table}"), [])?;
+        }
+        tx.commit()?;
+        let files = self.blob_files();
+        progress.phase("removing blobs", files.len() as u64, false);
+        let mut removed = 0;
+        for (_, path) in files {
+            if fs::remove_file(path).is_ok() {
+                removed += 1;
+            }
+            progress.advance(1);
+        }
+        Ok(ClearReport {
+            entries_removed: totals.entries,
+            blobs_removed: removed,
+            bytes_freed: totals.size,
+        })
+    }
+
+    /// The automatic gc (`kache gc --auto`): when no other one is running and the store is
+    /// still past `max_size`, evicts down to [`AUTO_GC_TARGET`] of it. `None` when there was
+    /// nothing to do.
+    pub fn auto_gc(
+        &self,
+        max_size: u64,
+        progress: &dyn Progress,
+    ) -> Result<Option<GcReport>, StoreError> {
+        let Some(_running) = lock_auto_gc(self.dir()) else {
+            return Ok(None);
+        };
+        // Another gc may have finished between the wrapper's look and this one.
+        if self.size()? <= max_size {
+            return Ok(None);
+        }
+        let target = (max_size as f64 * AUTO_GC_TARGET) as u64;
+        self.gc(target, None, false, progress).map(Some)
+    }
+
     fn indexed_blobs(&self) -> Result<HashSet<String>, StoreError> {
         Ok(self
             .conn()
@@ -258,13 +352,57 @@ impl Store {
     }
 }
 
+/// Called by the wrapper after it stored an entry: when the store is past `max_size`, starts
+/// `kache gc --auto` as a detached process (no stdio, its own process group, so neither cargo
+/// nor a Ctrl-C in the terminal waits for or stops it) unless one is running already.
+/// Returns whether it started one. Costs one `SUM` over the blob table; never blocks.
+pub fn maybe_start_background_gc(store: &Store, max_size: u64) -> bool {
+    if !store.size().is_ok_and(|size| size > max_size) {
+        return false;
+    }
+    // Held by a running automatic gc for its whole run. Checked here too, not only in the
+    // child, so a busy build past its limit does not fork a process per stored entry.
+    if lock_auto_gc(store.dir()).is_none() {
+        return false;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return false;
+    };
+    start_detached_gc(&exe, store.dir(), max_size).is_ok()
+}
+
+fn start_detached_gc(exe: &Path, dir: &Path, max_size: u64) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(exe);
+    cmd.args(["gc", "--auto"])
+        .env("KACHE_DIR", dir)
+        .env("KACHE_MAX_SIZE", max_size.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .current_dir(dir)
+        .process_group(0);
+    // Not waited for: the wrapper exits right after, and init reaps the orphan.
+    cmd.spawn().map(drop)
+}
+
+/// The lock an automatic gc holds while it runs; `None` when another holds it (or the lock
+/// file cannot be opened, in which case no automatic gc could run either).
+fn lock_auto_gc(dir: &Path) -> Option<fs::File> {
+    lock_file(&dir.join("gc.lock"), libc::LOCK_EX | libc::LOCK_NB)
+}
+
 fn lock(dir: &Path, how: libc::c_int) -> Option<fs::File> {
+    lock_file(&dir.join("maintenance.lock"), how)
+}
+
+fn lock_file(path: &Path, how: libc::c_int) -> Option<fs::File> {
     use std::os::fd::AsRawFd;
     let f = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(dir.join("maintenance.lock"))
+        .open(path)
         .ok()?;
     // SAFETY: flock on a descriptor we own; it is released when the file is dropped.
     let rc = unsafe { libc::flock(f.as_raw_fd(), how) };
@@ -277,4 +415,85 @@ fn older_than(path: &Path, age: Duration) -> bool {
         .ok()
         .and_then(|m| SystemTime::now().duration_since(m).ok())
         .is_some_and(|a| a >= age)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::manifest::Manifest;
+    use crate::store::{Entry, StatCache, StoredOutput};
+
+    /// Stores an entry whose one output holds `size` bytes of `byte`.
+    fn store_entry(store: &Store, key: &str, byte: u8, size: usize) {
+        let src = store.dir().join(format!("src-{key}"));
+        fs::write(&src, vec![byte; size]).expect("write output");
+        let (blob, size) = store.ingest_blob(&src, false).expect("ingest");
+        let entry = Entry {
+            key: key.into(),
+            invocation_key: format!("inv-{key}"),
+            crate_name: "foo".into(),
+            crate_version: None,
+            crate_types: vec!["lib".into()],
+            outputs: vec![StoredOutput {
+                name: "libfoo.rlib".into(),
+                blob,
+                mode: 0o644,
+                size,
+            }],
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            depinfo: None,
+            compile_ms: 1.0,
+            key_fields: Vec::new(),
+        };
+        let mut stat = StatCache::new(store.conn());
+        store
+            .commit_entry(&entry, &Manifest::default(), &mut stat)
+            .expect("commit");
+        fs::remove_file(src).expect("remove source");
+    }
+
+    #[test]
+    fn auto_gc_runs_once_and_only_past_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for (i, key) in ["a", "b", "c", "d"].iter().enumerate() {
+            store_entry(&store, key, i as u8, 1000);
+        }
+        assert_eq!(store.size().expect("size"), 4000);
+        assert!(
+            store.auto_gc(4000, &()).expect("gc").is_none(),
+            "at the limit"
+        );
+        // While another automatic gc holds the lock, this one does nothing.
+        let held = lock_auto_gc(dir.path()).expect("lock");
+        assert!(store.auto_gc(3000, &()).expect("gc").is_none());
+        drop(held);
+        let report = store.auto_gc(3000, &()).expect("gc").expect("ran");
+        // Down to 90% of 3000: two entries of 1000 go.
+        assert_eq!(report.entries_evicted, 2);
+        assert_eq!(store.size().expect("size"), 2000);
+        assert_eq!(store.blob_files().len(), 2);
+    }
+
+    #[test]
+    fn clear_removes_entries_and_blobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store_entry(&store, "a", 1, 10);
+        store_entry(&store, "b", 1, 10);
+        store_entry(&store, "c", 2, 20);
+        let report = store.clear(&()).expect("clear");
+        assert_eq!(
+            (
+                report.entries_removed,
+                report.blobs_removed,
+                report.bytes_freed
+            ),
+            (3, 2, 30)
+        );
+        assert_eq!(store.totals().expect("totals").entries, 0);
+        assert!(store.blob_files().is_empty());
+        assert_eq!(store.verify(false, &()).expect("verify").problems(), 0);
+    }
 }

@@ -7,6 +7,7 @@
 //! The store never runs rustc and never decides hit or miss.
 
 pub mod blobs;
+pub mod catalog;
 pub mod fsutil;
 pub mod maintenance;
 pub mod statcache;
@@ -170,6 +171,12 @@ impl Store {
         blobs::ingest(&self.dir, src, linkable).map_err(io_err(src))
     }
 
+    /// Places downloaded bytes in the blob directory once they hash to `hash`.
+    pub fn ingest_bytes(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.blob_path(hash);
+        blobs::write_bytes(&self.dir, hash, bytes).map_err(io_err(&path))
+    }
+
     /// Makes an entry and its manifest visible in one transaction (phase two of a store).
     /// Storing a key that exists already only adds the manifest.
     pub fn commit_entry(
@@ -209,6 +216,7 @@ impl Store {
             params![entry.invocation_key, entry.key, inputs, now],
         )?;
         stat.flush(&tx)?;
+        crate::testhook::crash_point("in_commit", &entry.crate_name);
         tx.commit()?;
         Ok(())
     }

@@ -88,9 +88,15 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
+        Sandbox::new_in(&std::env::temp_dir())
+    }
+
+    /// A sandbox inside `parent` (e.g. a filesystem a test mounted) rather than the
+    /// system temp dir.
+    pub fn new_in(parent: &Path) -> Sandbox {
         let tmp = tempfile::Builder::new()
             .prefix("kache-e2e-")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("create the sandbox temp dir");
         // Canonical, so it matches the paths cargo derives from getcwd() (on macOS
         // /tmp is a symlink to /private/tmp).
@@ -133,6 +139,26 @@ impl Sandbox {
             root,
             cache_dir: self.cache_dir.clone(),
             env: BTreeMap::from([("FIXTURE_GREETING".to_string(), DEFAULT_GREETING.to_string())]),
+        }
+    }
+
+    /// A checkout at `<sandbox>/<real_sub>`, used through the symlink
+    /// `<sandbox>/<link_sub>` → `<sandbox>/<real_sub>`'s parent: the returned workspace's
+    /// root is `<sandbox>/<link_sub>/<last component of real_sub>`, a path that goes
+    /// through the symlink.
+    pub fn checkout_via_symlink(&self, real_sub: &str, link_sub: &str) -> Workspace {
+        let real = self.checkout(real_sub);
+        let real_parent = real.root.parent().expect("a checkout has a parent dir");
+        let link = self.root.join(link_sub);
+        if let Some(parent) = link.parent() {
+            fs::create_dir_all(parent).expect("create the symlink's parent dir");
+        }
+        std::os::unix::fs::symlink(real_parent, &link)
+            .unwrap_or_else(|e| panic!("symlink {}: {e}", link.display()));
+        let name = real.root.file_name().expect("a checkout has a name");
+        Workspace {
+            root: link.join(name),
+            ..real
         }
     }
 
@@ -270,8 +296,20 @@ impl Workspace {
 
     /// Like [`Workspace::run_bin`], for a binary in another target dir.
     pub fn run_bin_in(&self, target_dir: &Path, name: &str, args: &[&str]) -> String {
+        self.run_bin_profile(target_dir, "debug", name, args)
+    }
+
+    /// Like [`Workspace::run_bin`], for `<target_dir>/<profile_dir>/<name>` (e.g. the
+    /// `release` dir).
+    pub fn run_bin_profile(
+        &self,
+        target_dir: &Path,
+        profile_dir: &str,
+        name: &str,
+        args: &[&str],
+    ) -> String {
         let exe = target_dir
-            .join("debug")
+            .join(profile_dir)
             .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
         let output = Command::new(&exe)
             .args(args)
@@ -465,6 +503,13 @@ impl CargoCmd {
     pub fn env(mut self, key: &str, value: &str) -> CargoCmd {
         self.cmd.env(key, value);
         self.label = format!("{key}={value:?} {}", self.label);
+        self
+    }
+
+    /// Runs cargo in another directory than the checkout.
+    pub fn current_dir(mut self, dir: &Path) -> CargoCmd {
+        self.cmd.current_dir(dir);
+        self.dir = dir.to_path_buf();
         self
     }
 
@@ -712,4 +757,453 @@ pub fn assert_all_local_hits(events: &[Value], context: &str) {
         "{context}: expected every event to be a local_hit with compiler_runs == 0, got\n{}",
         describe(events)
     );
+}
+
+// ---------------------------------------------------------------------------
+// The proof suite's helpers (change matrix, relocation, concurrency, faults,
+// zero-copy restore, verify): editing a checkout back to the fixture, the store on
+// disk, `kache <command>`, and filesystems mounted for a test.
+// ---------------------------------------------------------------------------
+
+impl Workspace {
+    /// The cache dir (`KACHE_DIR`) this checkout's kache builds use.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// Points this checkout's later kache builds at another cache dir.
+    pub fn set_cache_dir(&mut self, dir: &Path) {
+        self.cache_dir = dir.to_path_buf();
+    }
+
+    /// Puts the checkout back to the fixture as committed: every file with other contents
+    /// is rewritten, files the fixture does not have are removed (target dirs are kept) and
+    /// the environment is reset to [`DEFAULT_GREETING`] alone. Files already equal are not
+    /// touched, so their timestamps (and the stat cache's view of them) stay as they were.
+    pub fn reset_to_base(&mut self) {
+        sync_tree(&fixture_source(), &self.root);
+        self.env = BTreeMap::from([("FIXTURE_GREETING".to_string(), DEFAULT_GREETING.to_string())]);
+    }
+
+    /// Writes raw bytes to a file of the checkout.
+    pub fn write_bytes(&self, rel: &str, contents: &[u8]) {
+        let path = self.path(rel);
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
+    /// Reads raw bytes of a file of the checkout.
+    pub fn read_bytes(&self, rel: &str) -> Vec<u8> {
+        let path = self.path(rel);
+        fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    /// Removes a file of the checkout.
+    pub fn remove(&self, rel: &str) {
+        let path = self.path(rel);
+        fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+    }
+
+    /// Replaces every occurrence of `from` with `to`; panics unless there are exactly
+    /// `times` of them.
+    pub fn edit_all(&self, rel: &str, from: &str, to: &str, times: usize) {
+        let text = self.read(rel);
+        assert_eq!(
+            text.matches(from).count(),
+            times,
+            "{rel} must contain {from:?} exactly {times} times"
+        );
+        self.write(rel, &text.replace(from, to));
+    }
+
+    /// Builds with plain cargo into `<checkout>/target-ref` and returns what
+    /// `<profile_dir>/<bin>` prints (see [`Workspace::reference_output`]).
+    pub fn reference_output_profile(&self, extra: &[&str], profile_dir: &str, bin: &str) -> String {
+        let target = self.root.join(REFERENCE_TARGET);
+        let target_str = target.to_str().expect("sandbox paths are UTF-8");
+        let mut args = vec!["build", "--locked", "--target-dir", target_str];
+        args.extend_from_slice(extra);
+        self.plain(&args).run();
+        self.run_bin_profile(&target, profile_dir, bin, &[])
+    }
+
+    /// The one file in `target/debug/deps` whose name starts with `prefix` and ends with
+    /// `suffix` (e.g. `libfixture_core-` and `.rlib`).
+    pub fn deps_file(&self, prefix: &str, suffix: &str) -> PathBuf {
+        let deps = self.target_dir().join("debug/deps");
+        let found: Vec<PathBuf> = fs::read_dir(&deps)
+            .unwrap_or_else(|e| panic!("read {}: {e}", deps.display()))
+            .map(|e| e.expect("read a deps entry").path())
+            .filter(|p| {
+                let name = p.file_name().and_then(OsStr::to_str).unwrap_or_default();
+                name.starts_with(prefix) && name.ends_with(suffix)
+            })
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "exactly one {prefix}*{suffix} in {}: {found:?}",
+            deps.display()
+        );
+        found.into_iter().next().expect("one file")
+    }
+}
+
+/// Makes `to` hold exactly the files of `from` (target dirs and `.git` left out on both
+/// sides): differing files are rewritten in place, missing ones created, extra ones removed.
+fn sync_tree(from: &Path, to: &Path) {
+    let skipped = |name: &str| name == "target" || name.starts_with("target-") || name == ".git";
+    let mut wanted = BTreeSet::new();
+    for entry in fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display())) {
+        let entry = entry.expect("read a fixture dir entry");
+        let name = entry.file_name();
+        if skipped(&name.to_string_lossy()) {
+            continue;
+        }
+        wanted.insert(name.clone());
+        let dest = to.join(&name);
+        if entry.file_type().expect("stat a fixture entry").is_dir() {
+            fs::create_dir_all(&dest).unwrap_or_else(|e| panic!("create {}: {e}", dest.display()));
+            sync_tree(&entry.path(), &dest);
+        } else {
+            let bytes = fs::read(entry.path()).expect("read a fixture file");
+            if fs::read(&dest).ok().as_deref() != Some(&bytes[..]) {
+                fs::write(&dest, &bytes)
+                    .unwrap_or_else(|e| panic!("write {}: {e}", dest.display()));
+            }
+        }
+    }
+    for entry in fs::read_dir(to).unwrap_or_else(|e| panic!("read {}: {e}", to.display())) {
+        let entry = entry.expect("read a checkout dir entry");
+        let name = entry.file_name();
+        if skipped(&name.to_string_lossy()) || wanted.contains(&name) {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type().expect("stat a checkout entry").is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        }
+        .unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+    }
+}
+
+/// The events of one crate (by `crate_name`).
+pub fn of_crate(events: &[Value], name: &str) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|event| crate_name(event) == name)
+        .cloned()
+        .collect()
+}
+
+/// The events that ran the compiler (`compiler_runs` > 0).
+pub fn compiled(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|event| event["compiler_runs"].as_u64().unwrap_or(0) > 0)
+        .cloned()
+        .collect()
+}
+
+/// The lines kache itself printed (`kache: ...`) in a command's stderr.
+pub fn kache_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|line| line.trim_start().starts_with("kache:"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// cargo's stderr, for assertion messages.
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+// --- kache's own commands -------------------------------------------------------------
+
+/// `kache <args>` against `cache_dir`, with no `KACHE_*` setting or config file from the
+/// outside. Returns whatever happened.
+pub fn kache_command(cache_dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(kache_bin_under_test());
+    cmd.args(args).stdin(std::process::Stdio::null());
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("KACHE_")) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("KACHE_CONFIG", cache_dir.join("no-such-config.toml"));
+    cmd.env("KACHE_DIR", cache_dir);
+    cmd.output()
+        .unwrap_or_else(|e| panic!("run kache {args:?}: {e}"))
+}
+
+/// The kache binary itself (for its commands; a `KACHE_E2E_WRAPPER` stand-in has none).
+pub fn kache_bin_under_test() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kache"))
+}
+
+/// What `kache verify --json [--repair]` found.
+#[derive(Debug)]
+pub struct Verified {
+    /// Exit code 0: no problem left.
+    pub clean: bool,
+    pub report: Value,
+    pub stderr: String,
+}
+
+impl Verified {
+    /// The length of a list field of the report (`corrupt_blobs`, `orphan_blobs`, ...).
+    pub fn len(&self, field: &str) -> usize {
+        self.report[field]
+            .as_array()
+            .unwrap_or_else(|| panic!("verify report has no list `{field}`: {}", self.report))
+            .len()
+    }
+
+    /// A list field of the report as strings.
+    pub fn list(&self, field: &str) -> BTreeSet<String> {
+        self.report[field]
+            .as_array()
+            .unwrap_or_else(|| panic!("verify report has no list `{field}`: {}", self.report))
+            .iter()
+            .map(|v| v.as_str().expect("hashes and keys are strings").to_string())
+            .collect()
+    }
+
+    /// `wrong_refcounts`.
+    pub fn wrong_refcounts(&self) -> u64 {
+        self.report["wrong_refcounts"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("verify report has no `wrong_refcounts`: {}", self.report))
+    }
+
+    /// Panics unless the store has no corrupt or missing blob, no damaged entry and no
+    /// wrong reference count. Orphan blobs (garbage a crash or a full disk may leave, which
+    /// `gc` collects) are allowed.
+    pub fn assert_consistent(&self, context: &str) {
+        assert!(
+            self.len("corrupt_blobs") == 0
+                && self.len("missing_blobs") == 0
+                && self.len("damaged_entries") == 0
+                && self.wrong_refcounts() == 0,
+            "{context}: kache verify found an inconsistent store:\n{:#}",
+            self.report
+        );
+    }
+
+    /// Panics unless `kache verify` found nothing at all and exited 0.
+    pub fn assert_clean(&self, context: &str) {
+        self.assert_consistent(context);
+        assert!(
+            self.clean && self.len("orphan_blobs") == 0,
+            "{context}: kache verify is not clean (exit 0, no orphan):\n{:#}\n{}",
+            self.report,
+            self.stderr
+        );
+    }
+}
+
+/// Runs `kache verify --json` (with `--repair` when asked).
+pub fn verify(cache_dir: &Path, repair: bool) -> Verified {
+    let mut args = vec!["verify", "--json"];
+    if repair {
+        args.push("--repair");
+    }
+    let output = kache_command(cache_dir, &args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "kache verify --json printed no JSON report ({e}; {})\n--- stdout\n{stdout}\n--- stderr\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let code = output.status.code();
+    assert!(
+        matches!(code, Some(0 | 1)),
+        "kache verify must exit 0 (clean) or 1 (problems left), got {:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Verified {
+        clean: code == Some(0),
+        report,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+// --- the store on disk ----------------------------------------------------------------
+
+/// blake3 of a file, lowercase hex: a blob's name.
+pub fn content_hash(path: &Path) -> String {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    blake3::hash(&bytes).to_hex().to_string()
+}
+
+/// Where the store keeps the blob with these contents: `<cache>/blobs/<2 hex>/<hash>`.
+pub fn blob_path(cache_dir: &Path, hash: &str) -> PathBuf {
+    cache_dir.join("blobs").join(&hash[..2]).join(hash)
+}
+
+/// The blob holding the same bytes as `file` (which must be in the store).
+pub fn blob_of(cache_dir: &Path, file: &Path) -> PathBuf {
+    let blob = blob_path(cache_dir, &content_hash(file));
+    assert!(
+        blob.is_file(),
+        "{} is not in the store (no blob {})",
+        file.display(),
+        blob.display()
+    );
+    blob
+}
+
+/// Every file in the blob directory.
+pub fn blob_files(cache_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(fans) = fs::read_dir(cache_dir.join("blobs")) else {
+        return out;
+    };
+    for fan in fans.flatten() {
+        if let Ok(files) = fs::read_dir(fan.path()) {
+            out.extend(files.flatten().map(|f| f.path()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Panics unless every blob file's contents hash to its name.
+pub fn assert_blobs_intact(cache_dir: &Path, context: &str) {
+    for blob in blob_files(cache_dir) {
+        let name = blob
+            .file_name()
+            .and_then(OsStr::to_str)
+            .expect("blob names are UTF-8")
+            .to_string();
+        assert_eq!(
+            content_hash(&blob),
+            name,
+            "{context}: blob {} no longer holds what it was stored with",
+            blob.display()
+        );
+    }
+}
+
+/// The inode number of a file (not following symlinks).
+pub fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .ino()
+}
+
+// --- filesystems mounted for a test (needs root) ----------------------------------------
+
+/// A filesystem mounted for one test; unmounted when dropped. Mounting needs root (and a
+/// kernel that lets this process mount); constructors return `Err` with the reason when it
+/// cannot, so the caller can skip with a clear message.
+pub struct Mount {
+    point: PathBuf,
+    /// Holds the image file of a loop-mounted filesystem; removed after unmounting.
+    _image_dir: Option<TempDir>,
+}
+
+impl Mount {
+    /// A tmpfs of `size` (as `mount -o size=` takes it, e.g. `8m`) at `point` (created).
+    pub fn tmpfs(point: &Path, size: &str) -> Result<Mount, String> {
+        fs::create_dir_all(point).map_err(|e| format!("create {}: {e}", point.display()))?;
+        run_tool(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+                path_str(point),
+            ],
+        )?;
+        Ok(Mount {
+            point: point.to_path_buf(),
+            _image_dir: None,
+        })
+    }
+
+    /// Binds `point` onto itself read-only: nobody, root included, can write below it.
+    pub fn read_only_bind(point: &Path) -> Result<Mount, String> {
+        run_tool("mount", &["--bind", path_str(point), path_str(point)])?;
+        let mount = Mount {
+            point: point.to_path_buf(),
+            _image_dir: None,
+        };
+        mount.remount("bind,ro")?;
+        Ok(mount)
+    }
+
+    /// A fresh `fstype` filesystem (`mkfs.<fstype>`) in a sparse image of `size_mb` MiB,
+    /// loop-mounted at `point` (created).
+    pub fn image(fstype: &str, size_mb: u64, point: &Path) -> Result<Mount, String> {
+        let image_dir = tempfile::Builder::new()
+            .prefix("kache-e2e-image-")
+            .tempdir()
+            .map_err(|e| format!("create a temp dir for the image: {e}"))?;
+        let image = image_dir.path().join(format!("{fstype}.img"));
+        let file = fs::File::create(&image).map_err(|e| format!("create the image: {e}"))?;
+        file.set_len(size_mb << 20)
+            .map_err(|e| format!("size the image: {e}"))?;
+        drop(file);
+        run_tool(&format!("mkfs.{fstype}"), &["-q", path_str(&image)])?;
+        fs::create_dir_all(point).map_err(|e| format!("create {}: {e}", point.display()))?;
+        run_tool("mount", &["-o", "loop", path_str(&image), path_str(point)])?;
+        Ok(Mount {
+            point: point.to_path_buf(),
+            _image_dir: Some(image_dir),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.point
+    }
+
+    /// `mount -o remount,<options>`.
+    pub fn remount(&self, options: &str) -> Result<(), String> {
+        run_tool(
+            "mount",
+            &["-o", &format!("remount,{options}"), path_str(&self.point)],
+        )
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let point = path_str(&self.point).to_string();
+        if run_tool("umount", &[&point]).is_err()
+            && let Err(e) = run_tool("umount", &["-l", &point])
+        {
+            eprintln!("cannot unmount {point}: {e}");
+        }
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
+/// Runs a system tool; `Err` with its stderr when it cannot run or fails.
+fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
 }

@@ -1,0 +1,99 @@
+//! Fetching from the remote on a local miss: the invocation's remote manifests, each
+//! checked against this checkout's inputs exactly as a local manifest is; then the matching
+//! entry's bundle, every file verified against its blake3 before anything is written; then
+//! the entry committed to the local store, from which the wrapper restores it as usual.
+
+use crate::key::manifest::Manifest;
+use crate::remote::{RemoteStore, bundle, entry_object, manifest_object};
+use crate::store::{Entry, StatCache, Store};
+
+use super::{RemoteManifests, SyncError};
+
+/// What a successful fetch brought.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub entry_key: String,
+    pub downloaded_bytes: u64,
+}
+
+/// Looks for `invocation_key` on the remote; on a match, puts the entry in the local store.
+/// `matches` checks a manifest against the current inputs.
+pub fn fetch(
+    remote: &dyn RemoteStore,
+    store: &Store,
+    stat: &mut StatCache,
+    invocation_key: &str,
+    max_bundle_bytes: u64,
+    matches: &mut dyn FnMut(&Manifest, &mut StatCache) -> bool,
+) -> Result<Option<Fetched>, SyncError> {
+    let manifest_name = manifest_object(invocation_key)?;
+    let Some(bytes) = remote.get(&manifest_name)? else {
+        return Ok(None);
+    };
+    let mut downloaded = bytes.len() as u64;
+    let manifests: RemoteManifests =
+        serde_json::from_slice(&bytes).map_err(|e| SyncError::Rejected {
+            object: manifest_name.clone(),
+            reason: e.to_string(),
+        })?;
+    for candidate in manifests.candidates {
+        if candidate.manifest.entry_key(invocation_key) != candidate.entry
+            || !matches(&candidate.manifest, stat)
+        {
+            continue;
+        }
+        let object = entry_object(&candidate.entry)?;
+        let Some(bundle_bytes) = remote.get(&object)? else {
+            continue;
+        };
+        downloaded += bundle_bytes.len() as u64;
+        let entry = unpack_verified(
+            &object,
+            &bundle_bytes,
+            &candidate.entry,
+            max_bundle_bytes,
+            store,
+        )?;
+        store.commit_entry(&entry, &candidate.manifest, stat)?;
+        return Ok(Some(Fetched {
+            entry_key: entry.key,
+            downloaded_bytes: downloaded,
+        }));
+    }
+    Ok(None)
+}
+
+/// Unpacks a bundle and writes its blobs, refusing anything that does not check out: the
+/// entry must be the one asked for and every output's bytes must hash to its blob name.
+fn unpack_verified(
+    object: &str,
+    bytes: &[u8],
+    entry_key: &str,
+    max_bundle_bytes: u64,
+    store: &Store,
+) -> Result<Entry, SyncError> {
+    let reject = |reason: String| SyncError::Rejected {
+        object: object.to_owned(),
+        reason,
+    };
+    let unpacked = bundle::unpack(bytes, max_bundle_bytes)?;
+    let entry: Entry =
+        serde_json::from_slice(&unpacked.meta).map_err(|e| reject(format!("metadata: {e}")))?;
+    if entry.key != entry_key {
+        return Err(reject(format!("holds entry {} instead", entry.key)));
+    }
+    for out in &entry.outputs {
+        let Some((_, data)) = unpacked.files.iter().find(|(name, _)| *name == out.blob) else {
+            return Err(reject(format!("missing {}", out.name)));
+        };
+        if data.len() as u64 != out.size || blake3::hash(data).to_hex().as_str() != out.blob {
+            return Err(reject(format!("{} does not match its hash", out.name)));
+        }
+    }
+    for out in &entry.outputs {
+        if let Some((_, data)) = unpacked.files.iter().find(|(name, _)| *name == out.blob) {
+            store.ingest_bytes(&out.blob, data)?;
+        }
+    }
+    Ok(entry)
+}

@@ -1,0 +1,51 @@
+//! Moving entries between the local store and a remote: fetching on a local miss
+//! ([`fetch`]) and uploading what was compiled here ([`upload`]).
+//!
+//! The formats on the remote are path-independent: an entry travels as one bundle whose
+//! metadata is the entry itself (outputs named by blob hash, stderr and dep-info templated)
+//! and whose files are its blobs; the manifests of an invocation key travel as one JSON
+//! object listing the newest candidates. Must not run rustc; must never let a remote fault
+//! reach the build (callers turn every error into a miss).
+
+pub mod fetch;
+pub mod upload;
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::manifest::Manifest;
+use crate::remote::RemoteError;
+use crate::remote::bundle::BundleError;
+use crate::store::StoreError;
+
+/// How many entries one remote manifest object remembers for an invocation key.
+pub const MAX_CANDIDATES: usize = 8;
+
+/// The remote manifest object of one invocation key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteManifests {
+    /// Newest first.
+    pub candidates: Vec<Candidate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub entry: String,
+    pub manifest: Manifest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("remote bundle: {0}")]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("remote object {object} rejected: {reason}")]
+    Rejected { object: String, reason: String },
+    #[error("upload queue {path}: {source}")]
+    Queue {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,283 @@
+//! Uploading what was compiled here, without delaying rustc's exit: the wrapper drops the
+//! entry's key into `<cache>/upload-queue/` and starts a detached `kache sync --push
+//! --background`; one worker at a time (an flock on `<cache>/upload.lock`) drains the queue.
+//! A failed upload stays queued with a growing back-off and is dropped after
+//! [`MAX_ATTEMPTS`]; the remote's circuit breaker stops a worker from hammering a dead remote.
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Candidate, MAX_CANDIDATES, RemoteManifests, SyncError};
+use crate::events::now_ms;
+use crate::remote::bundle::{self, Source};
+use crate::remote::{RemoteError, RemoteStore, entry_object, manifest_object};
+use crate::store::{Store, fsutil};
+
+/// Uploads of one entry are given up after this many failed attempts.
+pub const MAX_ATTEMPTS: u32 = 6;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct QueueItem {
+    entry: String,
+    invocation_key: String,
+    attempts: u32,
+    /// Not before this time (unix ms).
+    next_try_ms: u64,
+}
+
+fn queue_dir(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("upload-queue")
+}
+
+/// Queues an entry for upload.
+pub fn enqueue(cache_dir: &Path, entry: &str, invocation_key: &str) -> Result<(), SyncError> {
+    let item = QueueItem {
+        entry: entry.to_owned(),
+        invocation_key: invocation_key.to_owned(),
+        attempts: 0,
+        next_try_ms: 0,
+    };
+    write_item(cache_dir, &item)
+}
+
+fn write_item(cache_dir: &Path, item: &QueueItem) -> Result<(), SyncError> {
+    let path = queue_dir(cache_dir).join(&item.entry);
+    let json = serde_json::to_vec(item).unwrap_or_default();
+    fsutil::write_atomic(&path, &json).map_err(|source| SyncError::Queue { path, source })
+}
+
+/// How many entries wait for upload.
+pub fn queue_len(cache_dir: &Path) -> usize {
+    fs::read_dir(queue_dir(cache_dir))
+        .map(|d| d.flatten().filter(|f| !is_temp(&f.path())).count())
+        .unwrap_or(0)
+}
+
+fn is_temp(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
+/// Starts a detached worker that drains the queue; returns at once. The worker has no
+/// stdio and its own session, so cargo never waits for it.
+pub fn spawn_worker() {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = Command::new(exe);
+    cmd.args(["sync", "--push", "--background"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    if let Err(e) = cmd.spawn() {
+        tracing::debug!("cannot start the upload worker: {e}");
+    }
+}
+
+/// The worker lock; `None` when another worker holds it and `wait` is false.
+pub fn lock(cache_dir: &Path, wait: bool) -> Option<fs::File> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cache_dir.join("upload.lock"))
+        .ok()?;
+    let how = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    // SAFETY: flock on a descriptor we own; released when the file is dropped.
+    (unsafe { libc::flock(f.as_raw_fd(), how) } == 0).then_some(f)
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PushReport {
+    pub uploaded: usize,
+    pub already_there: usize,
+    pub bytes: u64,
+    pub failed: usize,
+    pub dropped: usize,
+    pub remaining: usize,
+}
+
+/// Uploads every due queued entry. `dry_run` only counts them. `progress` is told the
+/// queue length, then once per entry done.
+pub fn drain(
+    remote: &dyn RemoteStore,
+    store: &Store,
+    dry_run: bool,
+    progress: &mut dyn FnMut(Option<usize>),
+) -> PushReport {
+    let mut report = PushReport::default();
+    let dir = queue_dir(store.dir());
+    let mut items: Vec<(PathBuf, QueueItem)> = fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .map(|f| f.path())
+                .filter(|p| !is_temp(p))
+                .filter_map(|p| {
+                    let item = serde_json::from_slice(&fs::read(&p).ok()?).ok()?;
+                    Some((p, item))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    items.sort_by_key(|(_, i)| i.next_try_ms);
+    progress(Some(items.len()));
+    let now = now_ms();
+    for (path, mut item) in items {
+        if dry_run || item.next_try_ms > now {
+            report.remaining += 1;
+            progress(None);
+            continue;
+        }
+        match upload_one(remote, store, &item) {
+            Ok(Uploaded::Sent(bytes)) => {
+                report.uploaded += 1;
+                report.bytes += bytes;
+                record_upload(store.dir(), &item.entry, bytes);
+                let _ = fs::remove_file(&path);
+            }
+            Ok(Uploaded::AlreadyThere) => {
+                report.already_there += 1;
+                let _ = fs::remove_file(&path);
+            }
+            Ok(Uploaded::Gone) => {
+                report.dropped += 1;
+                let _ = fs::remove_file(&path);
+            }
+            Err(e) => {
+                item.attempts += 1;
+                if item.attempts >= MAX_ATTEMPTS {
+                    tracing::warn!("giving up uploading {}: {e}", item.entry);
+                    report.dropped += 1;
+                    let _ = fs::remove_file(&path);
+                } else {
+                    report.failed += 1;
+                    report.remaining += 1;
+                    // 2 s, 4 s, 8 s, ... between attempts.
+                    item.next_try_ms = now_ms() + 1000 * (1u64 << item.attempts.min(12));
+                    let _ = write_item(store.dir(), &item);
+                }
+                if matches!(
+                    e,
+                    SyncError::Remote(RemoteError::BreakerOpen | RemoteError::BudgetSpent)
+                ) {
+                    // Nothing more will get through now; leave the rest for later.
+                    break;
+                }
+            }
+        }
+        progress(None);
+    }
+    report.remaining = queue_len(store.dir());
+    report
+}
+
+enum Uploaded {
+    Sent(u64),
+    AlreadyThere,
+    /// The entry left the local store (evicted) before it could be uploaded.
+    Gone,
+}
+
+fn upload_one(
+    remote: &dyn RemoteStore,
+    store: &Store,
+    item: &QueueItem,
+) -> Result<Uploaded, SyncError> {
+    let Some(entry) = store.load_entry(&item.entry)? else {
+        return Ok(Uploaded::Gone);
+    };
+    let Some(manifest) = store
+        .manifests(&item.invocation_key)?
+        .into_iter()
+        .find(|(e, _)| *e == item.entry)
+        .map(|(_, m)| m)
+    else {
+        return Ok(Uploaded::Gone);
+    };
+    let object = entry_object(&entry.key)?;
+    let mut sent = 0;
+    let bundle_there = remote.exists(&object)?;
+    if !bundle_there {
+        let meta = serde_json::to_vec(&entry).unwrap_or_default();
+        let mut blobs: Vec<(String, PathBuf)> = Vec::new();
+        for out in &entry.outputs {
+            if !blobs.iter().any(|(b, _)| *b == out.blob) {
+                blobs.push((out.blob.clone(), store.blob_path(&out.blob)));
+            }
+        }
+        let files: Vec<(&str, Source)> = blobs
+            .iter()
+            .map(|(b, p)| (b.as_str(), Source::Path(p)))
+            .collect();
+        let packed = bundle::pack(&meta, &files)?;
+        remote.put(&object, &packed)?;
+        sent += packed.len() as u64;
+    }
+    // The manifest goes up after the bundle, so a reader that finds it finds the entry too.
+    let manifest_name = manifest_object(&item.invocation_key)?;
+    let mut manifests: RemoteManifests = match remote.get(&manifest_name)? {
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        None => RemoteManifests::default(),
+    };
+    if bundle_there && manifests.candidates.iter().any(|c| c.entry == entry.key) {
+        return Ok(Uploaded::AlreadyThere);
+    }
+    manifests.candidates.retain(|c| c.entry != entry.key);
+    manifests.candidates.insert(
+        0,
+        Candidate {
+            entry: entry.key.clone(),
+            manifest,
+        },
+    );
+    manifests.candidates.truncate(MAX_CANDIDATES);
+    let body = serde_json::to_vec(&manifests).unwrap_or_default();
+    remote.put(&manifest_name, &body)?;
+    sent += body.len() as u64;
+    Ok(Uploaded::Sent(sent))
+}
+
+/// Appends to `<cache>/uploads.jsonl`, which `kache stats` sums.
+fn record_upload(cache_dir: &Path, entry: &str, bytes: u64) {
+    let line = format!(
+        "{{\"ts\":{},\"entry\":\"{entry}\",\"bytes\":{bytes}}}\n",
+        now_ms()
+    );
+    if let Ok(mut f) = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cache_dir.join("uploads.jsonl"))
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// Total bytes uploaded, from `<cache>/uploads.jsonl`.
+pub fn uploaded_bytes(cache_dir: &Path) -> u64 {
+    fs::read_to_string(cache_dir.join("uploads.jsonl"))
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v.get("bytes").and_then(|b| b.as_u64()))
+                .sum()
+        })
+        .unwrap_or(0)
+}

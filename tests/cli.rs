@@ -1,0 +1,568 @@
+//! The commands people run, tested on the real binary against a store populated by real
+//! `RUSTC_WRAPPER=kache cargo build`s of the fixture workspace (e2e/fixtures/ws): `stats`
+//! agrees with the event log, `gc` (by hand and automatic) keeps the store under its limit
+//! without breaking the next build, `explain` names what changed, `init` edits cargo's config
+//! file politely, and bad input is a one-line error with exit code 2, never a panic.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+/// The kache binary under test (never another wrapper: these tests are about its commands).
+fn kache_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kache"))
+}
+
+/// `kache <args>` with `KACHE_DIR=cache_dir`, no other `KACHE_*` setting from outside, and no
+/// terminal on standard input.
+fn kache_cmd(cache_dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(kache_exe());
+    cmd.args(args).stdin(Stdio::null());
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("KACHE_")) {
+            cmd.env_remove(key);
+        }
+    }
+    // No user config file either.
+    cmd.env("KACHE_CONFIG", cache_dir.join("no-such-config.toml"));
+    cmd.env("KACHE_DIR", cache_dir);
+    cmd
+}
+
+fn kache(cache_dir: &Path, args: &[&str]) -> Output {
+    kache_cmd(cache_dir, args)
+        .output()
+        .unwrap_or_else(|e| panic!("run kache {args:?}: {e}"))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `kache <args>`, which must succeed, and returns its stdout.
+fn ok(cache_dir: &Path, args: &[&str]) -> String {
+    let o = kache(cache_dir, args);
+    assert!(
+        o.status.success(),
+        "kache {args:?} failed ({})\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+fn json(cache_dir: &Path, args: &[&str]) -> Value {
+    let text = ok(cache_dir, args);
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("kache {args:?}: bad JSON ({e}):\n{text}"))
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("expected a number, got {v}"))
+}
+
+fn sum(events: &[Value], field: &str, result_wanted: Option<&str>) -> f64 {
+    events
+        .iter()
+        .filter(|e| result_wanted.is_none_or(|r| result(e) == r))
+        .map(|e| e[field].as_f64().unwrap_or(0.0))
+        .sum()
+}
+
+fn assert_close(got: f64, want: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+        "{what}: stats says {got}, the event log says {want}"
+    );
+}
+
+#[test]
+fn stats_list_and_gc_on_a_real_store() {
+    let sandbox = Sandbox::new();
+    let cache = sandbox.cache_dir();
+    let ws = sandbox.checkout("ws");
+    ws.kache_build(&[]);
+    let expected = ws.run_bin(APP_BIN, &[]);
+    ws.rm_target();
+    ws.kache_build(&[]);
+    assert_eq!(ws.run_bin(APP_BIN, &[]), expected, "warm build output");
+
+    // --- stats --json agrees with the event log, figure by figure ----------------------
+    let events = sandbox.events();
+    let s = json(cache, &["stats", "--json"]);
+    assert_eq!(num(&s["invocations"]) as usize, events.len());
+    for (field, result_name) in [
+        ("local_hits", "local_hit"),
+        ("remote_hits", "remote_hit"),
+        ("misses", "miss"),
+        ("passthrough", "passthrough"),
+        ("errors", "error"),
+    ] {
+        assert_eq!(
+            num(&s[field]) as usize,
+            count(&events, result_name),
+            "{field}\n{}",
+            describe(&events)
+        );
+    }
+    assert!(num(&s["misses"]) > 0.0 && num(&s["local_hits"]) > 0.0);
+    let hit_ms = sum(&events, "compile_time_ms", Some("local_hit"));
+    let miss_ms = sum(&events, "compile_time_ms", Some("miss"));
+    assert_close(num(&s["hit_compile_time_ms"]), hit_ms, "hit compile time");
+    assert_close(
+        num(&s["miss_compile_time_ms"]),
+        miss_ms,
+        "miss compile time",
+    );
+    assert_close(
+        num(&s["weighted_hit_rate"]),
+        hit_ms / (hit_ms + miss_ms),
+        "weighted hit rate",
+    );
+    let hits = count(&events, "local_hit") as f64;
+    assert_close(
+        num(&s["hit_rate"]),
+        hits / (hits + count(&events, "miss") as f64),
+        "hit rate",
+    );
+    for field in ["reflinked_bytes", "hardlinked_bytes", "copied_bytes"] {
+        assert_close(num(&s[field]), sum(&events, field, None), field);
+    }
+    let restored: f64 = ["reflinked_bytes", "hardlinked_bytes", "copied_bytes"]
+        .iter()
+        .map(|f| num(&s[*f]))
+        .sum();
+    assert_close(
+        restored,
+        sum(&events, "size", Some("local_hit")),
+        "bytes restored",
+    );
+    let probes = s["passthrough_reasons"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["reason"] == "probe"))
+        .map(|r| num(&r["count"]) as usize);
+    let probe_events = events
+        .iter()
+        .filter(|e| e["passthrough_reason"] == "probe")
+        .count();
+    assert_eq!(probes.unwrap_or(0), probe_events, "probe passthroughs");
+    let stored: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| result(e) == "miss")
+        .filter_map(|e| e["cache_key"].as_str())
+        .collect();
+    assert_eq!(
+        num(&s["store"]["entries"]) as usize,
+        stored.len(),
+        "entries"
+    );
+    let store_size = num(&s["store"]["size"]) as u64;
+    assert!(store_size > 0);
+    assert!(num(&s["store"]["blobs"]) > 0.0);
+    let slowest = s["slowest_misses"].as_array().expect("slowest misses");
+    assert!(!slowest.is_empty() && slowest.len() <= 5);
+    let slowest_ms = events
+        .iter()
+        .filter(|e| result(e) == "miss")
+        .map(|e| e["compile_time_ms"].as_f64().unwrap_or(0.0))
+        .fold(0.0, f64::max);
+    assert_close(
+        num(&slowest[0]["compile_time_ms"]),
+        slowest_ms,
+        "slowest miss",
+    );
+
+    // The human report: a table for an 80-column terminal.
+    let text = ok(cache, &["stats"]);
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80 columns: {line:?}"
+        );
+    }
+    for needle in [
+        "hit rate",
+        "time saved",
+        "restored",
+        "store",
+        "slowest misses",
+        "probe",
+    ] {
+        assert!(
+            text.contains(needle),
+            "`kache stats` lacks {needle:?}:\n{text}"
+        );
+    }
+    // --since keeps recent invocations only; everything here is recent.
+    let recent = json(cache, &["stats", "--since", "1h", "--json"]);
+    assert_eq!(recent["invocations"], s["invocations"]);
+
+    // --- list ------------------------------------------------------------------------
+    let listed = json(cache, &["list", "--json", "--sort", "size"]);
+    let listed = listed.as_array().expect("list is an array");
+    assert_eq!(listed.len(), stored.len());
+    let sizes: Vec<u64> = listed.iter().map(|e| num(&e["size"]) as u64).collect();
+    assert!(
+        sizes.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by size: {sizes:?}"
+    );
+    // The warm build hit every entry once; list folds those hits in from the log.
+    let hits: u64 = listed.iter().map(|e| num(&e["hits"]) as u64).sum();
+    assert_eq!(hits as usize, count(&events, "local_hit"));
+    let core = ok(cache, &["list", "fixture-core"]);
+    assert!(core.contains("fixture_core 0.3.1"), "{core}");
+    assert!(!core.contains("itoa"), "{core}");
+
+    // --- gc --max-size: a dry run changes nothing; then the store fits the limit ------
+    let limit = store_size / 2;
+    let limit_arg = limit.to_string();
+    let dry = json(
+        cache,
+        &["gc", "--max-size", &limit_arg, "--dry-run", "--json"],
+    );
+    assert!(num(&dry["entries_evicted"]) > 0.0);
+    assert_eq!(
+        num(&json(cache, &["stats", "--json"])["store"]["size"]) as u64,
+        store_size
+    );
+    let gc = json(cache, &["gc", "--max-size", &limit_arg, "--json"]);
+    assert!(num(&gc["size_after"]) as u64 <= limit, "{gc}");
+    let after = json(cache, &["stats", "--json"]);
+    let size_after = num(&after["store"]["size"]) as u64;
+    assert!(size_after <= limit, "store {size_after} > limit {limit}");
+    assert!(num(&after["store"]["entries"]) < stored.len() as f64);
+    let verify = kache(cache, &["verify"]);
+    assert!(
+        verify.status.success(),
+        "verify after gc: {}",
+        stdout(&verify)
+    );
+
+    // The next build restores what is left and recompiles what was evicted.
+    let mut log = sandbox.cursor();
+    ws.rm_target();
+    ws.kache_build(&[]);
+    let rebuilt = compiles(&log.take());
+    assert_no_faults(&rebuilt, "build after gc");
+    assert!(
+        count(&rebuilt, "miss") > 0,
+        "evicted units recompile\n{}",
+        describe(&rebuilt)
+    );
+    assert!(
+        count(&rebuilt, "local_hit") > 0,
+        "kept units hit\n{}",
+        describe(&rebuilt)
+    );
+    assert_eq!(ws.run_bin(APP_BIN, &[]), expected, "output after gc");
+
+    // --- clear --yes empties the store, and the cache fills again -------------------
+    let cleared = json(cache, &["clear", "--yes", "--json"]);
+    assert!(num(&cleared["entries_removed"]) > 0.0, "{cleared}");
+    let empty = json(cache, &["stats", "--json"]);
+    assert_eq!(num(&empty["store"]["entries"]), 0.0);
+    assert_eq!(num(&empty["store"]["size"]), 0.0);
+    assert_eq!(ok(cache, &["list"]).trim(), "no entries");
+    ws.rm_target();
+    ws.kache_build(&[]);
+    let refilled = compiles(&log.take());
+    assert_no_faults(&refilled, "build after clear");
+    assert_all(&refilled, "miss", "build after clear");
+    assert_eq!(ws.run_bin(APP_BIN, &[]), expected, "output after clear");
+}
+
+/// Whether an automatic gc holds its lock right now.
+fn auto_gc_running(cache: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cache.join("gc.lock"))
+    else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor we own; released when `f` is dropped.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+}
+
+#[test]
+fn automatic_gc_keeps_the_store_under_its_limit() {
+    let sandbox = Sandbox::new();
+    let cache = sandbox.cache_dir();
+    let ws = sandbox.checkout("ws");
+    ws.kache_build(&[]);
+    let full = num(&json(cache, &["stats", "--json"])["store"]["size"]) as u64;
+
+    // A source edit makes the app miss; storing it passes a limit below what the store
+    // already holds, which starts a gc in the background.
+    ws.edit("crates/app/src/main.rs", "\"edit-0\"", "\"edit-1\"");
+    let limit = full * 7 / 10;
+    let mut log = sandbox.cursor();
+    ws.kache(&["build", "--locked"])
+        .env("KACHE_MAX_SIZE", &limit.to_string())
+        .run();
+    let stored = compiles(&log.take());
+    assert_no_faults(&stored, "build past the limit");
+    assert_eq!(
+        crates_with(&stored, "miss").len(),
+        1,
+        "{}",
+        describe(&stored)
+    );
+    let expected = ws.run_bin(APP_BIN, &[]);
+    assert!(expected.contains("mark=edit-1"), "{expected}");
+
+    // The gc runs detached (the build did not wait for it); wait for it here.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let size = num(&json(cache, &["stats", "--json"])["store"]["size"]) as u64;
+        if size <= limit && !auto_gc_running(cache) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the automatic gc did not bring the store ({size} bytes) under {limit}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Down to about 90% of the limit, not to nothing.
+    let s = json(cache, &["stats", "--json"]);
+    assert!(num(&s["store"]["entries"]) > 0.0, "{s}");
+    assert!(num(&s["store"]["size"]) as u64 <= limit * 9 / 10 + 1, "{s}");
+    let verify = kache(cache, &["verify"]);
+    assert!(
+        verify.status.success(),
+        "verify after the automatic gc: {}",
+        stdout(&verify)
+    );
+
+    // The next build works: evicted units compile again, kept ones are restored.
+    ws.rm_target();
+    ws.kache_build(&[]);
+    let next = compiles(&log.take());
+    assert_no_faults(&next, "build after the automatic gc");
+    assert!(count(&next, "miss") > 0, "{}", describe(&next));
+    assert!(count(&next, "local_hit") > 0, "{}", describe(&next));
+    assert_eq!(
+        ws.run_bin(APP_BIN, &[]),
+        expected,
+        "output after the automatic gc"
+    );
+}
+
+fn explain_lines(cache: &Path, krate: &str) -> String {
+    ok(cache, &["explain", krate])
+}
+
+#[test]
+fn explain_names_what_changed() {
+    let sandbox = Sandbox::new();
+    let cache = sandbox.cache_dir();
+    let mut ws = sandbox.checkout("ws");
+    ws.kache_build(&[]);
+    let first = explain_lines(cache, "fixture_core");
+    assert!(first.contains("the only stored entry"), "{first}");
+
+    // An env! variable changes: core's manifest records the value.
+    ws.set_env("FIXTURE_GREETING", "bonjour");
+    ws.kache_build(&[]);
+    let text = explain_lines(cache, "fixture_core");
+    assert!(
+        text.contains(&format!(
+            "env FIXTURE_GREETING (read by the crate): \"{DEFAULT_GREETING}\" → \"bonjour\""
+        )),
+        "{text}"
+    );
+    // A dependent names the dependency that changed.
+    let app = explain_lines(cache, "fixture-app");
+    assert!(app.contains("dependency fixture_core changed"), "{app}");
+
+    // RUSTFLAGS: the flag it adds is named.
+    ws.kache(&["build", "--locked"])
+        .env("RUSTFLAGS", "--cfg fixture_flag")
+        .run();
+    let text = explain_lines(cache, "fixture_core");
+    assert!(
+        text.contains("RUSTFLAGS changed: `--cfg fixture_flag` added"),
+        "{text}"
+    );
+    assert!(text.contains("--cfg `fixture_flag` added"), "{text}");
+    assert!(
+        !text.contains("FIXTURE_GREETING"),
+        "nearest entry has the same greeting: {text}"
+    );
+
+    // A source edit in the app: the file is named, and nothing else.
+    ws.edit("crates/app/src/main.rs", "\"edit-0\"", "\"edit-1\"");
+    ws.kache_build(&[]);
+    let x = json(cache, &["explain", "fixture_app", "--json"]);
+    let diffs = x["differences"].as_array().expect("differences");
+    assert_eq!(diffs.len(), 1, "{x}");
+    assert_eq!(diffs[0]["part"], "file");
+    assert_eq!(diffs[0]["name"], "crates/app/src/main.rs");
+    assert_eq!(diffs[0]["change"], "changed");
+    let text = explain_lines(cache, "fixture_app");
+    assert!(
+        text.contains("crates/app/src/main.rs: content changed"),
+        "{text}"
+    );
+
+    // An unknown crate is an error (exit 1), said in one line.
+    let o = kache(cache, &["explain", "no_such_crate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no crate named `no_such_crate`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn init_edits_cargo_config_politely() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let config = home.path().join("config.toml");
+    let original = "# my settings, keep this comment\n[net]\nretry = 3 # and this one\n";
+    std::fs::write(&config, original).expect("write config");
+    let init = |args: &[&str]| {
+        // CARGO_HOME only for this process: it tells `init` where cargo's config is.
+        let o = kache_cmd(home.path(), args)
+            .env("CARGO_HOME", home.path())
+            .output()
+            .expect("run kache init");
+        assert!(o.status.success(), "kache {args:?}: {}", stderr(&o));
+        std::fs::read_to_string(&config).expect("read config")
+    };
+    let once = init(&["init"]);
+    let twice = init(&["init"]);
+    assert_eq!(once, twice, "init is idempotent");
+    assert_eq!(twice.matches("rustc-wrapper").count(), 1, "{twice}");
+    assert!(
+        twice.starts_with(original),
+        "comments and settings kept:\n{twice}"
+    );
+    let parsed: toml::Table = toml::from_str(&twice).expect("valid TOML");
+    let exe = std::fs::canonicalize(kache_exe()).expect("canonical kache path");
+    assert_eq!(
+        parsed["build"]["rustc-wrapper"].as_str(),
+        exe.to_str(),
+        "{twice}"
+    );
+    let undone = init(&["init", "--undo"]);
+    assert_eq!(undone, original, "--undo removes only our setting");
+
+    // Another wrapper is not replaced without --force.
+    std::fs::write(&config, "[build]\nrustc-wrapper = \"sccache\"\n").expect("write");
+    let o = kache_cmd(home.path(), &["init"])
+        .env("CARGO_HOME", home.path())
+        .output()
+        .expect("run kache init");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("sccache"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let no_panic = |o: &Output, what: &str| {
+        let err = stderr(o);
+        assert!(!err.contains("panicked"), "{what} panicked:\n{err}");
+        assert!(
+            err.lines().next().is_some_and(|l| l.contains("error")),
+            "{what}: the first line names the error:\n{err}"
+        );
+    };
+    for (args, needle) in [
+        (&["stats", "--frobnicate"][..], "--frobnicate"),
+        (&["gc", "--max-size", "banana"][..], "banana"),
+        (&["stats", "--since", "soon"][..], "soon"),
+        (&["list", "--sort", "sideways"][..], "sideways"),
+        (&["completions", "tcsh-ish"][..], "tcsh-ish"),
+        (&["frobnicate"][..], "frobnicate"),
+    ] {
+        let o = kache(&cache, args);
+        assert_eq!(o.status.code(), Some(2), "kache {args:?}: {}", stderr(&o));
+        no_panic(&o, &format!("kache {args:?}"));
+        assert!(
+            stderr(&o)
+                .lines()
+                .next()
+                .is_some_and(|l| l.contains(needle)),
+            "{}",
+            stderr(&o)
+        );
+    }
+
+    // A cache directory that is a file; a size setting that is not a size.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").expect("write");
+    for args in [
+        &["stats"][..],
+        &["gc"][..],
+        &["list"][..],
+        &["explain", "x"][..],
+    ] {
+        let o = kache(&file, args);
+        assert_eq!(o.status.code(), Some(2), "kache {args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
+    }
+    let o = kache_cmd(&cache, &["stats"])
+        .env("KACHE_MAX_SIZE", "banana")
+        .output()
+        .expect("run kache");
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("KACHE_MAX_SIZE"), "{}", stderr(&o));
+
+    // Refusals that need a person: clear without --yes, monitor without a terminal.
+    let o = kache(&cache, &["clear"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--yes"), "{}", stderr(&o));
+    let o = kache(&cache, &["monitor"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // No arguments: the help, on stderr, exit 2.
+    let o = Command::new(kache_exe()).output().expect("run kache");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("Usage: kache <COMMAND>"),
+        "{}",
+        stderr(&o)
+    );
+
+    // An empty cache is not an error for the reports.
+    let s = json(&cache, &["stats", "--json"]);
+    assert_eq!(num(&s["invocations"]), 0.0);
+    assert_eq!(ok(&cache, &["list"]).trim(), "no entries");
+    let help = ok(&cache, &["--help"]);
+    for command in [
+        "stats",
+        "explain",
+        "list",
+        "gc",
+        "clear",
+        "verify",
+        "monitor",
+        "init",
+        "completions",
+    ] {
+        assert!(help.contains(command), "--help lists {command}:\n{help}");
+    }
+    let bash = ok(&cache, &["completions", "bash"]);
+    assert!(bash.contains("kache") && bash.contains("explain"), "{bash}");
+}
