@@ -23,7 +23,7 @@ use crate::remote::guard::Guarded;
 use crate::remote::s3::S3Remote;
 use crate::remote::{RemoteConfig, RemoteError};
 use crate::restore::{self, RestoreError};
-use crate::store::{Entry, StatCache, Store, StoredOutput, fsutil};
+use crate::store::{Entry, StatCache, Store, StoreError, StoredOutput, fsutil};
 use crate::sync::{self, SyncError};
 
 /// A fault inside kache; the build goes on without the cache.
@@ -81,7 +81,10 @@ pub fn run(wrapper_args: Vec<OsString>) -> i32 {
     let code = w.run();
     w.event.elapsed_ms = ms(started.elapsed());
     w.event.exit_code = code;
-    if let Err(e) = events::append(&w.config.dir, &w.event) {
+    // Not through a cache dir that is someone else's symlink (the store refuses it too).
+    if fsutil::is_foreign_symlink(&w.config.dir) {
+        tracing::debug!("not logging: the cache dir is a symlink owned by another user");
+    } else if let Err(e) = events::append(&w.config.dir, &w.event) {
         tracing::debug!("cannot append to the event log: {e}");
     }
     code
@@ -156,7 +159,16 @@ impl Wrapper {
         }
         match self.cached(args, cwd) {
             Ok(code) => code,
-            Err(fault) => self.degrade(fault),
+            Err(fault) => {
+                // Self-healing: an index found damaged in use is moved aside like one found
+                // damaged when opened, so the next invocation starts a fresh one.
+                if let Fault::Store(e) = &fault
+                    && e.is_corrupt_index()
+                {
+                    crate::store::quarantine_if_corrupt(&self.config.dir);
+                }
+                self.degrade(fault)
+            }
         }
     }
 
@@ -303,13 +315,32 @@ impl Wrapper {
                 tracing::debug!("manifest for {entry_key} does not match: {why:?}");
                 continue;
             }
-            let Some(entry) = store.load_entry(&entry_key)? else {
+            let Some(entry) = self.load_entry_or_drop(store, &entry_key)? else {
                 continue;
             };
             self.event.lookup_ms = ms(lookup_start.elapsed());
             return self.restore_hit(store, stat, p, &entry, Outcome::LocalHit);
         }
         Ok(None)
+    }
+
+    /// Loads an entry. One whose stored description is damaged is dropped (self-healing, one
+    /// warning) and treated as absent, so the invocation compiles and stores it again.
+    fn load_entry_or_drop(&mut self, store: &Store, key: &str) -> Result<Option<Entry>, Fault> {
+        match store.load_entry(key) {
+            Err(StoreError::Damaged { detail, .. }) => {
+                let detail = detail.replace('\n', " ");
+                eprintln!(
+                    "kache: warning: stored entry {key} is damaged ({detail}); dropping it and compiling"
+                );
+                self.event.warning = Some(format!("damaged entry {key} dropped"));
+                for freed in store.remove_entry(key)? {
+                    let _ = std::fs::remove_file(store.blob_path(&freed));
+                }
+                Ok(None)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// On a local miss, asks the remote; a match is verified, put in the local store and
@@ -335,7 +366,7 @@ impl Wrapper {
         match fetched {
             Ok(Some(f)) => {
                 self.event.downloaded_bytes = f.downloaded_bytes;
-                let Some(entry) = store.load_entry(&f.entry_key)? else {
+                let Some(entry) = self.load_entry_or_drop(store, &f.entry_key)? else {
                     return Ok(None);
                 };
                 self.event.lookup_ms = ms(lookup_start.elapsed());

@@ -54,6 +54,10 @@ pub fn restore_entry(
             name: out.name.clone(),
             blob: out.blob.clone(),
         };
+        // A blob is a regular file kache wrote; never follow a symlink planted in its place.
+        if !fs::symlink_metadata(&blob).is_ok_and(|m| m.file_type().is_file()) {
+            return Err(bad());
+        }
         match stat.hash_file(&blob) {
             Ok(h) if h == out.blob => {}
             _ => return Err(bad()),

@@ -22,7 +22,8 @@ pub fn ingest(dir: &Path, src: &Path, linkable: bool) -> io::Result<(String, u64
     let hash = hash_file_contents(src)?;
     let size = fs::metadata(src)?.len();
     let dest = blob_path(dir, &hash);
-    if fs::metadata(&dest).is_ok_and(|m| m.len() == size) {
+    // A symlink planted under the blob's name does not count: the rename below replaces it.
+    if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == size) {
         return Ok((hash, size));
     }
     let tmp = dir
@@ -64,7 +65,7 @@ pub fn write_bytes(dir: &Path, hash: &str, bytes: &[u8]) -> io::Result<()> {
         ));
     }
     let dest = blob_path(dir, hash);
-    if fs::metadata(&dest).is_ok_and(|m| m.len() == bytes.len() as u64) {
+    if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) {
         return Ok(());
     }
     let tmp = dir

@@ -236,6 +236,19 @@ impl Store {
             .filter(|(_, b)| bad.contains(b) || !recorded.contains_key(b.as_str()))
             .map(|(e, _)| e)
             .collect();
+        // An entry whose stored description does not parse cannot be restored either.
+        {
+            let mut bodies = self.conn().prepare("SELECT key, body FROM entries")?;
+            let rows = bodies.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            for row in rows {
+                let (key, body) = row?;
+                if serde_json::from_slice::<super::Entry>(&body).is_err() {
+                    damaged.push(key);
+                }
+            }
+        }
         damaged.sort();
         damaged.dedup();
         report.damaged_entries = damaged;

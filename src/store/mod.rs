@@ -403,6 +403,32 @@ CREATE TABLE IF NOT EXISTS stat_cache(
 );
 ";
 
+impl StoreError {
+    /// Whether the index itself is damaged (rather than busy, full or read-only).
+    pub fn is_corrupt_index(&self) -> bool {
+        matches!(self, StoreError::Sqlite(e) if is_corruption(e))
+    }
+}
+
+/// Called when an open index reported damage in use: moves it aside (as [`Store::open`] does
+/// with one that cannot be opened) once a check on a fresh connection confirms the damage, so
+/// an index another process has just recreated is left alone. Returns whether it moved it.
+pub fn quarantine_if_corrupt(dir: &Path) -> bool {
+    let db = dir.join("index.db");
+    let verdict = Connection::open(&db).and_then(|c| {
+        c.busy_timeout(BUSY_TIMEOUT)?;
+        c.query_row("PRAGMA quick_check(1)", [], |r| r.get::<_, String>(0))
+    });
+    let corrupt = match verdict {
+        Ok(answer) => answer != "ok",
+        Err(e) => is_corruption(&e),
+    };
+    if corrupt {
+        quarantine(&db);
+    }
+    corrupt
+}
+
 fn is_corruption(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),

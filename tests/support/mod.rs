@@ -402,6 +402,11 @@ impl Workspace {
         }
         cmd.env("CARGO_INCREMENTAL", "0");
         cmd.env("CARGO_TERM_COLOR", "never");
+        // Empty, not unset: an empty value also overrides a wrapper set in a cargo config
+        // file (as `kache init` does), so reference builds really run without kache.
+        // (Not RUSTC_WORKSPACE_WRAPPER: `kache init` does not set it, and an empty one makes
+        // cargo fail to fingerprint rustc, so it re-runs its probes on every build.)
+        cmd.env("RUSTC_WRAPPER", "");
         for (key, value) in &self.env {
             cmd.env(key, value);
         }
@@ -1153,7 +1158,12 @@ impl Mount {
         file.set_len(size_mb << 20)
             .map_err(|e| format!("size the image: {e}"))?;
         drop(file);
-        run_tool(&format!("mkfs.{fstype}"), &["-q", path_str(&image)])?;
+        let force = if fstype.starts_with("ext") {
+            "-F"
+        } else {
+            "-f"
+        };
+        run_tool(&format!("mkfs.{fstype}"), &["-q", force, path_str(&image)])?;
         fs::create_dir_all(point).map_err(|e| format!("create {}: {e}", point.display()))?;
         run_tool("mount", &["-o", "loop", path_str(&image), path_str(point)])?;
         Ok(Mount {
