@@ -37,6 +37,11 @@ pub fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
     if remote_config.read_only && !args.dry_run {
         bail!("the remote is read-only (KACHE_REMOTE_READONLY): nothing may be uploaded");
     }
+    // A worker started for a cache dir that has since been deleted has nothing to send,
+    // and must not bring the directory back.
+    if args.background && !config.dir.join("upload-queue").is_dir() {
+        return Ok(ExitCode::SUCCESS);
+    }
     // One worker at a time; a foreground push waits for a background one to finish.
     let Some(_lock) = upload::lock(&config.dir, !args.background) else {
         return Ok(ExitCode::SUCCESS);
