@@ -220,6 +220,9 @@ impl Wrapper {
             Some(&toolchain.sysroot),
         );
         roots.add_out_dir(&out_dir);
+        if let Some(manifest_dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+            roots.add_workspace_alias(Path::new(&manifest_dir));
+        }
         let env = keyenv::keyed_vars(std::env::vars(), &self.config.key_env_vars);
         let path_var = std::env::var("PATH").ok();
         let driver_conf_dir = std::env::var_os("CLIPPY_CONF_DIR")

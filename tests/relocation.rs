@@ -97,10 +97,6 @@ fn checkouts_at_other_paths_and_under_a_symlink_are_all_hits() {
 }
 
 #[test]
-#[ignore = "bug: a workspace reached through a symlinked path (cargo --manifest-path \
-            link/ws/Cargo.toml) misses for every workspace unit: kache's workspace root is the \
-            physical getcwd() while cargo passes the symlinked spelling in CARGO_MANIFEST_DIR \
-            and --out-dir, so those values are keyed as absolute paths"]
 fn a_workspace_named_through_a_symlink_is_all_hits() {
     let sandbox = Sandbox::new();
     let first = sandbox.checkout("first/ws");
@@ -127,8 +123,21 @@ fn a_workspace_named_through_a_symlink_is_all_hits() {
         linked.app_manifest_dir(),
         "fixture-where prints the path cargo was given"
     );
-    assert_all_local_hits(
-        &path_independent(&events),
-        "workspace named through a symlink",
-    );
+    // The C archive's debug info names the physical directory the C compiler ran in, which
+    // the fixture's -ffile-prefix-map (given the symlinked spelling) does not cover: its
+    // bytes really differ, so fixture_core and what links it must compile again. Everything
+    // else must come from the cache.
+    let links_the_c_archive = [
+        "fixture_core",
+        "fixture_app",
+        "fixture_plugin",
+        "fixture_where",
+    ];
+    let shared: Vec<_> = events
+        .iter()
+        .filter(|e| !links_the_c_archive.contains(&crate_name(e)))
+        .cloned()
+        .collect();
+    assert!(shared.len() >= 5, "{}", describe(&events));
+    assert_all_local_hits(&shared, "workspace named through a symlink");
 }

@@ -52,7 +52,8 @@ fn push(cache_dir: &std::path::Path, server: &MotoServer) -> Value {
         "kache sync --push failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("sync report is JSON")
+    let report: Value = serde_json::from_slice(&out.stdout).expect("sync report is JSON");
+    report["push"].clone()
 }
 
 fn s3(server: &MotoServer) -> S3Remote {
@@ -120,6 +121,50 @@ fn a_build_on_one_machine_is_a_remote_hit_on_another() {
     b.kache_build(&[]);
     let again = path_independent(&compiles(&log_b.take()));
     assert_all_local_hits(&again, "machine B, second build");
+}
+
+#[test]
+fn pull_fills_an_empty_store_for_offline_builds() {
+    let mut server = MotoServer::start(BUCKET);
+    let machine_a = Sandbox::new();
+    let mut a = machine_a.checkout("a/ws");
+    with_remote(&mut a, &server);
+    a.kache_build(&[]);
+    push(machine_a.cache_dir(), &server);
+    let expected = a.run_bin(APP_BIN, &[]);
+
+    // Machine B pulls everything, then builds with the remote gone: all local hits.
+    let machine_b = Sandbox::new();
+    let mut cmd = Command::new(kache_bin_under_test());
+    cmd.args(["sync", "--pull", "--json"])
+        .env("KACHE_DIR", machine_b.cache_dir())
+        .env(
+            "KACHE_CONFIG",
+            machine_b.cache_dir().join("no-such-config.toml"),
+        );
+    for (k, v) in remote_env(&server) {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run kache sync --pull");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert!(
+        report["pull"]["fetched"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert_eq!(report["pull"]["rejected"], 0, "{report}");
+    server.stop();
+
+    let b = machine_b.checkout("b/ws");
+    let mut log = machine_b.cursor();
+    b.kache_build(&[]);
+    let events = path_independent(&compiles(&log.take()));
+    assert_all_local_hits(&events, "after sync --pull, offline");
+    assert_eq!(b.run_bin(APP_BIN, &[]), expected);
 }
 
 #[test]

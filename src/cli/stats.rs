@@ -90,7 +90,12 @@ pub struct RemoteFigures {
     pub configured: bool,
     pub hits: usize,
     pub downloaded_bytes: u64,
+    /// What the upload worker sent (from `<cache>/uploads.jsonl`).
     pub uploaded_bytes: u64,
+    /// Entries waiting in the upload queue.
+    pub queued: usize,
+    /// Invocations whose remote lookup failed (and compiled locally).
+    pub errors: usize,
 }
 
 /// Folds events into figures (store and remote settings are filled in by the caller).
@@ -129,10 +134,12 @@ pub fn summarize(events: &[BuildEvent]) -> Stats {
         s.hardlinked_bytes += e.hardlinked_bytes;
         s.copied_bytes += e.copied_bytes;
         remote.downloaded_bytes += e.downloaded_bytes;
-        remote.uploaded_bytes += e.uploaded_bytes;
+        if e.warning.as_deref().is_some_and(|w| w.contains("remote")) {
+            remote.errors += 1;
+        }
     }
     remote.hits = s.remote_hits;
-    if remote.hits > 0 || remote.downloaded_bytes + remote.uploaded_bytes > 0 {
+    if remote.hits + remote.errors > 0 || remote.downloaded_bytes > 0 {
         s.remote = Some(remote);
     }
     let hits = (s.local_hits + s.remote_hits) as f64;
@@ -180,10 +187,14 @@ pub fn run(config: &Config, args: StatsArgs) -> anyhow::Result<ExitCode> {
         s.store.blobs = totals.blobs;
         s.store.dedup_saved_bytes = totals.dedup_saved();
     }
-    if std::env::var_os("KACHE_REMOTE").is_some_and(|v| !v.is_empty()) {
-        s.remote
-            .get_or_insert_with(RemoteFigures::default)
-            .configured = true;
+    let configured = std::env::var_os("KACHE_REMOTE").is_some_and(|v| !v.is_empty());
+    let uploaded = crate::sync::upload::uploaded_bytes(&config.dir);
+    let queued = crate::sync::upload::queue_len(&config.dir);
+    if configured || uploaded > 0 || queued > 0 {
+        let r = s.remote.get_or_insert_with(RemoteFigures::default);
+        r.configured = configured;
+        r.uploaded_bytes = uploaded;
+        r.queued = queued;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -297,7 +308,12 @@ pub fn render(s: &Stats) -> String {
             "remote",
             r.hits,
             format::bytes(r.downloaded_bytes),
-            format::bytes(r.uploaded_bytes)
+            format::bytes(r.uploaded_bytes),
+        );
+        let _ = writeln!(
+            o,
+            "{:<LABEL$}{:>10}   queued for upload · {} remote errors",
+            "", r.queued, r.errors
         );
     }
     if !s.slowest_misses.is_empty() || !s.passthrough_reasons.is_empty() {
@@ -424,6 +440,8 @@ mod tests {
             hits: 12_345,
             downloaded_bytes: 5 << 30,
             uploaded_bytes: 6 << 30,
+            queued: 1_234,
+            errors: 56,
         });
         let text = render(&s);
         for line in text.lines() {

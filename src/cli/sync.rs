@@ -1,6 +1,8 @@
-//! `kache sync --push`: upload every entry still queued for the remote and wait for it.
+//! `kache sync --push / --pull`: move entries between the local store and the remote
+//! explicitly (e.g. at the end of a CI job, or before going offline).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -11,18 +13,26 @@ use crate::remote::guard::Guarded;
 use crate::remote::s3::S3Remote;
 use crate::store::Store;
 use crate::store::maintenance::Progress;
-use crate::sync::upload;
+use crate::sync::{fetch, upload};
+
+/// A build invocation gets about two seconds of remote time; an explicit sync moves whole
+/// stores and gets this much.
+const SYNC_BUDGET: Duration = Duration::from_secs(900);
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("direction").required(true).multiple(true).args(["push", "pull"])))]
 pub struct SyncArgs {
-    /// Upload what is queued (entries compiled here since the last upload).
-    #[arg(long, required = true)]
+    /// Upload what is queued (entries compiled here since the last upload) and wait for it.
+    #[arg(long)]
     push: bool,
-    /// Count what would be uploaded without uploading.
+    /// Download every entry the remote has and this store lacks.
+    #[arg(long)]
+    pull: bool,
+    /// Count what would move without moving it.
     #[arg(long)]
     dry_run: bool,
-    /// Run as the detached worker the wrapper starts: quiet, and exit at once if another
-    /// worker is running.
+    /// Run as the detached upload worker the wrapper starts: quiet, and exit at once if
+    /// another worker is running.
     #[arg(long, hide = true)]
     background: bool,
     /// Print the report as JSON.
@@ -31,10 +41,11 @@ pub struct SyncArgs {
 }
 
 pub fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
-    let Some(remote_config) = RemoteConfig::from_process_env().context("remote settings")? else {
+    let Some(mut remote_config) = RemoteConfig::from_process_env().context("remote settings")?
+    else {
         bail!("no remote configured: set KACHE_REMOTE=s3://bucket/prefix (see docs/remote.md)");
     };
-    if remote_config.read_only && !args.dry_run {
+    if args.push && remote_config.read_only && !args.dry_run {
         bail!("the remote is read-only (KACHE_REMOTE_READONLY): nothing may be uploaded");
     }
     // A worker started for a cache dir that has since been deleted has nothing to send,
@@ -42,10 +53,7 @@ pub fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
     if args.background && !config.dir.join("upload-queue").is_dir() {
         return Ok(ExitCode::SUCCESS);
     }
-    // One worker at a time; a foreground push waits for a background one to finish.
-    let Some(_lock) = upload::lock(&config.dir, !args.background) else {
-        return Ok(ExitCode::SUCCESS);
-    };
+    remote_config.budget = remote_config.budget.max(SYNC_BUDGET);
     let store = Store::open(&config.dir)
         .with_context(|| format!("opening the cache at {}", config.dir.display()))?;
     let remote = Guarded::new(
@@ -53,51 +61,92 @@ pub fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
         &config.dir,
         &remote_config,
     );
-    let bar = (!args.background).then(Bar::stderr);
-    let mut report = upload::drain(&remote, &store, args.dry_run, &mut |step| {
-        if let Some(bar) = &bar {
-            match step {
-                Some(total) => bar.phase("uploading", total as u64, false),
+    let mut report = serde_json::Map::new();
+    let mut failed = false;
+    if args.pull {
+        let bar = Bar::stderr();
+        let pulled = fetch::pull(
+            &remote,
+            &store,
+            remote_config.max_object_bytes,
+            args.dry_run,
+            &mut |step| match step {
+                Some(total) => bar.phase("downloading", total as u64, false),
                 None => bar.advance(1),
-            }
+            },
+        )
+        .context("pulling from the remote")?;
+        drop(bar);
+        if !args.json {
+            let verb = if args.dry_run {
+                "would download"
+            } else {
+                "downloaded"
+            };
+            println!(
+                "{verb} {} entries ({}), {} already here, {} rejected",
+                pulled.fetched,
+                super::format::bytes(pulled.bytes),
+                pulled.already_here,
+                pulled.rejected
+            );
         }
-    });
-    // Entries queued while this worker ran would otherwise wait for the next build.
-    while args.background && !args.dry_run && report.remaining > 0 && report.failed == 0 {
-        let more = upload::drain(&remote, &store, false, &mut |_| {});
-        if more.uploaded + more.already_there + more.dropped == 0 {
-            break;
-        }
-        report = more;
+        report.insert("pull".into(), serde_json::to_value(&pulled)?);
     }
-    drop(bar);
-    if args.background {
-        return Ok(ExitCode::SUCCESS);
+    if args.push {
+        // One worker at a time; a foreground push waits for a background one to finish.
+        let Some(_lock) = upload::lock(&config.dir, !args.background) else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        let bar = (!args.background).then(Bar::stderr);
+        let mut pushed = upload::drain(&remote, &store, args.dry_run, &mut |step| {
+            if let Some(bar) = &bar {
+                match step {
+                    Some(total) => bar.phase("uploading", total as u64, false),
+                    None => bar.advance(1),
+                }
+            }
+        });
+        // Entries queued while this worker ran would otherwise wait for the next build.
+        while args.background && !args.dry_run && pushed.remaining > 0 && pushed.failed == 0 {
+            let more = upload::drain(&remote, &store, false, &mut |_| {});
+            if more.uploaded + more.already_there + more.dropped == 0 {
+                break;
+            }
+            pushed = more;
+        }
+        drop(bar);
+        failed = pushed.failed > 0;
+        if args.background {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !args.json {
+            let verb = if args.dry_run {
+                "would upload"
+            } else {
+                "uploaded"
+            };
+            println!(
+                "{verb} {} entries ({}), {} already on the remote, {} failed, {} still queued",
+                if args.dry_run {
+                    pushed.remaining
+                } else {
+                    pushed.uploaded
+                },
+                super::format::bytes(pushed.bytes),
+                pushed.already_there,
+                pushed.failed,
+                if args.dry_run { 0 } else { pushed.remaining },
+            );
+        }
+        report.insert("push".into(), serde_json::to_value(&pushed)?);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        let verb = if args.dry_run {
-            "would upload"
-        } else {
-            "uploaded"
-        };
-        println!(
-            "{verb} {} entries ({}), {} already on the remote, {} failed, {} still queued",
-            if args.dry_run {
-                report.remaining
-            } else {
-                report.uploaded
-            },
-            super::format::bytes(report.bytes),
-            report.already_there,
-            report.failed,
-            if args.dry_run { 0 } else { report.remaining },
-        );
     }
-    Ok(if report.failed == 0 {
-        ExitCode::SUCCESS
-    } else {
+    Ok(if failed {
         ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }

@@ -70,7 +70,6 @@ pub struct BuildEvent {
     pub hardlinked_bytes: u64,
     pub copied_bytes: u64,
     pub downloaded_bytes: u64,
-    pub uploaded_bytes: u64,
     pub passthrough_reason: Option<String>,
     pub warning: Option<String>,
     pub exit_code: i32,

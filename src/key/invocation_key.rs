@@ -79,6 +79,7 @@ pub fn invocation_key(
         .map(|r| format!("{}={}", r.name, r.remap_to))
         .collect();
     remaps.sort();
+    remaps.dedup();
     k.field("remap", remaps.join(","));
 
     let mut cfgs = Vec::new();

@@ -69,6 +69,38 @@ impl Roots {
         Roots::new(roots)
     }
 
+    /// Adds the spelling of the workspace that cargo uses when it reached the workspace
+    /// through a symlink (`cargo --manifest-path link/ws/Cargo.toml`): rustc's working
+    /// directory is then the physical path, while `CARGO_MANIFEST_DIR` and `--out-dir` carry
+    /// the symlinked one. Both spellings key and remap alike.
+    pub fn add_workspace_alias(&mut self, manifest_dir: &Path) {
+        let Some(ws) = self.get("ws").map(|r| PathBuf::from(&r.path)) else {
+            return;
+        };
+        if manifest_dir.starts_with(&ws) {
+            return;
+        }
+        let Ok(physical) = manifest_dir.canonicalize() else {
+            return;
+        };
+        let Ok(inside) = physical.strip_prefix(&ws) else {
+            return;
+        };
+        let depth = inside.components().count();
+        let Some(alias) = manifest_dir.ancestors().nth(depth) else {
+            return;
+        };
+        // Only when the symlinked spelling names the same place inside the workspace.
+        if manifest_dir
+            .strip_prefix(alias)
+            .is_ok_and(|tail| tail == inside)
+        {
+            let mut roots = std::mem::take(&mut self.roots);
+            roots.push(root("ws", alias, "."));
+            *self = Roots::new(roots);
+        }
+    }
+
     /// Adds the invocation's `--out-dir` as a root of its own, so artifact notifications and
     /// dep-info name it correctly even when no target directory was recognised.
     pub fn add_out_dir(&mut self, out_dir: &Path) {
@@ -256,6 +288,27 @@ mod tests {
         let ws = args.iter().position(|a| a.contains("/a/ws=."));
         let target = args.iter().position(|a| a.contains("/a/ws/target="));
         assert!(ws < target);
+    }
+
+    #[test]
+    fn a_symlinked_spelling_of_the_workspace_is_an_alias() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real/ws");
+        std::fs::create_dir_all(real.join("crates/core")).expect("mkdir");
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link"))
+            .expect("symlink");
+        let physical = real.canonicalize().expect("canonical");
+        let mut r = Roots::new(vec![root("ws", &physical, ".")]);
+        r.add_workspace_alias(&dir.path().join("link/ws/crates/core"));
+        let logical = dir.path().join("link/ws/crates/core/src/lib.rs");
+        assert_eq!(
+            r.relativize(&logical.to_string_lossy()),
+            "${ws}/crates/core/src/lib.rs"
+        );
+        // A directory elsewhere is not an alias.
+        let mut other = Roots::new(vec![root("ws", &physical, ".")]);
+        other.add_workspace_alias(dir.path());
+        assert_eq!(other.iter().count(), 1);
     }
 
     #[test]

@@ -94,6 +94,13 @@ impl<S: RemoteStore> RemoteStore for Guarded<S> {
         }
         result
     }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, RemoteError> {
+        if self.breaker.is_open() {
+            return Err(RemoteError::BreakerOpen);
+        }
+        self.observe(self.inner.list(prefix))
+    }
 }
 
 #[cfg(test)]

@@ -81,6 +81,16 @@ impl RemoteStore for MemoryStore {
         self.enter()?;
         Ok(self.objects()?.contains_key(key))
     }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, RemoteError> {
+        self.enter()?;
+        Ok(self
+            .objects()?
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,9 @@ pub trait RemoteStore: Send + Sync {
     fn put(&self, key: &str, body: &[u8]) -> Result<(), RemoteError>;
     /// Whether the object is there, without downloading it.
     fn exists(&self, key: &str) -> Result<bool, RemoteError>;
+    /// Names of the objects whose name starts with `prefix`, as [`RemoteStore::get`] takes
+    /// them.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, RemoteError>;
 }
 
 #[derive(Debug, thiserror::Error)]

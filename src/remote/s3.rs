@@ -250,6 +250,27 @@ impl RemoteStore for S3Remote {
             }
         })
     }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, RemoteError> {
+        let full = match (self.prefix.is_empty(), prefix.is_empty()) {
+            (true, _) => prefix.to_string(),
+            (false, true) => format!("{}/", self.prefix),
+            (false, false) => format!("{}/{prefix}", self.prefix),
+        };
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        self.call(move |bucket| {
+            let pages = bucket.list(full, None).map_err(map_error)?;
+            Ok(pages
+                .into_iter()
+                .flat_map(|page| page.contents)
+                .filter_map(|o| o.key.strip_prefix(&strip).map(str::to_owned))
+                .collect())
+        })
+    }
 }
 
 /// Collects a response body, refusing to grow past `limit` so a huge or hostile object cannot

@@ -4,7 +4,7 @@
 //! the entry committed to the local store, from which the wrapper restores it as usual.
 
 use crate::key::manifest::Manifest;
-use crate::remote::{RemoteStore, bundle, entry_object, manifest_object};
+use crate::remote::{LAYOUT_VERSION, RemoteStore, bundle, entry_object, manifest_object};
 use crate::store::{Entry, StatCache, Store};
 
 use super::{RemoteManifests, SyncError};
@@ -61,6 +61,84 @@ pub fn fetch(
         }));
     }
     Ok(None)
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PullReport {
+    pub manifests: usize,
+    pub fetched: usize,
+    pub already_here: usize,
+    pub rejected: usize,
+    pub bytes: u64,
+}
+
+/// Downloads every entry the remote has and this store lacks (with `dry_run`, only counts
+/// them), so later builds hit locally even while the remote is unreachable. `progress` is
+/// told the number of manifest objects, then once per object done.
+pub fn pull(
+    remote: &dyn RemoteStore,
+    store: &Store,
+    max_bundle_bytes: u64,
+    dry_run: bool,
+    progress: &mut dyn FnMut(Option<usize>),
+) -> Result<PullReport, SyncError> {
+    let mut report = PullReport::default();
+    let names = remote.list(&format!("{LAYOUT_VERSION}/manifests/"))?;
+    progress(Some(names.len()));
+    let mut stat = StatCache::new(store.conn());
+    for name in names {
+        progress(None);
+        let Some(bytes) = remote.get(&name)? else {
+            continue;
+        };
+        report.manifests += 1;
+        report.bytes += bytes.len() as u64;
+        let Some(invocation_key) = name
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let Ok(manifests) = serde_json::from_slice::<RemoteManifests>(&bytes) else {
+            report.rejected += 1;
+            continue;
+        };
+        for candidate in manifests.candidates {
+            if candidate.manifest.entry_key(invocation_key) != candidate.entry {
+                report.rejected += 1;
+                continue;
+            }
+            if store.load_entry(&candidate.entry).ok().flatten().is_some() {
+                report.already_here += 1;
+                continue;
+            }
+            if dry_run {
+                report.fetched += 1;
+                continue;
+            }
+            let object = entry_object(&candidate.entry)?;
+            let Some(bundle_bytes) = remote.get(&object)? else {
+                continue;
+            };
+            report.bytes += bundle_bytes.len() as u64;
+            match unpack_verified(
+                &object,
+                &bundle_bytes,
+                &candidate.entry,
+                max_bundle_bytes,
+                store,
+            ) {
+                Ok(entry) => {
+                    store.commit_entry(&entry, &candidate.manifest, &mut stat)?;
+                    report.fetched += 1;
+                }
+                Err(SyncError::Rejected { .. } | SyncError::Bundle(_)) => report.rejected += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// Unpacks a bundle and writes its blobs, refusing anything that does not check out: the
