@@ -21,28 +21,14 @@ pub fn blob_path(dir: &Path, hash: &str) -> PathBuf {
 pub fn ingest(dir: &Path, src: &Path, linkable: bool) -> io::Result<(String, u64)> {
     let hash = hash_file_contents(src)?;
     let size = fs::metadata(src)?.len();
-    let dest = blob_path(dir, &hash);
-    // A symlink planted under the blob's name does not count: the rename below replaces it.
-    if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == size) {
-        return Ok((hash, size));
-    }
-    let tmp = dir
-        .join("tmp")
-        .join(format!("blob.{}.{:x}", std::process::id(), unique_suffix()));
-    let placed = (|| {
-        if !(linkable && fs::hard_link(src, &tmp).is_ok()) {
-            copy_fast(src, &tmp)?;
+    place(dir, &hash, size, |tmp| {
+        if linkable && fs::hard_link(src, tmp).is_ok() {
+            Ok(())
+        } else {
+            copy_fast(src, tmp)
         }
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        fs::rename(&tmp, &dest)
-    })();
-    if placed.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    placed.map(|()| (hash, size))
+    })?;
+    Ok((hash, size))
 }
 
 /// Reflink where the filesystem can, else an in-kernel copy.
@@ -64,15 +50,28 @@ pub fn write_bytes(dir: &Path, hash: &str, bytes: &[u8]) -> io::Result<()> {
             format!("content does not match blob name {hash}"),
         ));
     }
+    place(dir, hash, bytes.len() as u64, |tmp| fs::write(tmp, bytes))
+}
+
+/// Puts the blob `hash` in place unless it is there already: `fill` writes a temporary
+/// file in `<dir>/tmp`, which is made read-only and renamed under the blob's name, so a blob
+/// is never seen incomplete.
+fn place(
+    dir: &Path,
+    hash: &str,
+    size: u64,
+    fill: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dest = blob_path(dir, hash);
-    if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) {
+    // A symlink planted under the blob's name does not count: the rename below replaces it.
+    if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == size) {
         return Ok(());
     }
     let tmp = dir
         .join("tmp")
         .join(format!("blob.{}.{:x}", std::process::id(), unique_suffix()));
     let placed = (|| {
-        fs::write(&tmp, bytes)?;
+        fill(&tmp)?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent)?;
