@@ -505,7 +505,11 @@ impl Wrapper {
         let mut stored = Vec::new();
         for (name, path, meta) in &produced {
             use std::os::unix::fs::PermissionsExt;
-            let linkable = outputs::is_linkable(name);
+            let linkable = outputs::is_linkable(
+                name,
+                p.args.crate_name.as_deref().unwrap_or_default(),
+                &self.event.crate_types,
+            );
             let (blob, size) = store.ingest_blob(path, linkable)?;
             crate::testhook::crash_point("after_blob", crate_name);
             let _ = stat.record_trusted(path, &blob);

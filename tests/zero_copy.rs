@@ -1,9 +1,9 @@
 //! Zero-copy restore, verified on real filesystems (loop-mounted by the test; needs root,
 //! and skips with a printed reason where it cannot mount):
 //!
-//! - ext4 (no reflinks): `.rlib`/`.rmeta` outputs come back as hardlinks of their blob (same
-//!   inode) when no other checkout links that blob, and as copies when one does; executables
-//!   and shared libraries are always copies.
+//! - ext4 (no reflinks): `.rlib`/`.rmeta`, proc-macro libraries and build scripts come back
+//!   as hardlinks of their blob (same inode) when no other checkout links that blob, and as
+//!   copies when one does; binaries and cdylibs are always copies.
 //! - btrfs (copy-on-write): every output is reflinked: its own inode, the blob's extents.
 //! - After a hit, a miss that rewrites the same output leaves the blob as it was: rustc never
 //!   writes through a link into the store.
@@ -75,13 +75,19 @@ fn outputs_and_blobs(ws: &Workspace) -> Vec<(PathBuf, PathBuf)> {
         .collect()
 }
 
+/// Libraries, the fixture's proc-macro library and build scripts share their blob's inode;
+/// binaries and the cdylib are copies (people strip those).
 fn is_linkable(path: &Path) -> bool {
-    let name = path.to_string_lossy();
-    name.ends_with(".rlib") || name.ends_with(".rmeta")
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    name.ends_with(".rlib") || name.ends_with(".rmeta") || name.starts_with("libfixture_macros-")
 }
 
 fn is_lib_event(event: &Value) -> bool {
-    crate_types(event) == "lib"
+    matches!(crate_types(event).as_str(), "lib" | "proc-macro")
+        || crate_name(event) == "build_script_build"
 }
 
 fn bytes(event: &Value, field: &str) -> u64 {

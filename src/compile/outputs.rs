@@ -84,9 +84,16 @@ pub fn depinfo_name(args: &RustcArgs) -> String {
 }
 
 /// Outputs that nothing rewrites in place after the build, so they may share an inode with
-/// their blob. Executables and shared libraries are excluded: people `strip` them.
-pub fn is_linkable(name: &str) -> bool {
-    name.ends_with(".rlib") || name.ends_with(".rmeta")
+/// their blob: libraries (`.rlib`, `.rmeta`), proc-macro libraries (only rustc loads them)
+/// and build-script executables (only cargo runs them; neither is uplifted into
+/// `target/<profile>/`). Binaries, cdylibs, dylibs and staticlibs are not: people `strip`
+/// them, and `strip` rewrites a file with several links in place.
+pub fn is_linkable(name: &str, crate_name: &str, crate_types: &[String]) -> bool {
+    if name.ends_with(".rlib") || name.ends_with(".rmeta") {
+        return true;
+    }
+    let only = |t: &str| crate_types.len() == 1 && crate_types[0] == t;
+    only("proc-macro") || (crate_name == "build_script_build" && only("bin"))
 }
 
 #[cfg(test)]
@@ -147,6 +154,27 @@ mod tests {
             expected_outputs(&check, LINUX).expect("names"),
             vec!["libx.rmeta"]
         );
+    }
+
+    #[test]
+    fn what_may_share_an_inode_with_its_blob() {
+        let types = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(is_linkable("libfoo-1.rlib", "foo", &types(&["lib"])));
+        assert!(is_linkable("libfoo-1.rmeta", "foo", &types(&["bin"])));
+        assert!(is_linkable(
+            "libderive-1.so",
+            "derive",
+            &types(&["proc-macro"])
+        ));
+        assert!(is_linkable(
+            "build_script_build-1",
+            "build_script_build",
+            &types(&["bin"])
+        ));
+        assert!(!is_linkable("app-1", "app", &types(&["bin"])));
+        assert!(!is_linkable("libplugin.so", "plugin", &types(&["cdylib"])));
+        assert!(!is_linkable("libfoo.so", "foo", &types(&["dylib"])));
+        assert!(!is_linkable("libfoo.a", "foo", &types(&["staticlib"])));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Putting a stored entry back in place: each output by reflink, else hardlink (only for
-//! outputs nothing rewrites in place, and only while no other place links the blob), else copy; then the dep-info file filled in for this
+//! outputs nothing rewrites in place, see [`is_linkable`], and only while no other place links
+//! the blob), else copy; then the dep-info file filled in for this
 //! checkout. Each blob is verified against its hash first (through the stat cache, so an
 //! untouched blob is not re-read). Must not decide hit or miss, and must not modify a blob.
 
@@ -68,8 +69,14 @@ pub fn restore_entry(
             source,
         };
         remove_if_present(&dest).map_err(write_err)?;
-        let method =
-            place(&blob, &dest, is_linkable(&out.name), &mut reflink_works).map_err(write_err)?;
+        let method = place(
+            &blob,
+            &dest,
+            is_linkable(&out.name, &entry.crate_name, &entry.crate_types),
+            out.mode & 0o111 != 0,
+            &mut reflink_works,
+        )
+        .map_err(write_err)?;
         match method {
             Method::Hardlink => {
                 // A link shares the blob's old mtime; cargo compares output mtimes with its
@@ -105,7 +112,13 @@ pub fn restore_entry(
     Ok(stats)
 }
 
-fn place(blob: &Path, dest: &Path, linkable: bool, reflink_works: &mut bool) -> io::Result<Method> {
+fn place(
+    blob: &Path,
+    dest: &Path,
+    linkable: bool,
+    executable: bool,
+    reflink_works: &mut bool,
+) -> io::Result<Method> {
     if *reflink_works {
         match reflink_copy::reflink(blob, dest) {
             Ok(()) => return Ok(Method::Reflink),
@@ -120,10 +133,10 @@ fn place(blob: &Path, dest: &Path, linkable: bool, reflink_works: &mut bool) -> 
     // rebuilds dependents whose dependency outputs look newer than their own. So a blob is
     // linked into at most one place: while another checkout (or the output it was stored
     // from) still links it, a restore copies instead.
-    if linkable
-        && fs::metadata(blob).is_ok_and(|m| m.nlink() == 1)
-        && fs::hard_link(blob, dest).is_ok()
-    {
+    // A link also shares the blob's mode, so its execute bits must be the output's.
+    let shareable =
+        |m: fs::Metadata| m.nlink() == 1 && (m.permissions().mode() & 0o111 != 0) == executable;
+    if linkable && fs::metadata(blob).is_ok_and(shareable) && fs::hard_link(blob, dest).is_ok() {
         return Ok(Method::Hardlink);
     }
     fs::copy(blob, dest)?;

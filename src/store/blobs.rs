@@ -20,8 +20,16 @@ pub fn blob_path(dir: &Path, hash: &str) -> PathBuf {
 /// others are reflinked or copied. Returns the content hash and size.
 pub fn ingest(dir: &Path, src: &Path, linkable: bool) -> io::Result<(String, u64)> {
     let hash = hash_file_contents(src)?;
-    let size = fs::metadata(src)?.len();
-    place(dir, &hash, size, |tmp| {
+    let meta = fs::metadata(src)?;
+    // Read-only either way; an executable keeps its execute bits, since a linked output
+    // shares the blob's mode (a build script must stay runnable).
+    let mode = if meta.permissions().mode() & 0o111 != 0 {
+        0o555
+    } else {
+        0o444
+    };
+    let size = meta.len();
+    place(dir, &hash, size, mode, |tmp| {
         if linkable && fs::hard_link(src, tmp).is_ok() {
             Ok(())
         } else {
@@ -50,16 +58,19 @@ pub fn write_bytes(dir: &Path, hash: &str, bytes: &[u8]) -> io::Result<()> {
             format!("content does not match blob name {hash}"),
         ));
     }
-    place(dir, hash, bytes.len() as u64, |tmp| fs::write(tmp, bytes))
+    place(dir, hash, bytes.len() as u64, 0o444, |tmp| {
+        fs::write(tmp, bytes)
+    })
 }
 
 /// Puts the blob `hash` in place unless it is there already: `fill` writes a temporary
-/// file in `<dir>/tmp`, which is made read-only and renamed under the blob's name, so a blob
-/// is never seen incomplete.
+/// file in `<dir>/tmp`, which gets the read-only `mode` and is renamed under the blob's name,
+/// so a blob is never seen incomplete.
 fn place(
     dir: &Path,
     hash: &str,
     size: u64,
+    mode: u32,
     fill: impl FnOnce(&Path) -> io::Result<()>,
 ) -> io::Result<()> {
     let dest = blob_path(dir, hash);
@@ -72,7 +83,7 @@ fn place(
         .join(format!("blob.{}.{:x}", std::process::id(), unique_suffix()));
     let placed = (|| {
         fill(&tmp)?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent)?;
         }
