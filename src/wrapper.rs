@@ -337,9 +337,7 @@ impl Wrapper {
                     "kache: warning: stored entry {key} is damaged ({detail}); dropping it and compiling"
                 );
                 self.event.warning = Some(format!("damaged entry {key} dropped"));
-                for freed in store.remove_entry(key)? {
-                    let _ = std::fs::remove_file(store.blob_path(&freed));
-                }
+                store.remove_entry(key)?;
                 Ok(None)
             }
             other => Ok(other?),
@@ -405,9 +403,7 @@ impl Wrapper {
                     "kache: warning: cached {name} was damaged (blob {blob}); dropping the entry and compiling"
                 );
                 self.event.warning = Some(format!("damaged blob {blob} dropped"));
-                for freed in store.remove_entry(&entry.key)? {
-                    let _ = std::fs::remove_file(store.blob_path(&freed));
-                }
+                store.remove_entry(&entry.key)?;
                 return Ok(None);
             }
             Err(e) => return Err(e.into()),

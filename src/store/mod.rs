@@ -271,12 +271,16 @@ impl Store {
         Ok(())
     }
 
-    /// Drops an entry (damaged, or evicted) and its manifests; blobs left unreferenced are
-    /// returned for the caller to delete after the transaction.
+    /// Drops an entry (damaged, or evicted) and its manifests, then deletes the blob files no
+    /// entry references any more (after the transaction, so the index never names a missing
+    /// blob); returns their hashes.
     pub fn remove_entry(&self, key: &str) -> Result<Vec<String>, StoreError> {
         let tx = write_tx(&self.conn)?;
         let freed = remove_entry_in(&tx, key)?;
         tx.commit()?;
+        for blob in &freed {
+            let _ = fs::remove_file(self.blob_path(blob));
+        }
         Ok(freed)
     }
 }
