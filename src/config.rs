@@ -27,13 +27,16 @@ pub enum ConfigError {
     },
 }
 
-/// What to do with `-C incremental`.
+/// What to do with `-C incremental` (see docs/how-it-works.md, "Incremental compiles").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IncrementalMode {
-    /// Run such invocations uncached (rustc's incremental state is outside the key).
+    /// Cache the invocation keyed as incremental; a miss runs rustc with the flag, so the
+    /// crate being edited keeps its incremental reuse, and a hit leaves the session dir alone.
     #[default]
+    Cache,
+    /// Run such invocations uncached.
     Passthrough,
-    /// Remove the flag and cache the invocation like any other.
+    /// Remove the flag and cache the invocation like any other (no incremental reuse).
     Strip,
 }
 
@@ -106,13 +109,14 @@ impl Config {
         };
         let incremental_text = env("KACHE_INCREMENTAL").or(file.incremental);
         let incremental = match incremental_text.as_deref() {
-            None | Some("") | Some("passthrough") | Some("pass") => IncrementalMode::Passthrough,
+            None | Some("") | Some("cache") => IncrementalMode::Cache,
+            Some("passthrough") | Some("pass") => IncrementalMode::Passthrough,
             Some("strip") => IncrementalMode::Strip,
             Some(other) => {
                 return Err(ConfigError::Value {
                     name: "KACHE_INCREMENTAL",
                     value: other.to_owned(),
-                    message: "expected \"passthrough\" or \"strip\"".into(),
+                    message: "expected \"cache\", \"pass\" or \"strip\"".into(),
                 });
             }
         };
@@ -281,6 +285,9 @@ mod tests {
         assert_eq!(c.dir, PathBuf::from("/xdg/kache"));
         assert_eq!(c.max_size, DEFAULT_MAX_SIZE);
         assert!(!c.disabled);
+        assert_eq!(c.incremental, IncrementalMode::Cache);
+        let pass = Config::load(&env_of(&[("KACHE_INCREMENTAL", "pass")])).expect("load");
+        assert_eq!(pass.incremental, IncrementalMode::Passthrough);
     }
 
     #[test]

@@ -153,8 +153,8 @@ impl Wrapper {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let strip = self.config.incremental == IncrementalMode::Strip;
-        if let Some(reason) = args.passthrough_reason(strip) {
+        let cache_incremental = self.config.incremental != IncrementalMode::Passthrough;
+        if let Some(reason) = args.passthrough_reason(cache_incremental) {
             return self.passthrough(reason);
         }
         match self.cached(args, cwd) {
@@ -239,6 +239,8 @@ impl Wrapper {
                 env: &env,
                 path_var: path_var.as_deref(),
                 driver_conf_dir: driver_conf_dir.as_deref(),
+                incremental: !args.incremental_items.is_empty()
+                    && self.config.incremental == IncrementalMode::Cache,
             },
             &mut stat,
         )?;

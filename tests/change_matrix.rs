@@ -330,17 +330,79 @@ fn every_change_builds_what_a_build_without_kache_builds() {
         CASES.len() >= 20,
         "the matrix covers at least 20 kinds of change"
     );
+    run_matrix(CASES.iter(), false);
+}
+
+/// The cases run again with cargo's defaults (`CARGO_INCREMENTAL` unset), where cargo
+/// compiles the workspace members with `-C incremental` and kache caches them
+/// (`KACHE_INCREMENTAL=cache`): incremental entries must be as exact as the others. A
+/// representative subset, to keep the run time bounded: a source edit in the leaf and in the
+/// shared crate, a same-size swap, `include_str!`, `env!`/`option_env!`, a build script's
+/// variable, a feature, `RUSTFLAGS`, `-C opt-level` (codegen flags on an incremental unit),
+/// a proc-macro edit, `cargo check` then `cargo build` (two incremental units of one crate),
+/// and the all-hit reverts.
+const WITH_CARGO_DEFAULTS: &[&str] = &[
+    "edit a source line",
+    "edit a module pulled in with #[path]",
+    "swap the contents of two module files",
+    "edit a file read by include_str!",
+    "change a variable read by env!",
+    "set a variable read by option_env!",
+    "unset the option_env! variable again (the stored unset variant is right)",
+    "set a build script's rerun-if-env-changed variable",
+    "turn on a feature",
+    "RUSTFLAGS=--cfg",
+    "-C opt-level (CARGO_PROFILE_DEV_OPT_LEVEL=1; the output does not show it)",
+    "edit a proc-macro's source",
+    "cargo check, then cargo build (of an edited crate)",
+    "revert to the base",
+];
+
+#[test]
+fn with_cargo_defaults_incremental_units_are_exact_too() {
+    let cases: Vec<&Case> = CASES
+        .iter()
+        .filter(|c| WITH_CARGO_DEFAULTS.contains(&c.name))
+        .collect();
+    assert_eq!(
+        cases.len(),
+        WITH_CARGO_DEFAULTS.len(),
+        "every name in the subset names a case"
+    );
+    run_matrix(cases.into_iter(), true);
+}
+
+/// One checkout and one cache for `cases`, in order; `cargo_defaults` leaves
+/// `CARGO_INCREMENTAL` unset (see [`Workspace::use_cargo_defaults`]).
+fn run_matrix<'a>(cases: impl Iterator<Item = &'a Case>, cargo_defaults: bool) {
     let sandbox = Sandbox::new();
     let mut ws = sandbox.checkout("matrix/ws");
+    if cargo_defaults {
+        ws.use_cargo_defaults();
+    }
     let mut log = sandbox.cursor();
 
     let base = ws.reference_output(&[], APP_BIN);
     ws.kache_build(&[]);
-    let cold = compiles(&log.take());
+    let all = log.take();
+    let cold = compiles(&all);
     assert_no_faults(&cold, "base build");
     assert_eq!(ws.run_bin(APP_BIN, &[]), base, "base build output");
+    if cargo_defaults {
+        // The premise: the members really were compiled incrementally, and cached.
+        let incremental = ws.target_dir().join("debug/incremental");
+        assert!(
+            fs::read_dir(&incremental).is_ok_and(|mut d| d.next().is_some()),
+            "cargo's defaults compile the members with -C incremental"
+        );
+        let passed_through = all
+            .iter()
+            .filter(|e| e["passthrough_reason"] == "incremental")
+            .count();
+        assert_eq!(passed_through, 0, "{}", describe(&all));
+    }
 
-    for case in CASES {
+    for case in cases {
         run_case(&sandbox, &mut ws, case, &base);
     }
 }

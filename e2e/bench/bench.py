@@ -2,7 +2,7 @@
 """Benchmark harness for kache: no cache vs sccache vs kache on real workloads.
 
 For each workload directory it runs every scenario for every contender in alternation, N times,
-with CARGO_INCREMENTAL=0, and records wall time, kache's event-log figures, sccache's stats and
+with CARGO_INCREMENTAL=0 (the inc_* scenarios: with cargo's defaults), and records wall time, kache's event-log figures, sccache's stats and
 the disk used after the warm build. Results go to `<out>/bench/results-<workload>.json`; the
 markdown report (`<out>/benchmarks.md`) and the SVG charts (`<out>/bench/*.svg`) are rendered
 from those JSON files, so `--render-only` regenerates them without building anything.
@@ -39,7 +39,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 RESULTS_SCHEMA = 1
 
-SCENARIOS = ["cold", "warm", "relocated", "noop", "edit", "check_cold", "check_warm"]
+SCENARIOS = ["cold", "warm", "relocated", "noop", "edit", "check_cold", "check_warm",
+             "inc_cold", "inc_warm", "inc_relocated", "inc_edit"]
+# Scenarios run with cargo's defaults (CARGO_INCREMENTAL unset: the dev profile compiles the
+# workspace members with -C incremental); every other scenario runs with CARGO_INCREMENTAL=0.
+INCREMENTAL_SCENARIOS = {"inc_cold", "inc_warm", "inc_relocated", "inc_edit"}
 QUICK_SCENARIOS = ["cold", "warm", "noop"]
 CONTENDERS = ["nocache", "sccache", "kache"]
 LABEL = {"nocache": "no cache", "sccache": "sccache", "kache": "kache"}
@@ -52,6 +56,13 @@ SCENARIO_DOC = {
     "edit": "`cargo build` after a one-line edit of the top crate's main file",
     "check_cold": "`cargo check`, empty cache, fresh target",
     "check_warm": "`cargo check`, target deleted, cache warm from `check_cold`",
+    "inc_cold": "cargo's defaults (`CARGO_INCREMENTAL` unset): `cargo build`, empty cache, "
+                "fresh target",
+    "inc_warm": "cargo's defaults: `cargo build`, target deleted, cache warm from `inc_cold`",
+    "inc_relocated": "cargo's defaults: `cargo build` in a copy at another path (a second "
+                     "worktree), fresh target, warm cache",
+    "inc_edit": "cargo's defaults: `cargo build` after a one-line code edit of the top crate's "
+                "main file, target (and incremental session) up to date",
 }
 
 # Variables that would leak another setup into a contender; everything else is inherited
@@ -551,6 +562,7 @@ class RunSetupError(Exception):
 
 @dataclass
 class State:
+    # Commands by mode ("build", "check", "inc-build": build with cargo's defaults).
     primed: set[str] = field(default_factory=set)  # cache holds outputs of these commands
     target: str | None = None                      # what the main target dir is built for
 
@@ -637,9 +649,14 @@ class WorkloadBench:
                 for c in contenders:
                     rmtree(c.root)
 
-    def cargo(self, c: Contender, cmd: str, ws: Path, log_path: Path) -> CmdResult:
+    def cargo(self, c: Contender, mode: str, ws: Path, log_path: Path) -> CmdResult:
+        """Runs `cargo <cmd>` for a mode: "build", "check", or "inc-build" (cargo's defaults)."""
+        cmd = mode.removeprefix("inc-")
+        env = c.env()
+        if mode.startswith("inc-"):
+            del env["CARGO_INCREMENTAL"]
         c.before_run(log_path)
-        r = run_logged(["cargo", cmd, "--frozen"], cwd=ws, env=c.env(), log_path=log_path,
+        r = run_logged(["cargo", cmd, "--frozen"], cwd=ws, env=env, log_path=log_path,
                        timeout=self.opts.timeout)
         r.extra = c.after_run(log_path)
         return r
@@ -660,7 +677,8 @@ class WorkloadBench:
         if fresh_target:
             rmtree(ws / "target")
         lp = self.logdir / fs_label / f"{it:02d}-setup-{cmd}-{c.name}.log"
-        log(f"  {c.name}: setup `cargo {cmd}` (not measured)")
+        shown = cmd.replace("inc-", "") + (" (cargo's defaults)" if cmd.startswith("inc-") else "")
+        log(f"  {c.name}: setup `cargo {shown}` (not measured)")
         r = self.cargo(c, cmd, ws, lp)
         if r.rc != 0:
             st.target = None
@@ -671,10 +689,15 @@ class WorkloadBench:
                      measure_disk: bool) -> None:
         ws = self.ws(c)
         cmd = "check" if sc.startswith("check") else "build"
+        incremental = sc in INCREMENTAL_SCENARIOS
+        mode = f"inc-{cmd}" if incremental else cmd
         edit_path = ws / self.edit_rel
         lp = self.logdir / fs_label / f"{it:02d}-{sc}-{c.name}.log"
         rec: dict = {"fs": fs_label, "iteration": it, "scenario": sc, "contender": c.name,
-                     "command": f"cargo {cmd} --frozen", "log": str(lp)}
+                     "command": f"cargo {cmd} --frozen", "log": str(lp),
+                     "cargo_incremental": "unset" if incremental else "0"}
+        sc = sc.removeprefix("inc_")  # the same steps, in the other mode
+        cmd = mode
         try:
             if sc in ("cold", "check_cold"):
                 c.reset_cache()
@@ -689,13 +712,22 @@ class WorkloadBench:
                 copy_workload(self.pristine, ws)
             elif sc == "noop":
                 self.ensure_built(c, st, cmd, fs_label, it)
+            elif sc == "edit" and incremental:
+                # The edit loop: a line of code (not a comment), so the crate's codegen
+                # changes, after one unmeasured edit so that the session rustc reuses is the
+                # previous edit's, as in a real loop (after an all-hit build there is none).
+                self.ensure_built(c, st, cmd, fs_label, it)
+                line = "\n#[allow(dead_code)] pub fn kache_bench_edit() -> u32 {{ {} }}\n"
+                edit_path.write_bytes(self.edit_original + line.format(1000 + it).encode())
+                self.unmeasured(c, st, cmd, fs_label, it, fresh_target=False)
+                edit_path.write_bytes(self.edit_original + line.format(it).encode())
             elif sc == "edit":
                 self.ensure_built(c, st, cmd, fs_label, it)
                 edit_path.write_bytes(self.edit_original
                                       + f"\n// kache-bench edit, iteration {it}\n".encode())
             else:
                 raise BenchError(f"unknown scenario {sc}")
-            log(f"{self.name} [{fs_label}] #{it} {sc:<10} {c.name:<8} ...")
+            log(f"{self.name} [{fs_label}] #{it} {rec['scenario']:<13} {c.name:<8} ...")
             r = self.cargo(c, cmd, ws, lp)
         except RunSetupError as e:
             rec.update({"ok": False, "error": str(e)})
@@ -709,18 +741,16 @@ class WorkloadBench:
                     "wall_s": round(r.wall_s, 3), "cpu_s": round(r.cpu_s, 3)})
         rec.update(r.extra)
         if r.rc == 0:
-            log(f"  {c.name} {sc}: {r.wall_s:.2f}s" + _brief(rec))
-            if sc == "cold":
-                st.primed = {"build"}
-            elif sc == "check_cold":
-                st.primed = {"check"}
+            log(f"  {c.name} {rec['scenario']}: {r.wall_s:.2f}s" + _brief(rec))
+            if sc in ("cold", "check_cold"):
+                st.primed = {cmd}
             st.target = cmd if sc != "relocated" else st.target
-            if sc == "warm" and measure_disk:
+            if sc == "warm" and not incremental and measure_disk:
                 self.record_disk(fs_label, c, it, ws)
         else:
             why = "timed out" if r.timed_out else f"exit {r.rc}"
             log(f"  FAILED ({why}) after {r.wall_s:.1f}s; log {lp}:\n{tail(lp)}")
-            rec["error"] = f"cargo {cmd} {why}"
+            rec["error"] = f"cargo {cmd.removeprefix('inc-')} {why}"
             st.primed.clear()
             st.target = None
         if sc == "relocated" and not self.opts.keep_scratch:
@@ -1105,6 +1135,15 @@ def render_workload(res: dict, bench_dir: Path) -> list[str]:
                     sp = ratio(med_wall(runs, main_fs, sc, other), k)
                     line(f"{sc}: speedup vs {LABEL[other]}", sp, f"≥ {goal}×",
                          lambda x, g=goal: x >= g, lambda x: f"{x:.1f}×")
+        for sc, base in (("inc_warm", "warm"), ("inc_relocated", "relocated")):
+            line(f"{sc} / {base} (kache, incremental vs CARGO_INCREMENTAL=0)",
+                 ratio(med_wall(runs, main_fs, sc, "kache"), med_wall(runs, main_fs, base, "kache")),
+                 "≤ 1.1×", lambda x: x <= 1.1, lambda x: f"{x:.3f}×")
+        if "nocache" in contenders:
+            line("inc_edit vs no cache (edit loop)",
+                 ratio(med_wall(runs, main_fs, "inc_edit", "kache"),
+                       med_wall(runs, main_fs, "inc_edit", "nocache")),
+                 "≤ 1.05×", lambda x: x <= 1.05, lambda x: f"{x:.3f}×")
         line("per-hit p50 (elapsed_ms of local_hit)", percentile(hit_ms(runs, main_fs), 50),
              "≤ 3 ms", lambda x: x <= 3, lambda x: f"{x:.2f} ms")
         for fs, goal in ((main_fs, 1.15), ("btrfs", 1.02)):
@@ -1199,7 +1238,7 @@ def render_workload(res: dict, bench_dir: Path) -> list[str]:
                             for c in contenders]))
     (bench_dir / f"{wl}-wall.svg").write_text(svg_hbars(
         f"{wl}: wall time, median of {cfg['n']}", groups, "seconds", log_scale=True,
-        note=f"{m.get('nproc')} CPUs, {main_fs}, CARGO_INCREMENTAL=0; shorter is better"))
+        note=f"{m.get('nproc')} CPUs, {main_fs}, CARGO_INCREMENTAL=0 but inc_*; shorter is better"))
     dgroups = []
     for fs in [main_fs, "btrfs"]:
         for c in contenders:
@@ -1234,7 +1273,9 @@ def render(out: Path) -> Path:
          "Contenders: **no cache** (no `RUSTC_WRAPPER`); **sccache** (its own empty "
          "`SCCACHE_DIR`, server restarted before every cargo command); **kache** "
          "(`RUSTC_WRAPPER=kache`, its own empty `KACHE_DIR`). Every build runs with "
-         "`CARGO_INCREMENTAL=0` and `--frozen` after one `cargo fetch`, in separate target and "
+         "`CARGO_INCREMENTAL=0` (but the `inc_*` scenarios, which keep cargo's defaults: the "
+         "dev profile compiles workspace members with `-C incremental`) "
+         "and `--frozen` after one `cargo fetch`, in separate target and "
          "cache dirs per contender, each scenario for each contender in turn (the order rotates "
          "every iteration).", "", "| scenario | what is timed |", "|---|---|"]
     L += [f"| {s} | {SCENARIO_DOC[s]} |" for s in SCENARIOS]
@@ -1377,7 +1418,7 @@ def bench_workload(wdir: Path, opts: argparse.Namespace, command: str) -> None:
         "config": {"n": opts.n, "contenders": opts.contenders, "scenarios": opts.scenarios,
                    "timeout_s": opts.timeout, "sccache_cache_size": opts.sccache_cache_size,
                    "sccache_basedirs": opts.sccache_basedirs, "btrfs": opts.btrfs,
-                   "cargo_incremental": "0"},
+                   "cargo_incremental": "0, unset in the inc_* scenarios"},
         "runs": [], "disk": [],
     }
 

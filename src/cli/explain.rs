@@ -499,6 +499,13 @@ fn describe_field(label: &str, change: &Change) -> String {
         ) => {
             format!("{what} changed")
         }
+        // Incremental and non-incremental compiles make other bytes (KACHE_INCREMENTAL=cache).
+        ("incremental", Added { .. }) => {
+            "compiled with -C incremental, the stored entry without".to_owned()
+        }
+        ("incremental", Removed { .. }) => {
+            "compiled without -C incremental, the stored entry with".to_owned()
+        }
         (_, Changed { from, to } | Moved { from, to }) => {
             format!("{what}: `{}` → `{}`", short(from), short(to))
         }
@@ -691,6 +698,13 @@ pub fn render(x: &Explanation, now: i64) -> String {
                 "{name}: its latest invocation was not cached ({})",
                 reason.as_deref().unwrap_or("passthrough")
             );
+            if reason.as_deref() == Some("incremental") {
+                let _ = writeln!(
+                    o,
+                    "  cargo asked for -C incremental, which KACHE_INCREMENTAL=pass runs uncached;\n  \
+                     unset KACHE_INCREMENTAL (its default, cache, caches such compiles)"
+                );
+            }
         }
         (Some(Outcome::Error), _) => {
             let _ = writeln!(
@@ -779,6 +793,28 @@ mod tests {
         .iter()
         .map(Difference::describe)
         .collect()
+    }
+
+    #[test]
+    fn incremental_is_named() {
+        let off = [f("cfg", "a")];
+        let on = [f("cfg", "a"), f("incremental", "on")];
+        assert_eq!(
+            summaries(&off, &on),
+            vec!["compiled with -C incremental, the stored entry without"]
+        );
+        let passed = Explanation {
+            crate_name: "app".into(),
+            latest_result: Some(Outcome::Passthrough),
+            passthrough_reason: Some("incremental".into()),
+            warning: None,
+            explained: None,
+            nearest: None,
+            differences: Vec::new(),
+        };
+        let text = render(&passed, 0);
+        assert!(text.contains("not cached (incremental)"), "{text}");
+        assert!(text.contains("KACHE_INCREMENTAL"), "{text}");
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub struct RustcArgs {
     pub is_test: bool,
     pub prints: Vec<String>,
     pub version_probe: bool,
-    /// Positions of `-C incremental=…` items, for `KACHE_INCREMENTAL=strip`.
+    /// Positions of `-C incremental=…` items: left out of the key, and of the compile with
+    /// `KACHE_INCREMENTAL=strip`.
     pub incremental_items: Vec<usize>,
 }
 
@@ -273,8 +274,8 @@ impl RustcArgs {
     }
 
     /// Why this invocation cannot be cached, if it cannot; `None` means cacheable.
-    /// `strip_incremental` is `KACHE_INCREMENTAL=strip`.
-    pub fn passthrough_reason(&self, strip_incremental: bool) -> Option<PassthroughReason> {
+    /// `cache_incremental` is false with `KACHE_INCREMENTAL=pass`.
+    pub fn passthrough_reason(&self, cache_incremental: bool) -> Option<PassthroughReason> {
         if self.version_probe || !self.prints.is_empty() {
             return Some(PassthroughReason::Probe);
         }
@@ -284,7 +285,7 @@ impl RustcArgs {
             Some(i) => i,
         };
         debug_assert!(!input.is_empty());
-        if !self.incremental_items.is_empty() && !strip_incremental {
+        if !self.incremental_items.is_empty() && !cache_incremental {
             return Some(PassthroughReason::Incremental);
         }
         if self.output.is_some() {
@@ -413,7 +414,7 @@ mod tests {
                 name: "add".into()
             }
         );
-        assert!(a.passthrough_reason(false).is_none());
+        assert!(a.passthrough_reason(true).is_none());
         assert!(!a.links());
     }
 
@@ -459,6 +460,7 @@ mod tests {
             Some(PassthroughReason::Incremental)
         );
         assert_eq!(a.passthrough_reason(true), None);
+        assert!(parse(CARGO_LIB).passthrough_reason(false).is_none());
         assert_eq!(a.incremental_items.len(), 1);
     }
 

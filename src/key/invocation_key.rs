@@ -1,7 +1,7 @@
 //! The invocation key: everything about an invocation that is known before compiling.
 //!
-//! Arguments are keyed with output locations removed (`--out-dir`, `-C incremental` when it
-//! is stripped), with flags that only shape diagnostics removed (`--color`,
+//! Arguments are keyed with output locations removed (`--out-dir`, the `-C incremental`
+//! directory: whether rustc compiles incrementally is keyed on its own), with flags that only shape diagnostics removed (`--color`,
 //! `--diagnostic-width`), with order-free lists sorted (`--cfg`, `--check-cfg`, `--extern`)
 //! and with root paths relativised. Files named on the command line that rustc reads
 //! (`--extern` crates, `-l` archives, a target JSON, the linker) are keyed by content.
@@ -33,6 +33,9 @@ pub struct KeyInputs<'a> {
     /// Where clippy starts looking for its configuration (`CLIPPY_CONF_DIR`, else
     /// `CARGO_MANIFEST_DIR`), when a driver runs in front of rustc.
     pub driver_conf_dir: Option<&'a Path>,
+    /// Whether rustc runs with `-C incremental`. Its outputs differ from a non-incremental
+    /// compile's (other codegen units), so this is keyed; the session dir's path is not.
+    pub incremental: bool,
 }
 
 /// Computes the invocation key and its readable fields.
@@ -100,6 +103,9 @@ pub fn invocation_key(
             "" => k.field("input", rel(value)),
             flag => k.field(format!("arg {flag}"), rel(value)),
         }
+    }
+    if inputs.incremental {
+        k.field("incremental", "on");
     }
     for (label, mut list) in [("cfg", cfgs), ("check-cfg", check_cfgs), ("emit", emits)] {
         list.sort();
@@ -245,6 +251,7 @@ mod tests {
             env,
             path_var: None,
             driver_conf_dir: None,
+            incremental: !parsed.incremental_items.is_empty(),
         };
         invocation_key(&inputs, &mut ByName).expect("key").0
     }
@@ -289,6 +296,19 @@ mod tests {
     }
 
     #[test]
+    fn incremental_is_keyed_but_not_its_directory() {
+        let base = key_of(BASE, "/one", &[]);
+        let mut a = BASE.to_vec();
+        a.extend(["-C", "incremental=$WS/target/debug/incremental"]);
+        let incremental = key_of(&a, "/one", &[]);
+        assert_ne!(base, incremental, "incremental outputs are other bytes");
+        let mut b = BASE.to_vec();
+        b.extend(["-C", "incremental=/elsewhere/incr"]);
+        assert_eq!(incremental, key_of(&b, "/one", &[]));
+        assert_eq!(incremental, key_of(&a, "/two", &[]));
+    }
+
+    #[test]
     fn clippy_configuration_is_keyed_when_a_driver_runs() {
         let ws = tempfile::tempdir().expect("tempdir");
         let crate_dir = ws.path().join("crates/a");
@@ -309,6 +329,7 @@ mod tests {
                 env: &[],
                 path_var: None,
                 driver_conf_dir: Some(&crate_dir),
+                incremental: false,
             };
             invocation_key(&inputs, &mut ContentOf).expect("key").0
         };

@@ -17,7 +17,8 @@
 //! What the harness controls for every cargo it runs:
 //! - the working directory is the checkout, and `CARGO_TARGET_DIR` (and every other
 //!   setting that moves the target dir) is removed, so the target dir is `<checkout>/target`;
-//! - `CARGO_INCREMENTAL=0`, `CARGO_TERM_COLOR=never`;
+//! - `CARGO_INCREMENTAL=0` (unless [`Workspace::use_cargo_defaults`]: then cargo compiles
+//!   workspace members with `-C incremental`, as it does for users), `CARGO_TERM_COLOR=never`;
 //! - `FIXTURE_GREETING` (the fixture's `env!`) is set; other `FIXTURE_*`, `RUSTFLAGS` and
 //!   friends, wrappers, `KACHE_*` and the `CARGO_*` variables cargo set for this test
 //!   process are removed, so the outer environment does not leak in;
@@ -139,6 +140,7 @@ impl Sandbox {
             root,
             cache_dir: self.cache_dir.clone(),
             env: BTreeMap::from([("FIXTURE_GREETING".to_string(), DEFAULT_GREETING.to_string())]),
+            cargo_defaults: false,
         }
     }
 
@@ -222,6 +224,9 @@ pub struct Workspace {
     /// Variables set on every cargo this checkout runs (kache or plain), e.g.
     /// `FIXTURE_GREETING`. Changed with [`Workspace::set_env`].
     env: BTreeMap<String, String>,
+    /// Leaves `CARGO_INCREMENTAL` unset, as cargo's defaults do (see
+    /// [`Workspace::use_cargo_defaults`]).
+    cargo_defaults: bool,
 }
 
 impl Workspace {
@@ -244,6 +249,13 @@ impl Workspace {
     /// `fixture-where` must print.
     pub fn app_manifest_dir(&self) -> String {
         self.path("crates/app").display().to_string()
+    }
+
+    /// Runs every later cargo of this checkout with cargo's defaults: `CARGO_INCREMENTAL`
+    /// unset, so the dev profile compiles workspace members with `-C incremental` (kache's
+    /// `KACHE_INCREMENTAL=cache` path). Kept across [`Workspace::reset_to_base`].
+    pub fn use_cargo_defaults(&mut self) {
+        self.cargo_defaults = true;
     }
 
     /// Sets a variable for every later cargo this checkout runs (like `export`).
@@ -400,7 +412,9 @@ impl Workspace {
                 cmd.env_remove(key);
             }
         }
-        cmd.env("CARGO_INCREMENTAL", "0");
+        if !self.cargo_defaults {
+            cmd.env("CARGO_INCREMENTAL", "0");
+        }
         cmd.env("CARGO_TERM_COLOR", "never");
         // Empty, not unset: an empty value also overrides a wrapper set in a cargo config
         // file (as `kache init` does), so reference builds really run without kache.
