@@ -1,0 +1,381 @@
+//! Build-script runs through kache (src/buildscript/): a run of a registry or git package's
+//! build script is stored and restored in a fresh target dir, relocated checkout or target
+//! dir included; every declared input, the C toolchain and the features make a different
+//! run; runs that cannot be restored faithfully are not stored; and the launcher runs the
+//! real script exactly as cargo would when kache is off, absent or crashing.
+//!
+//! The fixture is written by the test: a package `bsdep` whose build script compiles C with
+//! `$CC` into `OUT_DIR`, bakes its inputs into generated Rust and declares them; and an app
+//! printing what `bsdep` was built with. Each case compares the app's output with a build of
+//! the same sources and environment without kache, and checks the run's event.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use support::*;
+
+const DEP_MANIFEST: &str = r#"[package]
+name = "bsdep"
+version = "0.1.0"
+edition = "2021"
+links = "bsdep"
+
+[features]
+extra = []
+undeclared = []
+"#;
+
+const DEP_BUILD: &str = r#"use std::{env, fs, path::PathBuf, process::Command};
+
+fn main() {
+    let undeclared = env::var_os("CARGO_FEATURE_UNDECLARED").is_some();
+    if !undeclared {
+        for f in ["build.rs", "data.txt", "csrc"] {
+            println!("cargo:rerun-if-changed={f}");
+        }
+        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE"] {
+            println!("cargo:rerun-if-env-changed={v}");
+        }
+    }
+    if env::var_os("BSDEP_FAIL").is_some() {
+        eprintln!("bsdep: failing on purpose");
+        println!("bsdep-stdout-before-failing");
+        std::process::exit(3);
+    }
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
+    let cflags = env::var("CFLAGS").unwrap_or_default();
+    let version = Command::new(&cc).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or("").to_string();
+    let lib_dir = if env::var_os("BSDEP_OUTSIDE").is_some() {
+        out.join("../../../bsdep-shared")
+    } else {
+        out.join("native")
+    };
+    fs::create_dir_all(&lib_dir).unwrap();
+    let ok = Command::new(&cc)
+        .args(cflags.split_whitespace())
+        .args(["-c", "csrc/add.c", "-o"])
+        .arg(out.join("add.o"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cc failed");
+    let ok = Command::new("ar")
+        .arg("crs")
+        .arg(lib_dir.join("libbsadd.a"))
+        .arg(out.join("add.o"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ar failed");
+    let info = format!(
+        "mode={};odd={};data={};extra={};cc={};cflags={}",
+        env::var("BSDEP_MODE").map(|v| format!("set:{v}")).unwrap_or_else(|_| "unset".into()),
+        env::var("BSDEP:ODD").unwrap_or_default(),
+        fs::read_to_string("data.txt").unwrap().trim(),
+        env::var_os("CARGO_FEATURE_EXTRA").is_some(),
+        version,
+        cflags,
+    );
+    fs::write(out.join("gen.rs"), format!("pub const INFO: &str = {info:?};\n")).unwrap();
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    println!("cargo:rustc-link-lib=static=bsadd");
+    println!("cargo:include={}", out.display());
+    eprintln!("bsdep: build script stderr");
+}
+"#;
+
+const DEP_LIB: &str = r#"include!(concat!(env!("OUT_DIR"), "/gen.rs"));
+extern "C" {
+    fn bs_add(a: i32, b: i32) -> i32;
+}
+pub fn describe() -> String {
+    format!("{INFO};sum={}", unsafe { bs_add(2, 3) })
+}
+"#;
+
+const DEP_C: &str = "#ifndef ADD_EXTRA\n#define ADD_EXTRA 0\n#endif\nint bs_add(int a, int b) { return a + b + ADD_EXTRA; }\n";
+
+const APP_MAIN: &str = "fn main() { println!(\"{}\", bsdep::describe()); }\n";
+
+/// A sandbox with the `bsdep` package, an app depending on it, and a private `CARGO_HOME`.
+struct Fixture {
+    sandbox: Sandbox,
+    /// Variables set on every cargo run (kache or not).
+    env: Vec<(String, String)>,
+}
+
+/// How the app depends on `bsdep`.
+#[derive(Clone, Copy, PartialEq)]
+enum Dep {
+    /// A git dependency (`git = "file://…"`): its runs are cached by default.
+    Git,
+    /// A path dependency: cached only with `KACHE_BUILD_SCRIPTS=all`.
+    Path,
+}
+
+impl Fixture {
+    fn new(dep: Dep) -> Fixture {
+        let sandbox = Sandbox::new();
+        let root = sandbox.root().to_owned();
+        let dep_dir = root.join("bsdep");
+        write(&dep_dir.join("Cargo.toml"), DEP_MANIFEST);
+        write(&dep_dir.join("build.rs"), DEP_BUILD);
+        write(&dep_dir.join("src/lib.rs"), DEP_LIB);
+        write(&dep_dir.join("csrc/add.c"), DEP_C);
+        write(&dep_dir.join("data.txt"), "data-1\n");
+        let dependency = match dep {
+            Dep::Git => {
+                git(&dep_dir, &["init", "-q", "-b", "main"]);
+                git(&dep_dir, &["add", "."]);
+                git(&dep_dir, &["commit", "-q", "-m", "bsdep"]);
+                format!("{{ git = \"file://{}\" }}", dep_dir.display())
+            }
+            Dep::Path => "{ path = \"../bsdep\" }".to_owned(),
+        };
+        let fixture = Fixture {
+            sandbox,
+            env: vec![(
+                "CARGO_HOME".to_owned(),
+                root.join("cargo-home").display().to_string(),
+            )],
+        };
+        fixture.write_app("app", &dependency);
+        fixture
+    }
+
+    fn root(&self) -> &Path {
+        self.sandbox.root()
+    }
+
+    fn write_app(&self, at: &str, dependency: &str) {
+        let app = self.root().join(at);
+        write(
+            &app.join("Cargo.toml"),
+            &format!(
+                "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+                 [features]\nextra = [\"bsdep/extra\"]\nundeclared = [\"bsdep/undeclared\"]\n\n\
+                 [dependencies]\nbsdep = {dependency}\n"
+            ),
+        );
+        write(&app.join("src/main.rs"), APP_MAIN);
+    }
+
+    /// `cargo build` of the app at `app` into `target`, through kache or not.
+    fn cargo(&self, app: &str, target: &str, kache: bool, extra_env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(cargo_program());
+        cmd.args(["build", "--target-dir"])
+            .arg(self.root().join(target))
+            .current_dir(self.root().join(app));
+        for (key, _) in std::env::vars_os() {
+            if let Some(key) = key.to_str()
+                && (is_scrubbed(key) || key.starts_with("BSDEP") || key == "CC" || key == "CFLAGS")
+            {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("CARGO_INCREMENTAL", "0")
+            .env("CARGO_TERM_COLOR", "never");
+        if kache {
+            cmd.env("RUSTC_WRAPPER", kache_bin())
+                .env("KACHE_DIR", self.sandbox.cache_dir())
+                .env("KACHE_CONFIG", self.root().join("no-config.toml"));
+        } else {
+            cmd.env("RUSTC_WRAPPER", "");
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Builds and runs the app; returns what it printed. Panics if the build fails.
+    fn build_run(&self, app: &str, target: &str, kache: bool, env: &[(&str, &str)]) -> String {
+        let out = self
+            .cargo(app, target, kache, env)
+            .output()
+            .expect("spawn cargo");
+        assert!(
+            out.status.success(),
+            "cargo build (kache: {kache}, env {env:?}) in {app} → {target} failed\n{}\n--- events\n{}",
+            stderr_of(&out),
+            describe(&self.sandbox.events())
+        );
+        self.run_app(target)
+    }
+
+    fn run_app(&self, target: &str) -> String {
+        let bin = self.root().join(target).join("debug/app");
+        let out = Command::new(&bin).output().expect("run the app");
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            bin.display(),
+            stderr_of(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Builds through kache into a fresh target dir and without kache into a reference target
+    /// dir with the same env; asserts the outputs are equal and returns the build-script run
+    /// events of the kache build.
+    fn case(&self, target: &str, env: &[(&str, &str)]) -> (String, Vec<Value>) {
+        let cursor = self.sandbox.cursor();
+        let got = self.build_run("app", target, true, env);
+        let runs = runs(&cursor.since());
+        let reference = self.build_run("app", &format!("{target}-ref"), false, env);
+        assert_eq!(
+            got, reference,
+            "kache build of {target} differs from the reference"
+        );
+        (got, runs)
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+    fs::write(path, text).expect("write");
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("run git")
+        .success();
+    assert!(ok, "git {args:?} failed");
+}
+
+/// The build-script run events among `events`.
+fn runs(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["crate_types"][0] == "build-script-run")
+        .cloned()
+        .collect()
+}
+
+/// The single run event's result; panics unless there is exactly one.
+fn one_run(runs: &[Value]) -> String {
+    assert_eq!(
+        runs.len(),
+        1,
+        "expected one build-script run: {}",
+        describe(runs)
+    );
+    result(&runs[0]).to_owned()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("read dir").flatten() {
+            if e.file_type().expect("type").is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// The `OUT_DIR` of bsdep's run under `target`.
+fn bsdep_out_dir(target: &Path) -> PathBuf {
+    fs::read_dir(target.join("debug/build"))
+        .expect("build dir")
+        .flatten()
+        .map(|e| e.path().join("out"))
+        .find(|p| p.join("gen.rs").is_file())
+        .expect("bsdep's OUT_DIR")
+}
+
+#[test]
+fn git_dependency_run_is_restored_in_fresh_and_relocated_target_dirs() {
+    let f = Fixture::new(Dep::Git);
+    let (first, runs) = f.case("t1", &[]);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(runs[0]["cache_key"].is_string(), "the run is stored");
+    assert!(
+        first.contains("mode=unset") && first.ends_with("sum=5"),
+        "{first}"
+    );
+
+    // A second build in the same target dir does nothing: cargo sees every unit fresh.
+    let cursor = f.sandbox.cursor();
+    let out = f.cargo("app", "t1", true, &[]).output().expect("cargo");
+    assert!(out.status.success());
+    assert!(
+        !stderr_of(&out).contains("Compiling"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(cursor.since().is_empty(), "{}", describe(&cursor.since()));
+
+    // A fresh target dir: the run is restored, the binary links the restored C library.
+    let (again, runs) = f.case("t2", &[]);
+    assert_eq!(one_run(&runs), "local_hit");
+    assert_eq!(runs[0]["compiler_runs"], 0);
+    assert_eq!(again, first);
+    let out_dir = bsdep_out_dir(&f.root().join("t2"));
+    for file in files_under(&out_dir) {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(&file).expect("meta").nlink(),
+            1,
+            "{} is linked",
+            file.display()
+        );
+    }
+    // …and cargo sees the restored run as fresh too.
+    let cursor = f.sandbox.cursor();
+    let out = f.cargo("app", "t2", true, &[]).output().expect("cargo");
+    assert!(out.status.success());
+    assert!(
+        !stderr_of(&out).contains("Compiling"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(cursor.since().is_empty(), "{}", describe(&cursor.since()));
+
+    // Another checkout of the app at another depth, its target dir elsewhere: link-search
+    // paths are rewritten for the new OUT_DIR, so the binary links and runs.
+    f.write_app(
+        "elsewhere/deeper/app",
+        &format!(
+            "{{ git = \"file://{}\" }}",
+            f.root().join("bsdep").display()
+        ),
+    );
+    fs::copy(
+        f.root().join("app/Cargo.lock"),
+        f.root().join("elsewhere/deeper/app/Cargo.lock"),
+    )
+    .expect("copy the lockfile");
+    let cursor = f.sandbox.cursor();
+    let moved = f.build_run("elsewhere/deeper/app", "other/t3", true, &[]);
+    assert_eq!(one_run(&runs_of(&cursor)), "local_hit");
+    assert_eq!(moved, first);
+}
+
+fn runs_of(cursor: &EventCursor) -> Vec<Value> {
+    runs(&cursor.since())
+}
