@@ -13,7 +13,7 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 use support::*;
@@ -192,7 +192,12 @@ impl Fixture {
             cmd.env(k, v);
         }
         for (k, v) in extra_env {
-            cmd.env(k, v);
+            // `("--", arg)` is a cargo argument rather than a variable.
+            if *k == "--" {
+                cmd.arg(v);
+            } else {
+                cmd.env(k, v);
+            }
         }
         cmd
     }
@@ -378,4 +383,215 @@ fn git_dependency_run_is_restored_in_fresh_and_relocated_target_dirs() {
 
 fn runs_of(cursor: &EventCursor) -> Vec<Value> {
     runs(&cursor.since())
+}
+
+/// Writes the `CC` stand-in: a script that reports `version` and compiles with `cc`.
+fn write_cc(f: &Fixture, version: &str) -> String {
+    let path = f.root().join("tools/mycc");
+    write(
+        &path,
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo {version}; exit 0; fi\nexec cc \"$@\"\n"
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    path.display().to_string()
+}
+
+#[test]
+fn git_dependency_change_matrix() {
+    let f = Fixture::new(Dep::Git);
+    let (base, runs) = f.case("base", &[]);
+    assert_eq!(one_run(&runs), "miss");
+    let cc = write_cc(&f, "mycc-1");
+    // (name, env and arguments, text the output must contain)
+    let cases: &[(&str, Env, &str)] = &[
+        ("env-set", &[("BSDEP_MODE", "a")], "mode=set:a"),
+        ("env-empty", &[("BSDEP_MODE", "")], "mode=set:;"),
+        ("odd-name", &[("BSDEP:ODD", "x")], "odd=x"),
+        ("feature", &[("--", "--features=extra")], "extra=true"),
+        ("cc", &[("CC", cc.as_str())], "cc=mycc-1"),
+        ("cflags", &[("CFLAGS", "-DADD_EXTRA=1")], "sum=6"),
+    ];
+    for (name, env, wanted) in cases {
+        let (got, runs) = f.case(name, env);
+        assert_eq!(one_run(&runs), "miss", "{name}: no stored run may stand in");
+        assert!(got.contains(wanted), "{name}: {got}");
+        assert_ne!(got, base, "{name}");
+    }
+    // The compiler changed behind the same `CC`: identified by content, so a new run.
+    write_cc(&f, "mycc-2");
+    let (got, runs) = f.case("cc-upgraded", &[("CC", cc.as_str())]);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(got.contains("cc=mycc-2"), "{got}");
+    // Unset again (and every other input back at base): the first run is restored.
+    let (got, runs) = f.case("back", &[]);
+    assert_eq!(one_run(&runs), "local_hit");
+    assert_eq!(got, base);
+}
+
+/// Variables (and `("--", arg)` cargo arguments) for one build.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
+/// A path dependency with `KACHE_BUILD_SCRIPTS=all`.
+const ALL: (&str, &str) = ("KACHE_BUILD_SCRIPTS", "all");
+
+#[test]
+fn path_packages_are_cached_only_when_asked() {
+    let f = Fixture::new(Dep::Path);
+    let cursor = f.sandbox.cursor();
+    f.build_run("app", "default", true, &[]);
+    assert!(
+        runs_of(&cursor).is_empty(),
+        "a path package's script runs as today"
+    );
+    assert!(
+        !f.root()
+            .join("default/debug/build")
+            .read_dir()
+            .expect("dir")
+            .flatten()
+            .any(|e| e
+                .path()
+                .join(kache::buildscript::launcher::REAL_NAME)
+                .exists()),
+        "no launcher for a path package by default"
+    );
+
+    let (base, runs) = f.case("base", &[ALL]);
+    assert_eq!(one_run(&runs), "miss");
+    // A declared file: its content makes a new run, its mtime alone does not.
+    write(&f.root().join("bsdep/data.txt"), "data-2\n");
+    let (changed, runs) = f.case("data", &[ALL]);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(changed.contains("data=data-2"), "{changed}");
+    write(&f.root().join("bsdep/data.txt"), "data-2\n");
+    let (same, runs) = f.case("data-mtime", &[ALL]);
+    assert_eq!(one_run(&runs), "local_hit");
+    assert_eq!(same, changed);
+    // build.rs edited.
+    let build = f.root().join("bsdep/build.rs");
+    let text = fs::read_to_string(&build).expect("read");
+    write(&build, &text.replace("\"mode={};", "\"MODE={};"));
+    let (edited, runs) = f.case("build-rs", &[ALL]);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(edited.contains("MODE=unset"), "{edited}");
+    // A script that declares nothing, then a file of its package changes.
+    let undeclared: &[(&str, &str)] = &[ALL, ("--", "--features=undeclared")];
+    let (_, runs) = f.case("undeclared", undeclared);
+    assert_eq!(one_run(&runs), "miss");
+    write(
+        &f.root().join("bsdep/csrc/add.c"),
+        &DEP_C.replace("a + b", "a + b + 10"),
+    );
+    let (got, runs) = f.case("undeclared-file", undeclared);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(got.ends_with("sum=15"), "{got}");
+    let _ = base;
+}
+
+#[test]
+fn runs_that_cannot_be_restored_are_not_stored() {
+    let f = Fixture::new(Dep::Path);
+    // A failing script: same exit status and output as without kache, nothing stored.
+    for _ in 0..2 {
+        let cursor = f.sandbox.cursor();
+        let env: &[(&str, &str)] = &[ALL, ("BSDEP_FAIL", "1")];
+        let got = f.cargo("app", "fail", true, env).output().expect("cargo");
+        let reference = f
+            .cargo("app", "fail-ref", false, env)
+            .output()
+            .expect("cargo");
+        assert!(!got.status.success() && !reference.status.success());
+        for out in [&got, &reference] {
+            let err = stderr_of(out);
+            assert!(err.contains("exit status: 3"), "{err}");
+            assert!(err.contains("failing on purpose"), "{err}");
+            assert!(err.contains("bsdep-stdout-before-failing"), "{err}");
+        }
+        let runs = runs_of(&cursor);
+        assert_eq!(one_run(&runs), "miss");
+        assert_eq!(runs[0]["exit_code"], 3);
+        assert!(runs[0]["cache_key"].is_null());
+        fs::remove_dir_all(f.root().join("fail")).expect("rm");
+        fs::remove_dir_all(f.root().join("fail-ref")).expect("rm");
+    }
+    // A script that writes a library outside OUT_DIR and names it: runs, is not stored.
+    for target in ["outside-1", "outside-2"] {
+        let (got, runs) = f.case(target, &[ALL, ("BSDEP_OUTSIDE", "1")]);
+        assert_eq!(one_run(&runs), "miss");
+        assert!(runs[0]["cache_key"].is_null(), "{}", describe(&runs));
+        assert_eq!(
+            runs[0]["passthrough_reason"],
+            "names_target_dir_outside_out_dir"
+        );
+        assert!(got.ends_with("sum=5"));
+    }
+    // OUT_DIR not empty when the script starts (cargo reruns it over its old output).
+    f.build_run("app", "reuse", true, &[ALL]);
+    write(&f.root().join("bsdep/data.txt"), "data-3\n");
+    let cursor = f.sandbox.cursor();
+    let got = f.build_run("app", "reuse", true, &[ALL]);
+    assert!(got.contains("data=data-3"), "{got}");
+    let runs = runs_of(&cursor);
+    assert_eq!(one_run(&runs), "passthrough");
+    assert_eq!(runs[0]["passthrough_reason"], "out_dir_not_empty");
+}
+
+#[test]
+fn launcher_runs_the_real_script_without_kache() {
+    let f = Fixture::new(Dep::Path);
+    f.build_run("app", "t", true, &[ALL]);
+    let real = files_under(&f.root().join("t/debug/build"))
+        .into_iter()
+        .find(|p| p.ends_with(kache::buildscript::launcher::REAL_NAME));
+    assert!(real.is_some(), "the launcher is installed");
+    let expect = |env: &[(&str, &str)], target: &str| {
+        f.build_run("app", &format!("{target}-ref"), false, env)
+    };
+    // Plain cargo over the target dir (kache gone); a variable with `:` in its name.
+    // (kache links some outputs read-only from its store, which plain rustc refuses to
+    // overwrite: a limitation of the rustc path, not of the launcher, so made writable here.)
+    for file in files_under(&f.root().join("t/debug/deps")) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(&file, fs::Permissions::from_mode(0o644));
+    }
+    let env: &[(&str, &str)] = &[("BSDEP:ODD", "plain")];
+    let cursor = f.sandbox.cursor();
+    let got = f.build_run("app", "t", false, env);
+    assert_eq!(got, expect(env, "plain"));
+    assert!(got.contains("odd=plain"), "{got}");
+    assert!(runs_of(&cursor).is_empty());
+    // kache disabled.
+    let env: &[(&str, &str)] = &[ALL, ("KACHE_DISABLE", "1"), ("BSDEP:ODD", "disabled")];
+    let got = f.build_run("app", "t", true, env);
+    assert!(got.contains("odd=disabled"), "{got}");
+    assert!(runs_of(&cursor).is_empty());
+    // kache crashing before it runs the script, and while restoring a stored run.
+    let env: &[(&str, &str)] = &[
+        ALL,
+        ("BSDEP:ODD", "crash"),
+        ("KACHE_TEST_CRASH_AT", "build_script_before_run"),
+    ];
+    let out = f.cargo("app", "crash", true, env).output().expect("cargo");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // cargo keeps a script's stderr in the run's `stderr` file.
+    let warned = files_under(&f.root().join("crash/debug/build"))
+        .into_iter()
+        .filter(|p| p.ends_with("stderr"))
+        .any(|p| {
+            fs::read_to_string(p).is_ok_and(|t| t.contains("running the build script directly"))
+        });
+    assert!(warned, "the launcher says it ran the script itself");
+    assert!(f.run_app("crash").contains("odd=crash"));
+    let env: &[(&str, &str)] = &[ALL, ("KACHE_TEST_CRASH_AT", "build_script_restored")];
+    let cursor = f.sandbox.cursor();
+    let out = f.cargo("app", "fresh", true, env).output().expect("cargo");
+    assert!(
+        runs_of(&cursor).is_empty(),
+        "kache died before logging the hit"
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(f.run_app("fresh"), expect(&[], "fresh"));
 }

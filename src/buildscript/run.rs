@@ -342,7 +342,8 @@ impl ScriptRun {
         let templated_stdout = roots.template(&stdout_text, Spelling::Plain).into_owned();
         // Paths under the target dir outside OUT_DIR are where the script wrote something it
         // tells cargo about; only OUT_DIR is restored, so such a run is not recorded.
-        if roots.relativize(&stdout_text).contains("${target}") {
+        let target = roots.get("target").map(|t| PathBuf::from(&t.path));
+        if names_target_outside(&stdout_text, target.as_deref(), out_dir) {
             return Ok(self.not_stored("names_target_dir_outside_out_dir", code));
         }
         let declared: Declared = key::declared(&stdout_text);
@@ -408,6 +409,37 @@ impl ScriptRun {
         self.event.passthrough_reason = Some(why.to_owned());
         Some(code)
     }
+}
+
+/// Whether a `cargo:` line names a path under the target dir but outside `OUT_DIR` (spelled
+/// with `..` or not): the script wrote there, and only `OUT_DIR` is restored.
+fn names_target_outside(stdout: &str, target: Option<&Path>, out_dir: &Path) -> bool {
+    let Some(target) = target else {
+        return false;
+    };
+    let out_dir = normalize(out_dir);
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("cargo:"))
+        .flat_map(|l| l.split([' ', '\t', '=', ',', ':']))
+        .filter_map(|token| token.find('/').map(|i| normalize(Path::new(&token[i..]))))
+        .any(|p| p.starts_with(target) && !p.starts_with(&out_dir))
+}
+
+/// `a/b/../c` → `a/c`, without touching the filesystem.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The keyed variables the script gets, sorted; a value that is not UTF-8 is keyed by its
@@ -498,4 +530,27 @@ fn empty_dir(dir: &Path) {
 
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_outside_out_dir_are_found_however_spelled() {
+        let t = Path::new("/t");
+        let out = Path::new("/t/debug/build/x-1/out");
+        let named = |s: &str| names_target_outside(s, Some(t), out);
+        assert!(!named(
+            "cargo:rustc-link-search=native=/t/debug/build/x-1/out/lib\n"
+        ));
+        assert!(!named(
+            "cargo:rustc-link-search=/usr/lib\ncargo:include=/src/x/include\n"
+        ));
+        assert!(named(
+            "cargo:rustc-link-search=native=/t/debug/build/x-1/out/../../shared\n"
+        ));
+        assert!(named("cargo:rustc-link-arg=-Wl,-rpath,/t/debug/lib\n"));
+        assert!(!named("not a cargo line /t/debug/lib\n"));
+    }
 }
