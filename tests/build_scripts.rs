@@ -10,6 +10,7 @@
 //! the same sources and environment without kache, and checks the run's event.
 
 mod support;
+mod support_s3;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -594,4 +595,60 @@ fn launcher_runs_the_real_script_without_kache() {
     );
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(f.run_app("fresh"), expect(&[], "fresh"));
+}
+
+#[test]
+fn a_git_dependency_run_is_shared_through_the_remote() {
+    let server = support_s3::MotoServer::start("kache-bs");
+    let remote = [
+        ("KACHE_REMOTE", format!("s3://{}/shared", server.bucket)),
+        ("KACHE_S3_ENDPOINT", server.endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ];
+    let f = Fixture::new(Dep::Git);
+    let env: Vec<(&str, &str)> = remote.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cursor = f.sandbox.cursor();
+    let expected = f.build_run("app", "a", true, &env);
+    assert_eq!(one_run(&runs_of(&cursor)), "miss");
+    let mut push = Command::new(kache_bin_under_test());
+    push.args(["sync", "--push"])
+        .env("KACHE_DIR", f.sandbox.cache_dir())
+        .env("KACHE_CONFIG", f.root().join("no-config.toml"));
+    for (k, v) in &env {
+        push.env(k, v);
+    }
+    assert!(push.status().expect("kache sync --push").success());
+
+    // Machine B: its own cache dir, CARGO_HOME (its own clone) and checkout path.
+    let b_cache = f.root().join("machine-b/cache");
+    let b_home = f.root().join("machine-b/cargo-home");
+    fs::create_dir_all(&b_cache).expect("mkdir");
+    f.write_app(
+        "machine-b/src/app",
+        &format!(
+            "{{ git = \"file://{}\" }}",
+            f.root().join("bsdep").display()
+        ),
+    );
+    fs::copy(
+        f.root().join("app/Cargo.lock"),
+        f.root().join("machine-b/src/app/Cargo.lock"),
+    )
+    .expect("copy the lockfile");
+    let (b_cache_s, b_home_s) = (b_cache.display().to_string(), b_home.display().to_string());
+    let mut b_env = env.clone();
+    b_env.push(("KACHE_DIR", &b_cache_s));
+    b_env.push(("CARGO_HOME", &b_home_s));
+    let got = f.build_run("machine-b/src/app", "machine-b/target", true, &b_env);
+    assert_eq!(got, expected);
+    let b_runs = runs(&events(&b_cache));
+    assert_eq!(
+        one_run(&b_runs),
+        "remote_hit",
+        "{}",
+        describe(&events(&b_cache))
+    );
+    assert_eq!(b_runs[0]["compiler_runs"], 0);
 }

@@ -22,7 +22,11 @@ use super::{Scope, cargo_home, is_cached_package};
 use crate::config::Config;
 use crate::events::{self, BuildEvent, Outcome};
 use crate::key::roots::{Roots, Spelling};
+use crate::remote::guard::Guarded;
+use crate::remote::s3::S3Remote;
+use crate::remote::{RemoteConfig, RemoteError};
 use crate::store::{Entry, StatCache, Store, StoredOutput, fsutil};
+use crate::sync::SyncError;
 
 /// Set by the launcher: the real script's path.
 pub const REAL_VAR: &str = "KACHE_BUILD_SCRIPT_REAL";
@@ -59,13 +63,21 @@ pub fn main(args: Vec<OsString>) -> i32 {
         eprintln!("kache: {REAL_VAR} is not set; this mode is for kache's build-script launcher");
         return 2;
     };
+    let marker = std::env::var_os(MARKER_VAR).map(PathBuf::from);
+    // Nothing kache starts (the script, the upload worker, a background gc) may see them:
+    // a kache started with them set would take itself for a launcher's hand-over.
+    // SAFETY: first thing in the process, before any thread exists.
+    unsafe {
+        std::env::remove_var(REAL_VAR);
+        std::env::remove_var(MARKER_VAR);
+    }
     let mut args = args.into_iter();
     let argv0 = args.next().unwrap_or_else(|| real.clone().into_os_string());
     let mut run = ScriptRun {
         real,
         argv0,
         args: args.collect(),
-        marker: std::env::var_os(MARKER_VAR).map(PathBuf::from),
+        marker,
         event: BuildEvent {
             schema: events::SCHEMA,
             ts: events::now_ms(),
@@ -142,13 +154,10 @@ impl ScriptRun {
         }
     }
 
-    /// The real script as cargo would have started it, without the launcher's variables.
+    /// The real script as cargo would have started it.
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.real);
-        cmd.arg0(&self.argv0)
-            .args(&self.args)
-            .env_remove(REAL_VAR)
-            .env_remove(MARKER_VAR);
+        cmd.arg0(&self.argv0).args(&self.args);
         cmd
     }
 
@@ -239,11 +248,56 @@ impl ScriptRun {
                 continue;
             };
             self.event.lookup_ms = ms(lookup_start.elapsed());
-            return self.restore(&store, &mut stat, &entry, &out_dir, &roots);
+            return self.restore(
+                &store,
+                &mut stat,
+                &entry,
+                &out_dir,
+                &roots,
+                Outcome::LocalHit,
+            );
+        }
+        let remote = self.open_remote(store.dir());
+        if let Some((remote, remote_config)) = &remote {
+            let fetched = crate::sync::fetch::fetch(
+                remote,
+                &store,
+                &mut stat,
+                &inv_key,
+                remote_config.max_object_bytes,
+                &mut |manifest, stat| {
+                    let mut hasher = TreeHasher { stat, newest: None };
+                    manifest
+                        .check(&roots, &package_dir, &mut hasher, &env_var)
+                        .is_ok()
+                },
+            );
+            match fetched {
+                Ok(Some(f)) => {
+                    self.event.downloaded_bytes = f.downloaded_bytes;
+                    if let Some(entry) = load_entry(&store, &f.entry_key)? {
+                        self.event.lookup_ms = ms(lookup_start.elapsed());
+                        return self.restore(
+                            &store,
+                            &mut stat,
+                            &entry,
+                            &out_dir,
+                            &roots,
+                            Outcome::RemoteHit,
+                        );
+                    }
+                }
+                Ok(None) | Err(SyncError::Remote(RemoteError::BreakerOpen)) => {}
+                Err(e) => {
+                    let message = e.to_string().replace('\n', " ");
+                    eprintln!("kache: warning: {message}; running the build script");
+                    self.event.warning = Some(message);
+                }
+            }
         }
         drop(maintenance);
         self.event.lookup_ms = ms(lookup_start.elapsed());
-        self.run_and_record(
+        let code = self.run_and_record(
             &store,
             &mut stat,
             &inv_key,
@@ -251,7 +305,38 @@ impl ScriptRun {
             &out_dir,
             &package_dir,
             &roots,
-        )
+        )?;
+        if let (Some((_, remote_config)), Some(entry_key)) = (&remote, &self.event.cache_key)
+            && !remote_config.read_only
+        {
+            // As for compiles: a detached worker uploads, the build does not wait.
+            match crate::sync::upload::enqueue(store.dir(), entry_key, &inv_key) {
+                Ok(()) => crate::sync::upload::spawn_worker(),
+                Err(e) => tracing::debug!("cannot queue the upload: {e}"),
+            }
+        }
+        Ok(code)
+    }
+
+    /// The configured remote behind its circuit breaker, if any; a configuration that does
+    /// not work is one warning, and the run goes on without the remote.
+    fn open_remote(&mut self, cache_dir: &Path) -> Option<(Guarded<S3Remote>, RemoteConfig)> {
+        let config = match RemoteConfig::from_process_env() {
+            Ok(c) => c?,
+            Err(e) => {
+                eprintln!("kache: warning: {e}; not using the remote");
+                self.event.warning = Some(e.to_string());
+                return None;
+            }
+        };
+        match S3Remote::new(&config) {
+            Ok(s3) => Some((Guarded::new(s3, cache_dir, &config), config)),
+            Err(e) => {
+                eprintln!("kache: warning: {e}; not using the remote");
+                self.event.warning = Some(e.to_string());
+                None
+            }
+        }
     }
 
     fn restore(
@@ -261,6 +346,7 @@ impl ScriptRun {
         entry: &Entry,
         out_dir: &Path,
         roots: &Roots,
+        outcome: Outcome,
     ) -> Result<Option<i32>, Fault> {
         let start = Instant::now();
         let (Some(stdout), Some(stderr)) = (
@@ -289,7 +375,7 @@ impl ScriptRun {
             tracing::debug!("cannot update the stat cache: {e}");
         }
         self.event.restore_ms = ms(start.elapsed());
-        self.event.result = Outcome::LocalHit;
+        self.event.result = outcome;
         self.event.cache_key = Some(entry.key.clone());
         self.event.compile_time_ms = entry.compile_ms;
         self.event.size = entry.size();
