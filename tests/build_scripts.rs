@@ -467,6 +467,11 @@ fn path_packages_are_cached_only_when_asked() {
     let (changed, runs) = f.case("data", &[ALL]);
     assert_eq!(one_run(&runs), "miss");
     assert!(changed.contains("data=data-2"), "{changed}");
+    // `kache explain` names the declared file that changed.
+    let explained = kache_command(f.sandbox.cache_dir(), &["explain", "bsdep:build-script"]);
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(explained.status.success(), "{}", stderr_of(&explained));
+    assert!(text.contains("data.txt"), "{text}");
     write(&f.root().join("bsdep/data.txt"), "data-2\n");
     let (same, runs) = f.case("data-mtime", &[ALL]);
     assert_eq!(one_run(&runs), "local_hit");

@@ -32,6 +32,8 @@ use crate::sync::SyncError;
 pub const REAL_VAR: &str = "KACHE_BUILD_SCRIPT_REAL";
 /// Set by the launcher: where kache says how far it got (see `src/bin/kache-launcher.rs`).
 pub const MARKER_VAR: &str = "KACHE_BUILD_SCRIPT_MARKER";
+/// Appended to the package name to name a run in events and entries.
+pub const RUN_NAME_SUFFIX: &str = ":build-script";
 /// What a recorded run's entry lists as its crate type.
 pub const RUN_CRATE_TYPE: &str = "build-script-run";
 
@@ -81,7 +83,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
         event: BuildEvent {
             schema: events::SCHEMA,
             ts: events::now_ms(),
-            crate_name: std::env::var("CARGO_PKG_NAME").ok(),
+            // Not the package's own name: `kache explain <pkg>:build-script` then explains
+            // the run, not the package's library compile.
+            crate_name: std::env::var("CARGO_PKG_NAME")
+                .ok()
+                .map(|p| format!("{p}{RUN_NAME_SUFFIX}")),
             crate_version: std::env::var("CARGO_PKG_VERSION").ok(),
             crate_types: vec![RUN_CRATE_TYPE.to_owned()],
             ..BuildEvent::default()
