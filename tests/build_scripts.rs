@@ -405,6 +405,18 @@ fn git_dependency_change_matrix() {
     let f = Fixture::new(Dep::Git);
     let (base, runs) = f.case("base", &[]);
     assert_eq!(one_run(&runs), "miss");
+    // Another `PATH` string reaching the same tools: the same run (tools are keyed by
+    // content, so two machines with the same toolchain share runs).
+    let empty_bin = f.root().join("empty-bin");
+    fs::create_dir_all(&empty_bin).expect("mkdir");
+    let path = format!(
+        "{}:{}",
+        empty_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (got, runs) = f.case("path-string", &[("PATH", path.as_str())]);
+    assert_eq!(one_run(&runs), "local_hit", "{}", describe(&runs));
+    assert_eq!(got, base);
     let cc = write_cc(&f, "mycc-1");
     // (name, env and arguments, text the output must contain)
     let cases: &[(&str, Env, &str)] = &[

@@ -33,7 +33,11 @@ fn main() {
         eprintln!("kache-launcher: cannot find {REAL_NAME} beside this launcher");
         std::process::exit(101);
     };
-    if let Some(kache) = kache_wrapper() {
+    // Set only while kache handles a run (it removes it for the script): seeing it here
+    // means a kache that does not know the hand-over ran this launcher as a compiler, and
+    // handing over again would loop.
+    let reentered = std::env::var_os("KACHE_BUILD_SCRIPT_REAL").is_some();
+    if !reentered && let Some(kache) = kache_wrapper() {
         let marker = real.with_file_name(format!(".kache-launcher.{}", std::process::id()));
         let _ = std::fs::remove_file(&marker);
         let status = Command::new(&kache)
@@ -62,7 +66,12 @@ fn main() {
             }
         }
     }
-    let err = Command::new(&real).arg0(&argv0).args(&rest).exec();
+    let err = Command::new(&real)
+        .arg0(&argv0)
+        .args(&rest)
+        .env_remove("KACHE_BUILD_SCRIPT_REAL")
+        .env_remove("KACHE_BUILD_SCRIPT_MARKER")
+        .exec();
     eprintln!("kache-launcher: cannot run {}: {err}", real.display());
     std::process::exit(101);
 }

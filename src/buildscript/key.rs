@@ -138,7 +138,13 @@ pub fn is_keyed(name: &str, extra: &[String]) -> bool {
 /// What the invocation key needs from outside this module.
 pub struct RunInputs<'a> {
     pub script: &'a Path,
+    /// The keyed variables ([`is_keyed`]), sorted.
     pub env: &'a [(String, String)],
+    /// `PATH`: where tools are found, never keyed itself.
+    pub path_var: Option<&'a str>,
+    /// `RUSTC` as cargo passes it, keyed by the toolchain's identity rather than its path.
+    pub rustc: Option<&'a str>,
+    pub rustup_toolchain: Option<&'a str>,
     pub roots: &'a Roots,
     pub cache_dir: &'a Path,
 }
@@ -156,18 +162,11 @@ pub fn invocation_key(
         })
     };
     k.field("script", hash(stat, inputs.script)?);
-    let get = |name: &str| {
-        inputs
-            .env
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    if let Some(rustc) = get("RUSTC") {
+    if let Some(rustc) = inputs.rustc {
         let tc = toolchain::identify(
-            &resolve_program(rustc, get("PATH")).unwrap_or_else(|| PathBuf::from(rustc)),
+            &resolve_program(rustc, inputs.path_var).unwrap_or_else(|| PathBuf::from(rustc)),
             inputs.cache_dir,
-            get("RUSTUP_TOOLCHAIN"),
+            inputs.rustup_toolchain,
         )?;
         k.field("rustc", tc.id);
     }
@@ -198,7 +197,7 @@ pub fn invocation_key(
     programs.sort();
     programs.dedup();
     for program in programs {
-        let identity = match resolve_program(&program, get("PATH")) {
+        let identity = match resolve_program(&program, inputs.path_var) {
             Some(path) => hash(stat, &path)?,
             None => "absent".to_owned(),
         };
@@ -212,17 +211,16 @@ pub fn invocation_key(
     Ok(k.finish())
 }
 
-/// Finds a program as `Command` would: a path as is, a bare name through `PATH`; the real
-/// file behind symlinks (`cc` → `gcc-13`).
+/// Finds a program as `Command` would: a path as is, a bare name through `PATH`. Not
+/// canonicalised: a rustup proxy works only under its own name (hashing follows symlinks).
 fn resolve_program(program: &str, path_var: Option<&str>) -> Option<PathBuf> {
-    let found = if program.contains('/') {
-        Some(PathBuf::from(program))
-    } else {
-        std::env::split_paths(OsStr::new(path_var.unwrap_or_default()))
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    }?;
-    fs::canonicalize(found).ok()
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return p.is_file().then_some(p);
+    }
+    std::env::split_paths(OsStr::new(path_var.unwrap_or_default()))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 /// Hashes a file, or a directory as the sorted list of its entries and their contents

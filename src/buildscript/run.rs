@@ -222,16 +222,19 @@ impl ScriptRun {
         let mut roots = Roots::discover(&package_dir, Some(&out_dir), home.as_deref(), None);
         roots.add_out_dir(&out_dir);
         let env = script_env(&config.key_env_vars);
-        let full_env: Vec<(String, String)> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .filter(|(k, _)| matches!(k.as_str(), "RUSTC" | "PATH" | "RUSTUP_TOOLCHAIN"))
-            .chain(env.iter().cloned())
-            .collect();
+        let (path_var, rustc, rustup_toolchain) = (
+            env_var("PATH"),
+            env_var("RUSTC"),
+            env_var("RUSTUP_TOOLCHAIN"),
+        );
         let mut stat = StatCache::new(store.conn());
         let (inv_key, key_fields) = key::invocation_key(
             &RunInputs {
                 script: &self.real,
-                env: &full_env,
+                env: &env,
+                path_var: path_var.as_deref(),
+                rustc: rustc.as_deref(),
+                rustup_toolchain: rustup_toolchain.as_deref(),
                 roots: &roots,
                 cache_dir: store.dir(),
             },
