@@ -38,7 +38,7 @@ fn main() {
         for f in ["build.rs", "data.txt", "csrc"] {
             println!("cargo:rerun-if-changed={f}");
         }
-        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE"] {
+        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE", "BSDEP_PATHFILE"] {
             println!("cargo:rerun-if-env-changed={v}");
         }
     }
@@ -58,6 +58,9 @@ fn main() {
         out.join("native")
     };
     fs::create_dir_all(&lib_dir).unwrap();
+    if env::var_os("BSDEP_PATHFILE").is_some() {
+        fs::write(out.join("where.txt"), out.display().to_string()).unwrap();
+    }
     let ok = Command::new(&cc)
         .args(cflags.split_whitespace())
         .args(["-c", "csrc/add.c", "-o"])
@@ -546,6 +549,22 @@ fn runs_that_cannot_be_restored_are_not_stored() {
         );
         assert!(got.ends_with("sum=5"));
     }
+    // A text file in OUT_DIR that names OUT_DIR: restored only at the same place.
+    let env: Env = &[ALL, ("BSDEP_PATHFILE", "1")];
+    let (_, runs) = f.case("pf-1", env);
+    assert_eq!(one_run(&runs), "miss");
+    let (_, runs) = f.case("pf-2", env);
+    assert_eq!(
+        one_run(&runs),
+        "miss",
+        "another target dir must not get pf-1's where.txt"
+    );
+    fs::remove_dir_all(f.root().join("pf-1")).expect("rm");
+    let (_, runs) = f.case("pf-1", env);
+    assert_eq!(one_run(&runs), "local_hit", "the same place again");
+    let out_dir = bsdep_out_dir(&f.root().join("pf-1"));
+    let written = fs::read_to_string(out_dir.join("where.txt")).expect("where.txt");
+    assert_eq!(Path::new(&written), out_dir);
     // OUT_DIR not empty when the script starts (cargo reruns it over its old output).
     f.build_run("app", "reuse", true, &[ALL]);
     write(&f.root().join("bsdep/data.txt"), "data-3\n");

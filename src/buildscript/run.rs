@@ -444,7 +444,11 @@ impl ScriptRun {
         let declared: Declared = key::declared(&stdout_text);
         let env_var = |name: &str| std::env::var(name).ok();
         let mut hasher = TreeHasher { stat, newest: None };
-        let manifest = match key::record_manifest(
+        if std::str::from_utf8(&out).is_err() || std::str::from_utf8(&err).is_err() {
+            // Replayed output must be byte for byte what the script printed.
+            return Ok(self.not_stored("non_utf8_output", code));
+        }
+        let mut manifest = match key::record_manifest(
             &declared,
             roots,
             package_dir,
@@ -463,6 +467,25 @@ impl ScriptRun {
         let Some(files) = out_dir_files(out_dir)? else {
             return Ok(self.not_stored("out_dir_not_regular_files", code));
         };
+        // A text file that names the target or package dir (a generated `include!`, a
+        // pkg-config file, a CMake cache) is only right where it was written: such a run is
+        // keyed by those paths as they are, so it is restored only at the same place.
+        let located: Vec<&Path> = [
+            roots.get("target").map(|r| Path::new(&r.path)),
+            Some(package_dir),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if files.iter().any(|(_, path, _)| names_any(path, &located)) {
+            for name in ["OUT_DIR", "CARGO_MANIFEST_DIR"] {
+                manifest.env.push(crate::key::manifest::ManifestEnv {
+                    name: name.to_owned(),
+                    value: env_var(name),
+                    absolute: true,
+                });
+            }
+        }
         let pkg = self.event.crate_name.clone().unwrap_or_default();
         let mut outputs = Vec::with_capacity(files.len());
         for (name, path, mode) in files {
@@ -519,6 +542,25 @@ fn names_target_outside(stdout: &str, target: Option<&Path>, out_dir: &Path) -> 
         .flat_map(|l| l.split([' ', '\t', '=', ',', ':']))
         .filter_map(|token| token.find('/').map(|i| normalize(Path::new(&token[i..]))))
         .any(|p| p.starts_with(target) && !p.starts_with(&out_dir))
+}
+
+/// Whether a text file (no NUL byte in its first 8 KiB) names one of `paths`. Binary files
+/// (objects, archives) are left out: the paths in them are debug info, which a real run at
+/// another place would spell differently but which changes nothing the build uses.
+fn names_any(file: &Path, paths: &[&Path]) -> bool {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(8192);
+    let opened = std::fs::File::open(file).and_then(|f| f.take(8192).read_to_end(&mut head));
+    if opened.is_ok() && head.contains(&0) {
+        return false;
+    }
+    let Ok(bytes) = std::fs::read(file) else {
+        // Unreadable now: assume the worst, which only costs relocated hits.
+        return true;
+    };
+    paths
+        .iter()
+        .any(|p| memchr::memmem::find(&bytes, p.as_os_str().as_bytes()).is_some())
 }
 
 /// `a/b/../c` → `a/c`, without touching the filesystem.
