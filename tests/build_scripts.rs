@@ -58,8 +58,14 @@ fn main() {
         out.join("native")
     };
     fs::create_dir_all(&lib_dir).unwrap();
-    if env::var_os("BSDEP_PATHFILE").is_some() {
-        fs::write(out.join("where.txt"), out.display().to_string()).unwrap();
+    match env::var("BSDEP_PATHFILE").as_deref() {
+        Ok("latin1") => {
+            let mut text = b"caf\xe9 ".to_vec();
+            text.extend_from_slice(out.display().to_string().as_bytes());
+            fs::write(out.join("where.txt"), text).unwrap();
+        }
+        Ok(_) => fs::write(out.join("where.txt"), out.display().to_string()).unwrap(),
+        Err(_) => {}
     }
     let ok = Command::new(&cc)
         .args(cflags.split_whitespace())
@@ -549,22 +555,35 @@ fn runs_that_cannot_be_restored_are_not_stored() {
         );
         assert!(got.ends_with("sum=5"));
     }
-    // A text file in OUT_DIR that names OUT_DIR: restored only at the same place.
+    // A text file in OUT_DIR that names OUT_DIR: restored elsewhere with the new path.
     let env: Env = &[ALL, ("BSDEP_PATHFILE", "1")];
     let (_, runs) = f.case("pf-1", env);
     assert_eq!(one_run(&runs), "miss");
     let (_, runs) = f.case("pf-2", env);
+    assert_eq!(one_run(&runs), "local_hit");
+    let out_dir = bsdep_out_dir(&f.root().join("pf-2"));
+    let written = fs::read_to_string(out_dir.join("where.txt")).expect("where.txt");
+    assert_eq!(
+        Path::new(&written),
+        out_dir,
+        "the path is this target dir's"
+    );
+    // …unless it is not UTF-8 text: then it is restored only at the same place.
+    let env: Env = &[ALL, ("BSDEP_PATHFILE", "latin1")];
+    let (_, runs) = f.case("pl-1", env);
+    assert_eq!(one_run(&runs), "miss");
+    let (_, runs) = f.case("pl-2", env);
     assert_eq!(
         one_run(&runs),
         "miss",
-        "another target dir must not get pf-1's where.txt"
+        "another target dir must not get pl-1's where.txt"
     );
-    fs::remove_dir_all(f.root().join("pf-1")).expect("rm");
-    let (_, runs) = f.case("pf-1", env);
+    fs::remove_dir_all(f.root().join("pl-1")).expect("rm");
+    let (_, runs) = f.case("pl-1", env);
     assert_eq!(one_run(&runs), "local_hit", "the same place again");
-    let out_dir = bsdep_out_dir(&f.root().join("pf-1"));
-    let written = fs::read_to_string(out_dir.join("where.txt")).expect("where.txt");
-    assert_eq!(Path::new(&written), out_dir);
+    let out_dir = bsdep_out_dir(&f.root().join("pl-1"));
+    let written = fs::read(out_dir.join("where.txt")).expect("where.txt");
+    assert!(written.ends_with(out_dir.as_os_str().as_encoded_bytes()));
     // OUT_DIR not empty when the script starts (cargo reruns it over its old output).
     f.build_run("app", "reuse", true, &[ALL]);
     write(&f.root().join("bsdep/data.txt"), "data-3\n");

@@ -366,7 +366,7 @@ impl ScriptRun {
         };
         self.mark("restoring");
         self.restoring = true;
-        let bytes = match super::restore::restore_out_dir(store, entry, out_dir, stat) {
+        let bytes = match super::restore::restore_out_dir(store, entry, out_dir, roots, stat) {
             Ok(b) => b,
             Err(e @ crate::restore::RestoreError::BadBlob { .. }) => {
                 // Self-healing: the damaged run is dropped; this one runs the script.
@@ -467,17 +467,21 @@ impl ScriptRun {
         let Some(files) = out_dir_files(out_dir)? else {
             return Ok(self.not_stored("out_dir_not_regular_files", code));
         };
-        // A text file that names the target or package dir (a generated `include!`, a
-        // pkg-config file, a CMake cache) is only right where it was written: such a run is
-        // keyed by those paths as they are, so it is restored only at the same place.
-        let located: Vec<&Path> = [
-            roots.get("target").map(|r| Path::new(&r.path)),
-            Some(package_dir),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if files.iter().any(|(_, path, _)| names_any(path, &located)) {
+        // A UTF-8 text file that names a root (a pkg-config file's prefix, a CMake cache, a
+        // generated `include!`) is stored with the roots templated, as stdout is, and filled
+        // in on restore: what the script would have written at the new place. Any other text
+        // file naming the target or package dir is only right where it was written: the run
+        // is then keyed by those paths as they are, and restored only at the same place.
+        let mut templated = Vec::new();
+        let mut located = false;
+        for (name, path, _) in &files {
+            match text_naming_roots(path, roots) {
+                Naming::Nothing => {}
+                Naming::Templated(text) => templated.push((name.clone(), text)),
+                Naming::NotTemplatable => located = true,
+            }
+        }
+        if located {
             for name in ["OUT_DIR", "CARGO_MANIFEST_DIR"] {
                 manifest.env.push(crate::key::manifest::ManifestEnv {
                     name: name.to_owned(),
@@ -489,8 +493,27 @@ impl ScriptRun {
         let pkg = self.event.crate_name.clone().unwrap_or_default();
         let mut outputs = Vec::with_capacity(files.len());
         for (name, path, mode) in files {
-            let (blob, size) = store.ingest_blob(&path, false)?;
-            let _ = stat.record_trusted(&path, &blob);
+            let text = templated.iter().find(|(n, _)| *n == name).map(|(_, t)| t);
+            let (blob, size, mode) = match text {
+                Some(text) => {
+                    let tmp = store.dir().join("tmp").join(format!(
+                        "run.{}.{:x}",
+                        std::process::id(),
+                        fsutil::unique_suffix()
+                    ));
+                    std::fs::write(&tmp, text.as_bytes())
+                        .map_err(io_fault(format!("writing {}", tmp.display())))?;
+                    let ingested = store.ingest_blob(&tmp, false);
+                    let _ = std::fs::remove_file(&tmp);
+                    let (blob, size) = ingested?;
+                    (blob, size, mode | super::restore::TEMPLATED)
+                }
+                None => {
+                    let (blob, size) = store.ingest_blob(&path, false)?;
+                    let _ = stat.record_trusted(&path, &blob);
+                    (blob, size, mode)
+                }
+            };
             outputs.push(StoredOutput {
                 name,
                 blob,
@@ -544,23 +567,38 @@ fn names_target_outside(stdout: &str, target: Option<&Path>, out_dir: &Path) -> 
         .any(|p| p.starts_with(target) && !p.starts_with(&out_dir))
 }
 
-/// Whether a text file (no NUL byte in its first 8 KiB) names one of `paths`. Binary files
-/// (objects, archives) are left out: the paths in them are debug info, which a real run at
-/// another place would spell differently but which changes nothing the build uses.
-fn names_any(file: &Path, paths: &[&Path]) -> bool {
+/// What an `OUT_DIR` file says about where it was written.
+enum Naming {
+    /// Nothing (or it is binary: the paths in objects and archives are debug info, which a
+    /// real run elsewhere would spell differently but which changes nothing the build uses).
+    Nothing,
+    /// UTF-8 text naming a root: its text with the roots templated.
+    Templated(String),
+    /// Text naming the target or package dir that cannot be templated (not UTF-8).
+    NotTemplatable,
+}
+
+fn text_naming_roots(file: &Path, roots: &Roots) -> Naming {
     use std::io::Read;
     let mut head = Vec::with_capacity(8192);
     let opened = std::fs::File::open(file).and_then(|f| f.take(8192).read_to_end(&mut head));
     if opened.is_ok() && head.contains(&0) {
-        return false;
+        return Naming::Nothing;
     }
     let Ok(bytes) = std::fs::read(file) else {
         // Unreadable now: assume the worst, which only costs relocated hits.
-        return true;
+        return Naming::NotTemplatable;
     };
-    paths
+    let names_root = roots
         .iter()
-        .any(|p| memchr::memmem::find(&bytes, p.as_os_str().as_bytes()).is_some())
+        .any(|r| memchr::memmem::find(&bytes, r.path.as_bytes()).is_some());
+    if !names_root {
+        return Naming::Nothing;
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Naming::Templated(roots.template(&text, Spelling::Plain).into_owned()),
+        Err(_) => Naming::NotTemplatable,
+    }
 }
 
 /// `a/b/../c` → `a/c`, without touching the filesystem.
