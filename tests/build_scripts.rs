@@ -707,3 +707,35 @@ fn a_git_dependency_run_is_shared_through_the_remote() {
     );
     assert_eq!(b_runs[0]["compiler_runs"], 0);
 }
+
+#[test]
+fn a_damaged_stored_run_is_dropped_and_the_script_runs() {
+    let f = Fixture::new(Dep::Path);
+    let (expected, runs) = f.case("t1", &[ALL]);
+    assert_eq!(one_run(&runs), "miss");
+    // Damage every blob of the store (the run's OUT_DIR files among them).
+    for blob in files_under(&f.sandbox.cache_dir().join("blobs")) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let mut bytes = fs::read(&blob).expect("read");
+        bytes[0] ^= 0xff;
+        fs::write(&blob, bytes).expect("write");
+    }
+    let cursor = f.sandbox.cursor();
+    assert_eq!(f.build_run("app", "t2", true, &[ALL]), expected);
+    let runs = runs_of(&cursor);
+    assert_eq!(one_run(&runs), "error", "{}", describe(&runs));
+    assert!(
+        runs[0]["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("damaged"))
+    );
+    // Dropped, so the next fresh target dir runs and stores it again, and the one after hits.
+    let (got, runs) = f.case("t3", &[ALL]);
+    assert_eq!(
+        (one_run(&runs), got.as_str()),
+        ("miss".to_owned(), expected.as_str())
+    );
+    let (got, runs) = f.case("t4", &[ALL]);
+    assert_eq!((one_run(&runs), got), ("local_hit".to_owned(), expected));
+}
