@@ -7,6 +7,7 @@
 //! [`wrapper`] glues them together; [`cli`] holds the commands people run.
 //! See `docs/architecture.md`.
 
+pub mod buildscript;
 pub mod cli;
 pub mod compile;
 pub mod config;

@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut args: Vec<OsString> = std::env::args_os().collect();
+    // Started by the build-script launcher (it sets this; kache removes it for the script).
+    if std::env::var_os(kache::buildscript::run::REAL_VAR).is_some() {
+        let code = kache::buildscript::run::main(args.split_off(1));
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
     if args.len() > 1 && !kache::cli::is_command(first) {
         let code = kache::wrapper::run(args.split_off(1));

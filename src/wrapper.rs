@@ -435,6 +435,7 @@ impl Wrapper {
         self.event.reflinked_bytes = stats.reflinked;
         self.event.hardlinked_bytes = stats.hardlinked;
         self.event.copied_bytes = stats.copied;
+        install_build_script_launcher(p);
         Ok(Some(0))
     }
 
@@ -556,6 +557,7 @@ impl Wrapper {
         self.event.cache_key = Some(entry.key.clone());
         self.event.size = entry.size();
         self.event.store_ms = ms(store_start.elapsed());
+        install_build_script_launcher(p);
         Ok(0)
     }
 
@@ -587,6 +589,32 @@ impl Wrapper {
             out.push(a);
         }
         out
+    }
+}
+
+/// After a build script of a package whose runs are cached was compiled or restored, puts the
+/// launcher in its place so cargo's run of it goes through kache (`src/buildscript/`). Any
+/// failure leaves the script as rustc wrote it: the run is then simply not cached.
+fn install_build_script_launcher(p: &Prepared) {
+    use crate::buildscript::{self, Scope, launcher};
+    if p.args.crate_name.as_deref() != Some("build_script_build") {
+        return;
+    }
+    let scope = Scope::from_env(&|name| std::env::var(name).ok());
+    let Some(package_dir) = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from) else {
+        return;
+    };
+    if !buildscript::is_cached_package(scope, &package_dir, buildscript::cargo_home().as_deref()) {
+        return;
+    }
+    let (Some(script), Some(program)) = (
+        launcher::script_output(&p.output_names),
+        launcher::launcher_program(),
+    ) else {
+        return;
+    };
+    if let Err(e) = launcher::install(&program, &p.out_dir, script) {
+        tracing::debug!("cannot install the build-script launcher: {e}");
     }
 }
 

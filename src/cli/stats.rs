@@ -61,6 +61,18 @@ pub struct Stats {
     pub store: StoreFigures,
     /// Present when a remote is configured or the log shows remote traffic.
     pub remote: Option<RemoteFigures>,
+    /// Present when the log holds build-script runs (counted in the figures above too).
+    pub build_script_runs: Option<RunFigures>,
+}
+
+/// Build-script runs among the invocations (`src/buildscript/`).
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct RunFigures {
+    pub hits: usize,
+    pub misses: usize,
+    pub passthrough: usize,
+    /// Script run time the hits avoided, net of their restore time.
+    pub time_saved_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -129,6 +141,20 @@ pub fn summarize(events: &[BuildEvent]) -> Stats {
             // `unsupported_emit (llvm-ir)` counts as `unsupported_emit`.
             let name = r.split(' ').next().unwrap_or(r).to_owned();
             *reasons.entry(name).or_default() += 1;
+        }
+        if e.crate_types
+            .iter()
+            .any(|t| t == crate::buildscript::run::RUN_CRATE_TYPE)
+        {
+            let runs = s.build_script_runs.get_or_insert_with(RunFigures::default);
+            match e.result {
+                r if r.is_hit() => {
+                    runs.hits += 1;
+                    runs.time_saved_ms += e.compile_time_ms - e.elapsed_ms;
+                }
+                Outcome::Miss => runs.misses += 1,
+                _ => runs.passthrough += 1,
+            }
         }
         s.reflinked_bytes += e.reflinked_bytes;
         s.hardlinked_bytes += e.hardlinked_bytes;
@@ -273,6 +299,18 @@ pub fn render(s: &Stats) -> String {
         format::duration_ms(s.time_saved_ms.max(0.0)),
         format::duration_ms(s.hit_elapsed_ms)
     );
+    if let Some(r) = &s.build_script_runs {
+        let _ = writeln!(
+            o,
+            "{:<LABEL$}{:>8}   {} hit · {} missed · {} not cached · {} saved",
+            "script runs",
+            r.hits + r.misses + r.passthrough,
+            r.hits,
+            r.misses,
+            r.passthrough,
+            format::duration_ms(r.time_saved_ms.max(0.0))
+        );
+    }
     let _ = writeln!(o);
     let restored = s.reflinked_bytes + s.hardlinked_bytes + s.copied_bytes;
     let _ = writeln!(
@@ -414,6 +452,21 @@ mod tests {
         assert_eq!((s.hardlinked_bytes, s.copied_bytes), (1000, 24));
         assert_eq!((s.first_ts, s.last_ts), (Some(1_000), Some(61_000)));
         assert!(s.remote.is_none(), "no remote traffic, none configured");
+    }
+
+    #[test]
+    fn build_script_runs_are_counted_apart() {
+        let mut run = event("zstd-sys:build-script", Outcome::LocalHit, 900.0);
+        run.crate_types = vec![crate::buildscript::run::RUN_CRATE_TYPE.to_owned()];
+        run.elapsed_ms = 10.0;
+        let mut events = sample();
+        assert_eq!(summarize(&events).build_script_runs, None);
+        events.push(run);
+        let s = summarize(&events);
+        let runs = s.build_script_runs.clone().expect("runs");
+        assert_eq!((runs.hits, runs.misses, runs.passthrough), (1, 0, 0));
+        assert_eq!(runs.time_saved_ms, 890.0);
+        assert!(render(&s).contains("script runs"));
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn command(chain: &[PathBuf], args: &[OsString]) -> Command {
 }
 
 /// Copies a pipe to `sink` chunk by chunk, keeping what passed.
-fn tee(source: Option<impl Read>, mut sink: impl Write) -> Vec<u8> {
+pub fn tee(source: Option<impl Read>, mut sink: impl Write) -> Vec<u8> {
     let mut kept = Vec::new();
     let Some(mut source) = source else {
         return kept;

@@ -434,7 +434,7 @@ impl Workspace {
 }
 
 /// Variables of the test's own environment that must not reach the cargo under test.
-fn is_scrubbed(key: &str) -> bool {
+pub fn is_scrubbed(key: &str) -> bool {
     const EXACT: &[&str] = &[
         "RUSTC_WRAPPER",
         "RUSTC_WORKSPACE_WRAPPER",

@@ -1,0 +1,462 @@
+//! The key of one build-script run, and the manifest recorded from it.
+//!
+//! The *invocation key* covers what is known before the script runs: the script binary's
+//! content, every variable cargo hands the script (`TARGET`, `PROFILE`, `CARGO_FEATURE_*`,
+//! `CARGO_CFG_*`, `CARGO_PKG_*`, `DEP_*` with the content behind path-valued ones, ...) and the
+//! C toolchain variables (`CC`, `CFLAGS`, `PKG_CONFIG_*`, ...), all with root paths
+//! relativised, plus the identity of `rustc` and of the C tools the script can reach (by
+//! content, not by `PATH`, so two machines with the same toolchain share runs). The
+//! *manifest* holds what the run declared (`rerun-if-changed` paths, by content;
+//! `rerun-if-env-changed` values) and always the whole package directory, which for a
+//! registry or git package cannot change under the same version and for a path package is
+//! what cargo itself watches when nothing is declared. This module decides what is keyed; it
+//! must not run the script or write anything.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::key::manifest::{Manifest, ManifestEnv, ManifestFile};
+use crate::key::roots::Roots;
+use crate::key::{ContentHash, FileHasher, KeyBuilder, KeyField, toolchain};
+use crate::store::StatCache;
+
+/// Bumped when what a run's key covers changes; old runs then stop matching.
+const BUILD_SCRIPT_KEY_SCHEMA: &str = "build-script-run/1";
+
+/// Exact names cargo (or the user, for the C toolchain) hands a build script that can change
+/// what it produces.
+const EXACT: &[&str] = &[
+    "TARGET",
+    "HOST",
+    "PROFILE",
+    "OPT_LEVEL",
+    "DEBUG",
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTC_LINKER",
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_MANIFEST_LINKS",
+    "OUT_DIR",
+    "CC",
+    "CXX",
+    "AR",
+    "RANLIB",
+    "LD",
+    "AS",
+    "CPP",
+    "NM",
+    "CFLAGS",
+    "CXXFLAGS",
+    "CPPFLAGS",
+    "LDFLAGS",
+    "ARFLAGS",
+    "RANLIBFLAGS",
+    "CRATE_CC_NO_DEFAULTS",
+    "LIBCLANG_PATH",
+    "CLANG_PATH",
+    "SDKROOT",
+    "MACOSX_DEPLOYMENT_TARGET",
+    "CMAKE",
+    "MAKE",
+    "NINJA",
+    "SOURCE_DATE_EPOCH",
+];
+
+/// Prefixes of keyed names.
+const PREFIXES: &[&str] = &[
+    "CARGO_FEATURE_",
+    "CARGO_CFG_",
+    "CARGO_PKG_",
+    "DEP_",
+    "CC_",
+    "CXX_",
+    "AR_",
+    "CFLAGS_",
+    "CXXFLAGS_",
+    "CPPFLAGS_",
+    "LDFLAGS_",
+    "ARFLAGS_",
+    "RANLIB_",
+    "TARGET_",
+    "HOST_",
+    "PKG_CONFIG",
+    "CMAKE_",
+    "BINDGEN_",
+];
+
+/// C tools a script can reach through `PATH`, keyed by content.
+const TOOLS: &[&str] = &[
+    "cc",
+    "c++",
+    "gcc",
+    "g++",
+    "clang",
+    "clang++",
+    "ar",
+    "ranlib",
+    "ld",
+    "as",
+    "cmake",
+    "make",
+    "ninja",
+    "pkg-config",
+    "nasm",
+];
+
+/// Variables whose value names a program the script runs (its first word).
+const TOOL_VARS: &[&str] = &[
+    "CC",
+    "CXX",
+    "AR",
+    "RANLIB",
+    "LD",
+    "PKG_CONFIG",
+    "CMAKE",
+    "MAKE",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("hashing {path}: {source}")]
+    Hash { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Toolchain(#[from] toolchain::ToolchainError),
+}
+
+/// Whether a variable the script gets is keyed.
+pub fn is_keyed(name: &str, extra: &[String]) -> bool {
+    EXACT.contains(&name)
+        || PREFIXES.iter().any(|p| name.starts_with(p))
+        || extra.iter().any(|e| e == name)
+}
+
+/// What the invocation key needs from outside this module.
+pub struct RunInputs<'a> {
+    pub script: &'a Path,
+    /// The keyed variables ([`is_keyed`]), sorted.
+    pub env: &'a [(String, String)],
+    /// `PATH`: where tools are found, never keyed itself.
+    pub path_var: Option<&'a str>,
+    /// `RUSTC` as cargo passes it, keyed by the toolchain's identity rather than its path.
+    pub rustc: Option<&'a str>,
+    pub rustup_toolchain: Option<&'a str>,
+    pub roots: &'a Roots,
+    pub cache_dir: &'a Path,
+}
+
+/// The invocation key of a run and its readable fields.
+pub fn invocation_key(
+    inputs: &RunInputs,
+    stat: &mut dyn FileHasher,
+) -> Result<(String, Vec<KeyField>), KeyError> {
+    let mut k = KeyBuilder::new(BUILD_SCRIPT_KEY_SCHEMA);
+    let hash = |stat: &mut dyn FileHasher, p: &Path| {
+        stat.hash_file(p).map_err(|source| KeyError::Hash {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    k.field("script", hash(stat, inputs.script)?);
+    if let Some(rustc) = inputs.rustc {
+        let tc = toolchain::identify(
+            &resolve_program(rustc, inputs.path_var).unwrap_or_else(|| PathBuf::from(rustc)),
+            inputs.cache_dir,
+            inputs.rustup_toolchain,
+        )?;
+        k.field("rustc", tc.id);
+    }
+    for (name, value) in inputs.env {
+        k.field(format!("env:{name}"), inputs.roots.relativize(value));
+        if name.starts_with("DEP_") {
+            // A path-valued `DEP_*` (an include dir another package's script produced) is
+            // keyed by what is behind it, since its path is the same for different contents.
+            for part in std::env::split_paths(OsStr::new(value)) {
+                if part.is_absolute() && part.exists() {
+                    k.field(
+                        format!("env-content:{name}"),
+                        tree_hash(&part, stat, &mut None)?,
+                    );
+                }
+            }
+        }
+    }
+    let mut programs: Vec<String> = TOOLS.iter().map(|t| t.to_string()).collect();
+    for (name, value) in inputs.env {
+        let bare = TOOL_VARS.iter().any(|v| {
+            name == v || name.starts_with(&format!("{v}_")) || name.ends_with(&format!("_{v}"))
+        });
+        if bare && let Some(first) = value.split_whitespace().next() {
+            programs.push(first.to_owned());
+        }
+    }
+    programs.sort();
+    programs.dedup();
+    for program in programs {
+        let identity = match resolve_program(&program, inputs.path_var) {
+            Some(path) => hash(stat, &path)?,
+            None => "absent".to_owned(),
+        };
+        let label = if program.contains('/') {
+            format!("tool:{}", inputs.roots.relativize(&program))
+        } else {
+            format!("tool:{program}")
+        };
+        k.field(label, identity);
+    }
+    Ok(k.finish())
+}
+
+/// Finds a program as `Command` would: a path as is, a bare name through `PATH`. Not
+/// canonicalised: a rustup proxy works only under its own name (hashing follows symlinks).
+fn resolve_program(program: &str, path_var: Option<&str>) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return p.is_file().then_some(p);
+    }
+    std::env::split_paths(OsStr::new(path_var.unwrap_or_default()))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Hashes a file, or a directory as the sorted list of its entries and their contents
+/// (cargo's `rerun-if-changed` on a directory watches everything below it). Target dirs
+/// (holding cargo's `CACHEDIR.TAG`) and `.git` are left out. `newest` collects the newest
+/// mtime seen, to notice inputs changed while the script ran.
+pub fn tree_hash(
+    path: &Path,
+    stat: &mut dyn FileHasher,
+    newest: &mut Option<SystemTime>,
+) -> Result<ContentHash, KeyError> {
+    let err = |p: &Path| {
+        let p = p.to_owned();
+        move |source| KeyError::Hash { path: p, source }
+    };
+    let meta = fs::metadata(path).map_err(err(path))?;
+    note_mtime(&meta, newest);
+    if !meta.is_dir() {
+        return stat.hash_file(path).map_err(err(path));
+    }
+    let mut h = blake3::Hasher::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = path.join(&rel);
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .map_err(err(&dir))?
+            .collect::<Result<_, _>>()
+            .map_err(err(&dir))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let child_rel = rel.join(entry.file_name());
+            let child = entry.path();
+            let meta = fs::symlink_metadata(&child).map_err(err(&child))?;
+            let name = child_rel.as_os_str().as_bytes();
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&child).map_err(err(&child))?;
+                frame(&mut h, b"l", name, target.as_os_str().as_bytes());
+            } else if meta.is_dir() {
+                if entry.file_name() == ".git" || child.join("CACHEDIR.TAG").exists() {
+                    continue;
+                }
+                frame(&mut h, b"d", name, b"");
+                stack.push(child_rel);
+            } else {
+                note_mtime(&meta, newest);
+                let content = stat.hash_file(&child).map_err(err(&child))?;
+                frame(&mut h, b"f", name, content.as_bytes());
+            }
+        }
+    }
+    Ok(format!("tree:{}", h.finalize().to_hex()))
+}
+
+fn frame(h: &mut blake3::Hasher, kind: &[u8], name: &[u8], value: &[u8]) {
+    h.update(kind);
+    h.update(&(name.len() as u64).to_le_bytes());
+    h.update(name);
+    h.update(&(value.len() as u64).to_le_bytes());
+    h.update(value);
+}
+
+fn note_mtime(meta: &fs::Metadata, newest: &mut Option<SystemTime>) {
+    if let Ok(m) = meta.modified()
+        && newest.is_none_or(|n| m > n)
+    {
+        *newest = Some(m);
+    }
+}
+
+/// A [`FileHasher`] that also hashes directories (as [`tree_hash`]), so a manifest can hold
+/// declared directories and the package directory.
+pub struct TreeHasher<'s, 'c> {
+    pub stat: &'s mut StatCache<'c>,
+    pub newest: Option<SystemTime>,
+}
+
+impl FileHasher for TreeHasher<'_, '_> {
+    fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash> {
+        let mut newest = self.newest;
+        let hash = tree_hash(path, self.stat, &mut newest).map_err(|e| match e {
+            KeyError::Hash { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        });
+        self.newest = newest;
+        hash
+    }
+}
+
+/// What a run declared on its stdout (`cargo:` and `cargo::` spellings).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Declared {
+    pub files: Vec<String>,
+    pub env: Vec<String>,
+}
+
+pub fn declared(stdout: &str) -> Declared {
+    let mut d = Declared::default();
+    for line in stdout.lines() {
+        let Some(rest) = line
+            .strip_prefix("cargo::")
+            .or_else(|| line.strip_prefix("cargo:"))
+        else {
+            continue;
+        };
+        if let Some(p) = rest.strip_prefix("rerun-if-changed=") {
+            d.files.push(p.to_owned());
+        } else if let Some(v) = rest.strip_prefix("rerun-if-env-changed=") {
+            d.env.push(v.to_owned());
+        }
+    }
+    d
+}
+
+/// Why a finished run is not recorded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotRecorded {
+    /// A declared path does not exist (cargo reruns such a script every time).
+    MissingInput(String),
+    /// An input was modified after the script started.
+    ChangedWhileRunning,
+}
+
+/// Records the manifest of a finished run: the package directory and every declared path by
+/// content, every declared variable by value (as the script saw it).
+pub fn record_manifest(
+    declared: &Declared,
+    roots: &Roots,
+    package_dir: &Path,
+    hasher: &mut TreeHasher,
+    env: &dyn Fn(&str) -> Option<String>,
+    run_start: SystemTime,
+) -> Result<Result<Manifest, NotRecorded>, KeyError> {
+    let mut files = Vec::new();
+    let package = package_dir.to_string_lossy();
+    let mut paths: Vec<(String, PathBuf)> = vec![(
+        roots.relativize(&package).into_owned(),
+        package_dir.to_owned(),
+    )];
+    for f in &declared.files {
+        let p = Path::new(f);
+        let real = if p.is_absolute() {
+            p.to_owned()
+        } else {
+            package_dir.join(p)
+        };
+        if !real.exists() {
+            return Ok(Err(NotRecorded::MissingInput(f.clone())));
+        }
+        let keyed = if p.is_absolute() {
+            roots.relativize(f).into_owned()
+        } else {
+            f.clone()
+        };
+        paths.push((keyed, real));
+    }
+    for (keyed, real) in paths {
+        let hash = hasher.hash_file(&real).map_err(|source| KeyError::Hash {
+            path: real.clone(),
+            source,
+        })?;
+        files.push(ManifestFile { path: keyed, hash });
+    }
+    if hasher.newest.is_some_and(|n| n >= run_start) {
+        return Ok(Err(NotRecorded::ChangedWhileRunning));
+    }
+    let env = declared
+        .env
+        .iter()
+        .map(|name| ManifestEnv {
+            name: name.clone(),
+            value: env(name).map(|v| roots.relativize(&v).into_owned()),
+            absolute: false,
+        })
+        .collect();
+    Ok(Ok(Manifest { files, env }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_reads_both_spellings() {
+        let d = declared(
+            "cargo:rerun-if-changed=a.c\ncargo::rerun-if-env-changed=CFG\nwarning\ncargo:rustc-link-lib=x\n",
+        );
+        assert_eq!(d.files, vec!["a.c"]);
+        assert_eq!(d.env, vec!["CFG"]);
+    }
+
+    #[test]
+    fn keyed_names() {
+        for name in [
+            "TARGET",
+            "CARGO_FEATURE_STD",
+            "DEP_Z:W_INCLUDE",
+            "CC_x86_64_unknown_linux_gnu",
+            "PKG_CONFIG_PATH",
+        ] {
+            assert!(is_keyed(name, &[]), "{name}");
+        }
+        for name in [
+            "NUM_JOBS",
+            "CARGO_MAKEFLAGS",
+            "PATH",
+            "HOME",
+            "RUSTC_WRAPPER",
+            "KACHE_DIR",
+        ] {
+            assert!(!is_keyed(name, &[]), "{name}");
+        }
+        assert!(is_keyed("MY_VAR", &["MY_VAR".to_string()]));
+    }
+
+    struct Plain;
+    impl FileHasher for Plain {
+        fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash> {
+            crate::key::hash_file_contents(path)
+        }
+    }
+
+    #[test]
+    fn tree_hash_sees_content_names_and_skips_target_dirs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        fs::create_dir_all(d.join("src")).expect("mkdir");
+        fs::write(d.join("src/a.c"), "int a;").expect("write");
+        let base = tree_hash(d, &mut Plain, &mut None).expect("hash");
+        fs::create_dir_all(d.join("target")).expect("mkdir");
+        fs::write(d.join("target/CACHEDIR.TAG"), "x").expect("write");
+        fs::write(d.join("target/junk"), "x").expect("write");
+        assert_eq!(tree_hash(d, &mut Plain, &mut None).expect("hash"), base);
+        fs::write(d.join("src/a.c"), "int b;").expect("write");
+        let changed = tree_hash(d, &mut Plain, &mut None).expect("hash");
+        assert_ne!(changed, base);
+        fs::rename(d.join("src/a.c"), d.join("src/b.c")).expect("rename");
+        assert_ne!(tree_hash(d, &mut Plain, &mut None).expect("hash"), changed);
+    }
+}

@@ -1,0 +1,92 @@
+//! Installing the launcher: after kache compiled (or restored) a `build_script_build`
+//! executable for a package whose runs are cached, the real script is renamed to
+//! [`REAL_NAME`] and a copy of the small `kache-launcher` program (shipped beside the kache
+//! binary, see `src/bin/kache-launcher.rs`) takes its place, so cargo's later run of the
+//! script goes through kache. Must not run the script or touch the store.
+//!
+//! A copy, not a link: cargo compares the script binary's mtime with the run's own record,
+//! and links would share one mtime between every package; and a linker writing a rebuilt
+//! script in place must not reach anything but this one file.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::store::blobs::copy_fast;
+
+/// The real script's name beside the launcher (the launcher program uses the same name).
+pub const REAL_NAME: &str = "kache-real-build-script-build";
+/// The launcher program's name beside the kache binary.
+pub const LAUNCHER_PROGRAM: &str = "kache-launcher";
+
+/// The launcher program shipped with this kache, if it is there.
+pub fn launcher_program() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let program = exe.with_file_name(LAUNCHER_PROGRAM);
+    program.is_file().then_some(program)
+}
+
+/// The script executable among a `build_script_build` compile's outputs (the one without an
+/// extension; the others are dep-info and the like).
+pub fn script_output(output_names: &[String]) -> Option<&str> {
+    output_names
+        .iter()
+        .map(String::as_str)
+        .find(|n| n.starts_with("build_script_build") && !n.contains('.'))
+}
+
+/// Puts the launcher at `out_dir/script` and the real script beside it. On failure the real
+/// script is back at its place, so cargo runs it as if kache had done nothing.
+pub fn install(launcher: &Path, out_dir: &Path, script: &str) -> io::Result<()> {
+    let path = out_dir.join(script);
+    let real = out_dir.join(REAL_NAME);
+    crate::restore::remove_if_present(&real)?;
+    fs::rename(&path, &real)?;
+    let placed = copy_fast(launcher, &path)
+        .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o755)));
+    if let Err(e) = placed {
+        let _ = fs::remove_file(&path);
+        fs::rename(&real, &path)?;
+        return Err(e);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_executable() {
+        let names = vec![
+            "build_script_build-0f1e.d".to_string(),
+            "build_script_build-0f1e".to_string(),
+        ];
+        assert_eq!(script_output(&names), Some("build_script_build-0f1e"));
+        assert_eq!(script_output(&["lib.rlib".to_string()]), None);
+    }
+
+    #[test]
+    fn install_keeps_the_real_script_beside_the_launcher() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let launcher = dir.path().join("launcher");
+        fs::write(&launcher, b"launcher").expect("write");
+        let out = dir.path().join("out");
+        fs::create_dir(&out).expect("mkdir");
+        fs::write(out.join("build_script_build-1"), b"real").expect("write");
+        install(&launcher, &out, "build_script_build-1").expect("install");
+        assert_eq!(
+            fs::read(out.join("build_script_build-1")).expect("read"),
+            b"launcher"
+        );
+        assert_eq!(fs::read(out.join(REAL_NAME)).expect("read"), b"real");
+        // A missing launcher leaves the script where cargo expects it.
+        fs::write(out.join("build_script_build-2"), b"real2").expect("write");
+        assert!(install(&dir.path().join("nope"), &out, "build_script_build-2").is_err());
+        assert_eq!(
+            fs::read(out.join("build_script_build-2")).expect("read"),
+            b"real2"
+        );
+    }
+}

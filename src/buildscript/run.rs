@@ -1,0 +1,731 @@
+//! One build-script run handed over by the launcher: restore a stored run (hit), or run the
+//! real script, passing its output through, and record it (miss).
+//!
+//! A run is recorded only if the script succeeded, `OUT_DIR` was empty when it started, no
+//! recorded input changed while it ran, every path it declared exists, its stdout names no
+//! path under the target dir outside `OUT_DIR` (it wrote there, and only `OUT_DIR` is
+//! restored), and `OUT_DIR` holds only regular files. Every fault inside kache before the
+//! script started degrades to running it exactly as cargo would (`exec`, one warning line);
+//! a fault after it ran keeps its exit code. Must not install launchers.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Instant, SystemTime};
+
+use super::key::{self, Declared, NotRecorded, RunInputs, TreeHasher};
+use super::{Scope, cargo_home, is_cached_package};
+use crate::config::Config;
+use crate::events::{self, BuildEvent, Outcome};
+use crate::key::roots::{Roots, Spelling};
+use crate::remote::guard::Guarded;
+use crate::remote::s3::S3Remote;
+use crate::remote::{RemoteConfig, RemoteError};
+use crate::store::{Entry, StatCache, Store, StoredOutput, fsutil};
+use crate::sync::SyncError;
+
+/// Set by the launcher: the real script's path.
+pub const REAL_VAR: &str = "KACHE_BUILD_SCRIPT_REAL";
+/// Set by the launcher: where kache says how far it got (see `src/bin/kache-launcher.rs`).
+pub const MARKER_VAR: &str = "KACHE_BUILD_SCRIPT_MARKER";
+/// Appended to the package name to name a run in events and entries.
+pub const RUN_NAME_SUFFIX: &str = ":build-script";
+/// What a recorded run's entry lists as its crate type.
+pub const RUN_CRATE_TYPE: &str = "build-script-run";
+
+#[derive(Debug, thiserror::Error)]
+enum Fault {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Key(#[from] key::KeyError),
+    #[error(transparent)]
+    Restore(#[from] crate::restore::RestoreError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_fault(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Fault {
+    let context = context.into();
+    move |source| Fault::Io { context, source }
+}
+
+/// Runs a handed-over build script; `args[0]` is the `argv[0]` cargo used. Returns the exit
+/// code, unless it replaced itself with the script.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let started = Instant::now();
+    let Some(real) = std::env::var_os(REAL_VAR).map(PathBuf::from) else {
+        eprintln!("kache: {REAL_VAR} is not set; this mode is for kache's build-script launcher");
+        return 2;
+    };
+    let marker = std::env::var_os(MARKER_VAR).map(PathBuf::from);
+    // Nothing kache starts (the script, the upload worker, a background gc) may see them:
+    // a kache started with them set would take itself for a launcher's hand-over.
+    // SAFETY: first thing in the process, before any thread exists.
+    unsafe {
+        std::env::remove_var(REAL_VAR);
+        std::env::remove_var(MARKER_VAR);
+    }
+    let mut args = args.into_iter();
+    let argv0 = args.next().unwrap_or_else(|| real.clone().into_os_string());
+    let mut run = ScriptRun {
+        real,
+        argv0,
+        args: args.collect(),
+        marker,
+        event: BuildEvent {
+            schema: events::SCHEMA,
+            ts: events::now_ms(),
+            // Not the package's own name: `kache explain <pkg>:build-script` then explains
+            // the run, not the package's library compile.
+            crate_name: std::env::var("CARGO_PKG_NAME")
+                .ok()
+                .map(|p| format!("{p}{RUN_NAME_SUFFIX}")),
+            crate_version: std::env::var("CARGO_PKG_VERSION").ok(),
+            crate_types: vec![RUN_CRATE_TYPE.to_owned()],
+            ..BuildEvent::default()
+        },
+        script_ran: None,
+        restoring: false,
+    };
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kache: warning: {e}; running the build script without the cache");
+            return run.exec_plain();
+        }
+    };
+    if config.disabled {
+        return run.exec_plain();
+    }
+    let code = match run.cached(&config) {
+        Ok(Some(code)) => code,
+        Ok(None) => {
+            run.finish(&config, started);
+            return run.exec_plain();
+        }
+        Err(fault) => {
+            let message = fault.to_string().replace('\n', " ");
+            run.event.result = Outcome::Error;
+            run.event.warning = Some(message.clone());
+            match run.script_ran {
+                Some(code) => {
+                    eprintln!("kache: warning: {message}; the build-script run is not stored");
+                    code
+                }
+                None => {
+                    eprintln!(
+                        "kache: warning: {message}; running the build script without the cache"
+                    );
+                    if run.restoring
+                        && let Some(out) = std::env::var_os("OUT_DIR")
+                    {
+                        empty_dir(Path::new(&out));
+                    }
+                    run.event.compiler_runs = 1;
+                    run.finish(&config, started);
+                    return run.exec_plain();
+                }
+            }
+        }
+    };
+    run.event.exit_code = code;
+    run.finish(&config, started);
+    code
+}
+
+struct ScriptRun {
+    real: PathBuf,
+    argv0: OsString,
+    args: Vec<OsString>,
+    marker: Option<PathBuf>,
+    event: BuildEvent,
+    /// The script's exit code once it has run; a later fault must not run it again.
+    script_ran: Option<i32>,
+    /// Files of a stored run are being written into `OUT_DIR`.
+    restoring: bool,
+}
+
+impl ScriptRun {
+    fn mark(&self, state: &str) {
+        if let Some(m) = &self.marker {
+            let _ = std::fs::write(m, state);
+        }
+    }
+
+    /// The real script as cargo would have started it.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.real);
+        cmd.arg0(&self.argv0).args(&self.args);
+        cmd
+    }
+
+    /// Replaces this process with the real script. Returns only if that fails, and then
+    /// leaves the run to the launcher (which reports the error as cargo would see it).
+    fn exec_plain(&mut self) -> i32 {
+        self.mark("committed");
+        let err = self.command().exec();
+        if let Some(m) = &self.marker {
+            let _ = std::fs::remove_file(m);
+        }
+        eprintln!("kache: cannot run {}: {err}", self.real.display());
+        127
+    }
+
+    fn passthrough(&mut self, reason: &str) -> Option<i32> {
+        tracing::debug!("build-script passthrough: {reason}");
+        self.event.result = Outcome::Passthrough;
+        self.event.passthrough_reason = Some(reason.to_owned());
+        self.event.compiler_runs = 1;
+        None
+    }
+
+    fn finish(&mut self, config: &Config, started: Instant) {
+        self.event.elapsed_ms = ms(started.elapsed());
+        if fsutil::is_foreign_symlink(&config.dir) {
+            return;
+        }
+        if let Err(e) = events::append(&config.dir, &self.event) {
+            tracing::debug!("cannot append to the event log: {e}");
+        }
+    }
+
+    /// `Ok(None)`: run the script uncached (the event says why).
+    fn cached(&mut self, config: &Config) -> Result<Option<i32>, Fault> {
+        let key_start = Instant::now();
+        let env_var = |name: &str| std::env::var(name).ok();
+        let (Some(out_dir), Some(package_dir)) = (
+            std::env::var_os("OUT_DIR").map(PathBuf::from),
+            std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        ) else {
+            return Ok(self.passthrough("not_a_cargo_build_script"));
+        };
+        let home = cargo_home();
+        if !is_cached_package(Scope::from_env(&env_var), &package_dir, home.as_deref()) {
+            return Ok(self.passthrough("build_script_not_cached"));
+        }
+        let out_empty = std::fs::read_dir(&out_dir)
+            .map_err(io_fault(format!("reading {}", out_dir.display())))?
+            .next()
+            .is_none();
+        if !out_empty {
+            return Ok(self.passthrough("out_dir_not_empty"));
+        }
+        let store = Store::open(&config.dir)?;
+        let mut roots = Roots::discover(&package_dir, Some(&out_dir), home.as_deref(), None);
+        roots.add_out_dir(&out_dir);
+        let env = script_env(&config.key_env_vars);
+        let (path_var, rustc, rustup_toolchain) = (
+            env_var("PATH"),
+            env_var("RUSTC"),
+            env_var("RUSTUP_TOOLCHAIN"),
+        );
+        let mut stat = StatCache::new(store.conn());
+        let (inv_key, key_fields) = key::invocation_key(
+            &RunInputs {
+                script: &self.real,
+                env: &env,
+                path_var: path_var.as_deref(),
+                rustc: rustc.as_deref(),
+                rustup_toolchain: rustup_toolchain.as_deref(),
+                roots: &roots,
+                cache_dir: store.dir(),
+            },
+            &mut stat,
+        )?;
+        self.event.key_ms = ms(key_start.elapsed());
+
+        let lookup_start = Instant::now();
+        let maintenance = store.lock_shared();
+        for (entry_key, manifest) in store.manifests(&inv_key)? {
+            let mut hasher = TreeHasher {
+                stat: &mut stat,
+                newest: None,
+            };
+            if let Err(why) = manifest.check(&roots, &package_dir, &mut hasher, &env_var) {
+                tracing::debug!("build-script manifest {entry_key} does not match: {why:?}");
+                continue;
+            }
+            let Some(entry) = load_entry(&store, &entry_key)? else {
+                continue;
+            };
+            self.event.lookup_ms = ms(lookup_start.elapsed());
+            return self.restore(
+                &store,
+                &mut stat,
+                &entry,
+                &out_dir,
+                &roots,
+                Outcome::LocalHit,
+            );
+        }
+        let remote = self.open_remote(store.dir());
+        if let Some((remote, remote_config)) = &remote {
+            let fetched = crate::sync::fetch::fetch(
+                remote,
+                &store,
+                &mut stat,
+                &inv_key,
+                remote_config.max_object_bytes,
+                &mut |manifest, stat| {
+                    let mut hasher = TreeHasher { stat, newest: None };
+                    manifest
+                        .check(&roots, &package_dir, &mut hasher, &env_var)
+                        .is_ok()
+                },
+            );
+            match fetched {
+                Ok(Some(f)) => {
+                    self.event.downloaded_bytes = f.downloaded_bytes;
+                    if let Some(entry) = load_entry(&store, &f.entry_key)? {
+                        self.event.lookup_ms = ms(lookup_start.elapsed());
+                        return self.restore(
+                            &store,
+                            &mut stat,
+                            &entry,
+                            &out_dir,
+                            &roots,
+                            Outcome::RemoteHit,
+                        );
+                    }
+                }
+                Ok(None) | Err(SyncError::Remote(RemoteError::BreakerOpen)) => {}
+                Err(e) => {
+                    let message = e.to_string().replace('\n', " ");
+                    eprintln!("kache: warning: {message}; running the build script");
+                    self.event.warning = Some(message);
+                }
+            }
+        }
+        drop(maintenance);
+        self.event.lookup_ms = ms(lookup_start.elapsed());
+        let code = self.run_and_record(
+            &store,
+            &mut stat,
+            &inv_key,
+            key_fields,
+            &out_dir,
+            &package_dir,
+            &roots,
+        )?;
+        if let (Some((_, remote_config)), Some(entry_key)) = (&remote, &self.event.cache_key)
+            && !remote_config.read_only
+        {
+            // As for compiles: a detached worker uploads, the build does not wait.
+            match crate::sync::upload::enqueue(store.dir(), entry_key, &inv_key) {
+                Ok(()) => crate::sync::upload::spawn_worker(),
+                Err(e) => tracing::debug!("cannot queue the upload: {e}"),
+            }
+        }
+        Ok(code)
+    }
+
+    /// The configured remote behind its circuit breaker, if any; a configuration that does
+    /// not work is one warning, and the run goes on without the remote.
+    fn open_remote(&mut self, cache_dir: &Path) -> Option<(Guarded<S3Remote>, RemoteConfig)> {
+        let config = match RemoteConfig::from_process_env() {
+            Ok(c) => c?,
+            Err(e) => {
+                eprintln!("kache: warning: {e}; not using the remote");
+                self.event.warning = Some(e.to_string());
+                return None;
+            }
+        };
+        match S3Remote::new(&config) {
+            Ok(s3) => Some((Guarded::new(s3, cache_dir, &config), config)),
+            Err(e) => {
+                eprintln!("kache: warning: {e}; not using the remote");
+                self.event.warning = Some(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn restore(
+        &mut self,
+        store: &Store,
+        stat: &mut StatCache,
+        entry: &Entry,
+        out_dir: &Path,
+        roots: &Roots,
+        outcome: Outcome,
+    ) -> Result<Option<i32>, Fault> {
+        let start = Instant::now();
+        let (Some(stdout), Some(stderr)) = (
+            roots.fill(&String::from_utf8_lossy(&entry.stdout), Spelling::Plain),
+            roots.fill(&String::from_utf8_lossy(&entry.stderr), Spelling::Plain),
+        ) else {
+            return Ok(self.passthrough("unknown_root"));
+        };
+        self.mark("restoring");
+        self.restoring = true;
+        let bytes = match super::restore::restore_out_dir(store, entry, out_dir, roots, stat) {
+            Ok(b) => b,
+            Err(e @ crate::restore::RestoreError::BadBlob { .. }) => {
+                // Self-healing: the damaged run is dropped; this one runs the script.
+                let _ = store.remove_entry(&entry.key);
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        crate::testhook::crash_point("build_script_restored", &entry.crate_name);
+        self.mark("committed");
+        self.restoring = false;
+        let _ = std::io::stdout().write_all(stdout.as_bytes());
+        let _ = std::io::stderr().write_all(stderr.as_bytes());
+        if let Err(e) = store.flush_stat_cache(stat) {
+            tracing::debug!("cannot update the stat cache: {e}");
+        }
+        self.event.restore_ms = ms(start.elapsed());
+        self.event.result = outcome;
+        self.event.cache_key = Some(entry.key.clone());
+        self.event.compile_time_ms = entry.compile_ms;
+        self.event.size = entry.size();
+        self.event.copied_bytes = bytes;
+        Ok(Some(0))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_and_record(
+        &mut self,
+        store: &Store,
+        stat: &mut StatCache,
+        inv_key: &str,
+        key_fields: Vec<crate::key::KeyField>,
+        out_dir: &Path,
+        package_dir: &Path,
+        roots: &Roots,
+    ) -> Result<Option<i32>, Fault> {
+        crate::testhook::crash_point(
+            "build_script_before_run",
+            self.event.crate_name.as_deref().unwrap_or_default(),
+        );
+        let run_start = SystemTime::now();
+        let clock = Instant::now();
+        self.mark("committed");
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io_fault(format!("running {}", self.real.display())))?;
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let out_thread = std::thread::spawn(move || crate::compile::tee(stdout, std::io::stdout()));
+        let err = crate::compile::tee(stderr, std::io::stderr());
+        let out = out_thread.join().unwrap_or_default();
+        let status = child
+            .wait()
+            .map_err(io_fault(format!("waiting for {}", self.real.display())));
+        let code = crate::compile::exit_code(status?);
+        let elapsed = clock.elapsed();
+        self.script_ran = Some(code);
+        self.event.compiler_runs = 1;
+        self.event.result = Outcome::Miss;
+        self.event.compile_time_ms = ms(elapsed);
+        if code != 0 {
+            return Ok(Some(code));
+        }
+        let store_start = Instant::now();
+        let stdout_text = String::from_utf8_lossy(&out);
+        let templated_stdout = roots.template(&stdout_text, Spelling::Plain).into_owned();
+        // Paths under the target dir outside OUT_DIR are where the script wrote something it
+        // tells cargo about; only OUT_DIR is restored, so such a run is not recorded.
+        let target = roots.get("target").map(|t| PathBuf::from(&t.path));
+        if names_target_outside(&stdout_text, target.as_deref(), out_dir) {
+            return Ok(self.not_stored("names_target_dir_outside_out_dir", code));
+        }
+        let declared: Declared = key::declared(&stdout_text);
+        let env_var = |name: &str| std::env::var(name).ok();
+        let mut hasher = TreeHasher { stat, newest: None };
+        if std::str::from_utf8(&out).is_err() || std::str::from_utf8(&err).is_err() {
+            // Replayed output must be byte for byte what the script printed.
+            return Ok(self.not_stored("non_utf8_output", code));
+        }
+        let mut manifest = match key::record_manifest(
+            &declared,
+            roots,
+            package_dir,
+            &mut hasher,
+            &env_var,
+            run_start,
+        )? {
+            Ok(m) => m,
+            Err(NotRecorded::MissingInput(_)) => {
+                return Ok(self.not_stored("declared_path_missing", code));
+            }
+            Err(NotRecorded::ChangedWhileRunning) => {
+                return Ok(self.not_stored("input_changed_while_running", code));
+            }
+        };
+        let Some(files) = out_dir_files(out_dir)? else {
+            return Ok(self.not_stored("out_dir_not_regular_files", code));
+        };
+        // A UTF-8 text file that names a root (a pkg-config file's prefix, a CMake cache, a
+        // generated `include!`) is stored with the roots templated, as stdout is, and filled
+        // in on restore: what the script would have written at the new place. Any other text
+        // file naming the target or package dir is only right where it was written: the run
+        // is then keyed by those paths as they are, and restored only at the same place.
+        let mut templated = Vec::new();
+        let mut located = false;
+        for (name, path, _) in &files {
+            match text_naming_roots(path, roots) {
+                Naming::Nothing => {}
+                Naming::Templated(text) => templated.push((name.clone(), text)),
+                Naming::NotTemplatable => located = true,
+            }
+        }
+        if located {
+            for name in ["OUT_DIR", "CARGO_MANIFEST_DIR"] {
+                manifest.env.push(crate::key::manifest::ManifestEnv {
+                    name: name.to_owned(),
+                    value: env_var(name),
+                    absolute: true,
+                });
+            }
+        }
+        let pkg = self.event.crate_name.clone().unwrap_or_default();
+        let mut outputs = Vec::with_capacity(files.len());
+        for (name, path, mode) in files {
+            let text = templated.iter().find(|(n, _)| *n == name).map(|(_, t)| t);
+            let (blob, size, mode) = match text {
+                Some(text) => {
+                    let tmp = store.dir().join("tmp").join(format!(
+                        "run.{}.{:x}",
+                        std::process::id(),
+                        fsutil::unique_suffix()
+                    ));
+                    std::fs::write(&tmp, text.as_bytes())
+                        .map_err(io_fault(format!("writing {}", tmp.display())))?;
+                    let ingested = store.ingest_blob(&tmp, false);
+                    let _ = std::fs::remove_file(&tmp);
+                    let (blob, size) = ingested?;
+                    (blob, size, mode | super::restore::TEMPLATED)
+                }
+                None => {
+                    let (blob, size) = store.ingest_blob(&path, false)?;
+                    let _ = stat.record_trusted(&path, &blob);
+                    (blob, size, mode)
+                }
+            };
+            outputs.push(StoredOutput {
+                name,
+                blob,
+                mode,
+                size,
+            });
+        }
+        let entry = Entry {
+            key: manifest.entry_key(inv_key),
+            invocation_key: inv_key.to_owned(),
+            crate_name: pkg,
+            crate_version: self.event.crate_version.clone(),
+            crate_types: vec![RUN_CRATE_TYPE.to_owned()],
+            outputs,
+            stdout: templated_stdout.into_bytes(),
+            stderr: roots
+                .template(&String::from_utf8_lossy(&err), Spelling::Plain)
+                .into_owned()
+                .into_bytes(),
+            depinfo: None,
+            compile_ms: ms(elapsed),
+            key_fields,
+        };
+        store.commit_entry(&entry, &manifest, stat)?;
+        self.event.cache_key = Some(entry.key.clone());
+        self.event.size = entry.size();
+        self.event.store_ms = ms(store_start.elapsed());
+        Ok(Some(code))
+    }
+
+    /// The script ran and succeeded but its run is not recorded.
+    fn not_stored(&mut self, why: &str, code: i32) -> Option<i32> {
+        tracing::debug!("build-script run not stored: {why}");
+        self.event.passthrough_reason = Some(why.to_owned());
+        Some(code)
+    }
+}
+
+/// Whether a `cargo:` line names a path under the target dir but outside `OUT_DIR` (spelled
+/// with `..` or not): the script wrote there, and only `OUT_DIR` is restored.
+fn names_target_outside(stdout: &str, target: Option<&Path>, out_dir: &Path) -> bool {
+    let Some(target) = target else {
+        return false;
+    };
+    let out_dir = normalize(out_dir);
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("cargo:"))
+        .flat_map(|l| l.split([' ', '\t', '=', ',', ':']))
+        .filter_map(|token| token.find('/').map(|i| normalize(Path::new(&token[i..]))))
+        .any(|p| p.starts_with(target) && !p.starts_with(&out_dir))
+}
+
+/// What an `OUT_DIR` file says about where it was written.
+enum Naming {
+    /// Nothing (or it is binary: the paths in objects and archives are debug info, which a
+    /// real run elsewhere would spell differently but which changes nothing the build uses).
+    Nothing,
+    /// UTF-8 text naming a root: its text with the roots templated.
+    Templated(String),
+    /// Text naming the target or package dir that cannot be templated (not UTF-8).
+    NotTemplatable,
+}
+
+fn text_naming_roots(file: &Path, roots: &Roots) -> Naming {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(8192);
+    let opened = std::fs::File::open(file).and_then(|f| f.take(8192).read_to_end(&mut head));
+    if opened.is_ok() && head.contains(&0) {
+        return Naming::Nothing;
+    }
+    let Ok(bytes) = std::fs::read(file) else {
+        // Unreadable now: assume the worst, which only costs relocated hits.
+        return Naming::NotTemplatable;
+    };
+    let names_root = roots
+        .iter()
+        .any(|r| memchr::memmem::find(&bytes, r.path.as_bytes()).is_some());
+    if !names_root {
+        return Naming::Nothing;
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Naming::Templated(roots.template(&text, Spelling::Plain).into_owned()),
+        Err(_) => Naming::NotTemplatable,
+    }
+}
+
+/// `a/b/../c` → `a/c`, without touching the filesystem.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The keyed variables the script gets, sorted; a value that is not UTF-8 is keyed by its
+/// bytes in hex (never dropped, never confused with a UTF-8 value).
+fn script_env(extra: &[String]) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let k = k.to_str()?.to_owned();
+            key::is_keyed(&k, extra).then(|| {
+                let v = match v.to_str() {
+                    Some(s) => s.to_owned(),
+                    None => format!("\u{1}hex:{}", hex(v.as_bytes())),
+                };
+                (k, v)
+            })
+        })
+        .collect();
+    vars.sort();
+    vars
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every file under `OUT_DIR` (name relative to it, path, mode); `None` when it holds
+/// anything but regular files and non-empty directories (symlinks, empty dirs, sockets: not
+/// restored faithfully, so not recorded).
+/// One file found in `OUT_DIR`: its name relative to it, its path and its mode.
+type OutFile = (String, PathBuf, u32);
+
+fn out_dir_files(out_dir: &Path) -> Result<Option<Vec<OutFile>>, Fault> {
+    let mut files = Vec::new();
+    let mut stack = vec![out_dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let mut empty = true;
+        for entry in
+            std::fs::read_dir(&dir).map_err(io_fault(format!("reading {}", dir.display())))?
+        {
+            empty = false;
+            let entry = entry.map_err(io_fault(format!("reading {}", dir.display())))?;
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path)
+                .map_err(io_fault(format!("reading {}", path.display())))?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.file_type().is_file() {
+                let Some(name) = path.strip_prefix(out_dir).ok().and_then(|r| r.to_str()) else {
+                    return Ok(None);
+                };
+                files.push((name.to_owned(), path.clone(), meta.permissions().mode()));
+            } else {
+                return Ok(None);
+            }
+        }
+        if empty && dir != out_dir {
+            return Ok(None);
+        }
+    }
+    files.sort();
+    Ok(Some(files))
+}
+
+fn load_entry(store: &Store, key: &str) -> Result<Option<Entry>, Fault> {
+    match store.load_entry(key) {
+        Err(crate::store::StoreError::Damaged { .. }) => {
+            eprintln!("kache: warning: stored build-script run {key} is damaged; dropping it");
+            store.remove_entry(key)?;
+            Ok(None)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn empty_dir(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(&path);
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_outside_out_dir_are_found_however_spelled() {
+        let t = Path::new("/t");
+        let out = Path::new("/t/debug/build/x-1/out");
+        let named = |s: &str| names_target_outside(s, Some(t), out);
+        assert!(!named(
+            "cargo:rustc-link-search=native=/t/debug/build/x-1/out/lib\n"
+        ));
+        assert!(!named(
+            "cargo:rustc-link-search=/usr/lib\ncargo:include=/src/x/include\n"
+        ));
+        assert!(named(
+            "cargo:rustc-link-search=native=/t/debug/build/x-1/out/../../shared\n"
+        ));
+        assert!(named("cargo:rustc-link-arg=-Wl,-rpath,/t/debug/lib\n"));
+        assert!(!named("not a cargo line /t/debug/lib\n"));
+    }
+}

@@ -1,0 +1,741 @@
+//! Build-script runs through kache (src/buildscript/): a run of a registry or git package's
+//! build script is stored and restored in a fresh target dir, relocated checkout or target
+//! dir included; every declared input, the C toolchain and the features make a different
+//! run; runs that cannot be restored faithfully are not stored; and the launcher runs the
+//! real script exactly as cargo would when kache is off, absent or crashing.
+//!
+//! The fixture is written by the test: a package `bsdep` whose build script compiles C with
+//! `$CC` into `OUT_DIR`, bakes its inputs into generated Rust and declares them; and an app
+//! printing what `bsdep` was built with. Each case compares the app's output with a build of
+//! the same sources and environment without kache, and checks the run's event.
+
+mod support;
+mod support_s3;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::*;
+
+const DEP_MANIFEST: &str = r#"[package]
+name = "bsdep"
+version = "0.1.0"
+edition = "2021"
+links = "bsdep"
+
+[features]
+extra = []
+undeclared = []
+"#;
+
+const DEP_BUILD: &str = r#"use std::{env, fs, path::PathBuf, process::Command};
+
+fn main() {
+    let undeclared = env::var_os("CARGO_FEATURE_UNDECLARED").is_some();
+    if !undeclared {
+        for f in ["build.rs", "data.txt", "csrc"] {
+            println!("cargo:rerun-if-changed={f}");
+        }
+        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE", "BSDEP_PATHFILE"] {
+            println!("cargo:rerun-if-env-changed={v}");
+        }
+    }
+    if env::var_os("BSDEP_FAIL").is_some() {
+        eprintln!("bsdep: failing on purpose");
+        println!("bsdep-stdout-before-failing");
+        std::process::exit(3);
+    }
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
+    let cflags = env::var("CFLAGS").unwrap_or_default();
+    let version = Command::new(&cc).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or("").to_string();
+    let lib_dir = if env::var_os("BSDEP_OUTSIDE").is_some() {
+        out.join("../../../bsdep-shared")
+    } else {
+        out.join("native")
+    };
+    fs::create_dir_all(&lib_dir).unwrap();
+    match env::var("BSDEP_PATHFILE").as_deref() {
+        Ok("latin1") => {
+            let mut text = b"caf\xe9 ".to_vec();
+            text.extend_from_slice(out.display().to_string().as_bytes());
+            fs::write(out.join("where.txt"), text).unwrap();
+        }
+        Ok(_) => fs::write(out.join("where.txt"), out.display().to_string()).unwrap(),
+        Err(_) => {}
+    }
+    let ok = Command::new(&cc)
+        .args(cflags.split_whitespace())
+        .args(["-c", "csrc/add.c", "-o"])
+        .arg(out.join("add.o"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cc failed");
+    let ok = Command::new("ar")
+        .arg("crs")
+        .arg(lib_dir.join("libbsadd.a"))
+        .arg(out.join("add.o"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ar failed");
+    let info = format!(
+        "mode={};odd={};data={};extra={};cc={};cflags={}",
+        env::var("BSDEP_MODE").map(|v| format!("set:{v}")).unwrap_or_else(|_| "unset".into()),
+        env::var("BSDEP:ODD").unwrap_or_default(),
+        fs::read_to_string("data.txt").unwrap().trim(),
+        env::var_os("CARGO_FEATURE_EXTRA").is_some(),
+        version,
+        cflags,
+    );
+    fs::write(out.join("gen.rs"), format!("pub const INFO: &str = {info:?};\n")).unwrap();
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    println!("cargo:rustc-link-lib=static=bsadd");
+    println!("cargo:include={}", out.display());
+    eprintln!("bsdep: build script stderr");
+}
+"#;
+
+const DEP_LIB: &str = r#"include!(concat!(env!("OUT_DIR"), "/gen.rs"));
+extern "C" {
+    fn bs_add(a: i32, b: i32) -> i32;
+}
+pub fn describe() -> String {
+    format!("{INFO};sum={}", unsafe { bs_add(2, 3) })
+}
+"#;
+
+const DEP_C: &str = "#ifndef ADD_EXTRA\n#define ADD_EXTRA 0\n#endif\nint bs_add(int a, int b) { return a + b + ADD_EXTRA; }\n";
+
+const APP_MAIN: &str = "fn main() { println!(\"{}\", bsdep::describe()); }\n";
+
+/// A sandbox with the `bsdep` package, an app depending on it, and a private `CARGO_HOME`.
+struct Fixture {
+    sandbox: Sandbox,
+    /// Variables set on every cargo run (kache or not).
+    env: Vec<(String, String)>,
+}
+
+/// How the app depends on `bsdep`.
+#[derive(Clone, Copy, PartialEq)]
+enum Dep {
+    /// A git dependency (`git = "file://…"`): its runs are cached by default.
+    Git,
+    /// A path dependency: cached only with `KACHE_BUILD_SCRIPTS=all`.
+    Path,
+}
+
+impl Fixture {
+    fn new(dep: Dep) -> Fixture {
+        let sandbox = Sandbox::new();
+        let root = sandbox.root().to_owned();
+        let dep_dir = root.join("bsdep");
+        write(&dep_dir.join("Cargo.toml"), DEP_MANIFEST);
+        write(&dep_dir.join("build.rs"), DEP_BUILD);
+        write(&dep_dir.join("src/lib.rs"), DEP_LIB);
+        write(&dep_dir.join("csrc/add.c"), DEP_C);
+        write(&dep_dir.join("data.txt"), "data-1\n");
+        let dependency = match dep {
+            Dep::Git => {
+                git(&dep_dir, &["init", "-q", "-b", "main"]);
+                git(&dep_dir, &["add", "."]);
+                git(&dep_dir, &["commit", "-q", "-m", "bsdep"]);
+                format!("{{ git = \"file://{}\" }}", dep_dir.display())
+            }
+            Dep::Path => "{ path = \"../bsdep\" }".to_owned(),
+        };
+        let fixture = Fixture {
+            sandbox,
+            env: vec![(
+                "CARGO_HOME".to_owned(),
+                root.join("cargo-home").display().to_string(),
+            )],
+        };
+        fixture.write_app("app", &dependency);
+        fixture
+    }
+
+    fn root(&self) -> &Path {
+        self.sandbox.root()
+    }
+
+    fn write_app(&self, at: &str, dependency: &str) {
+        let app = self.root().join(at);
+        write(
+            &app.join("Cargo.toml"),
+            &format!(
+                "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+                 [features]\nextra = [\"bsdep/extra\"]\nundeclared = [\"bsdep/undeclared\"]\n\n\
+                 [dependencies]\nbsdep = {dependency}\n"
+            ),
+        );
+        write(&app.join("src/main.rs"), APP_MAIN);
+    }
+
+    /// `cargo build` of the app at `app` into `target`, through kache or not.
+    fn cargo(&self, app: &str, target: &str, kache: bool, extra_env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(cargo_program());
+        cmd.args(["build", "--target-dir"])
+            .arg(self.root().join(target))
+            .current_dir(self.root().join(app));
+        for (key, _) in std::env::vars_os() {
+            if let Some(key) = key.to_str()
+                && (is_scrubbed(key) || key.starts_with("BSDEP") || key == "CC" || key == "CFLAGS")
+            {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("CARGO_INCREMENTAL", "0")
+            .env("CARGO_TERM_COLOR", "never");
+        if kache {
+            cmd.env("RUSTC_WRAPPER", kache_bin())
+                .env("KACHE_DIR", self.sandbox.cache_dir())
+                .env("KACHE_CONFIG", self.root().join("no-config.toml"));
+        } else {
+            cmd.env("RUSTC_WRAPPER", "");
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
+            // `("--", arg)` is a cargo argument rather than a variable.
+            if *k == "--" {
+                cmd.arg(v);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        cmd
+    }
+
+    /// Builds and runs the app; returns what it printed. Panics if the build fails.
+    fn build_run(&self, app: &str, target: &str, kache: bool, env: &[(&str, &str)]) -> String {
+        let out = self
+            .cargo(app, target, kache, env)
+            .output()
+            .expect("spawn cargo");
+        assert!(
+            out.status.success(),
+            "cargo build (kache: {kache}, env {env:?}) in {app} → {target} failed\n{}\n--- events\n{}",
+            stderr_of(&out),
+            describe(&self.sandbox.events())
+        );
+        self.run_app(target)
+    }
+
+    fn run_app(&self, target: &str) -> String {
+        let bin = self.root().join(target).join("debug/app");
+        let out = Command::new(&bin).output().expect("run the app");
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            bin.display(),
+            stderr_of(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Builds through kache into a fresh target dir and without kache into a reference target
+    /// dir with the same env; asserts the outputs are equal and returns the build-script run
+    /// events of the kache build.
+    fn case(&self, target: &str, env: &[(&str, &str)]) -> (String, Vec<Value>) {
+        let cursor = self.sandbox.cursor();
+        let got = self.build_run("app", target, true, env);
+        let runs = runs(&cursor.since());
+        let reference = self.build_run("app", &format!("{target}-ref"), false, env);
+        assert_eq!(
+            got, reference,
+            "kache build of {target} differs from the reference"
+        );
+        (got, runs)
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+    fs::write(path, text).expect("write");
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("run git")
+        .success();
+    assert!(ok, "git {args:?} failed");
+}
+
+/// The build-script run events among `events`.
+fn runs(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["crate_types"][0] == "build-script-run")
+        .cloned()
+        .collect()
+}
+
+/// The single run event's result; panics unless there is exactly one.
+fn one_run(runs: &[Value]) -> String {
+    assert_eq!(
+        runs.len(),
+        1,
+        "expected one build-script run: {}",
+        describe(runs)
+    );
+    result(&runs[0]).to_owned()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("read dir").flatten() {
+            if e.file_type().expect("type").is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// The `OUT_DIR` of bsdep's run under `target`.
+fn bsdep_out_dir(target: &Path) -> PathBuf {
+    fs::read_dir(target.join("debug/build"))
+        .expect("build dir")
+        .flatten()
+        .map(|e| e.path().join("out"))
+        .find(|p| p.join("gen.rs").is_file())
+        .expect("bsdep's OUT_DIR")
+}
+
+#[test]
+fn git_dependency_run_is_restored_in_fresh_and_relocated_target_dirs() {
+    let f = Fixture::new(Dep::Git);
+    let (first, runs) = f.case("t1", &[]);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(runs[0]["cache_key"].is_string(), "the run is stored");
+    assert!(
+        first.contains("mode=unset") && first.ends_with("sum=5"),
+        "{first}"
+    );
+
+    // A second build in the same target dir does nothing: cargo sees every unit fresh.
+    let cursor = f.sandbox.cursor();
+    let out = f.cargo("app", "t1", true, &[]).output().expect("cargo");
+    assert!(out.status.success());
+    assert!(
+        !stderr_of(&out).contains("Compiling"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(cursor.since().is_empty(), "{}", describe(&cursor.since()));
+
+    // A fresh target dir: the run is restored, the binary links the restored C library.
+    let (again, runs) = f.case("t2", &[]);
+    assert_eq!(one_run(&runs), "local_hit");
+    assert_eq!(runs[0]["compiler_runs"], 0);
+    assert_eq!(again, first);
+    let out_dir = bsdep_out_dir(&f.root().join("t2"));
+    for file in files_under(&out_dir) {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(&file).expect("meta").nlink(),
+            1,
+            "{} is linked",
+            file.display()
+        );
+    }
+    // …and cargo sees the restored run as fresh too.
+    let cursor = f.sandbox.cursor();
+    let out = f.cargo("app", "t2", true, &[]).output().expect("cargo");
+    assert!(out.status.success());
+    assert!(
+        !stderr_of(&out).contains("Compiling"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(cursor.since().is_empty(), "{}", describe(&cursor.since()));
+
+    // Another checkout of the app at another depth, its target dir elsewhere: link-search
+    // paths are rewritten for the new OUT_DIR, so the binary links and runs.
+    f.write_app(
+        "elsewhere/deeper/app",
+        &format!(
+            "{{ git = \"file://{}\" }}",
+            f.root().join("bsdep").display()
+        ),
+    );
+    fs::copy(
+        f.root().join("app/Cargo.lock"),
+        f.root().join("elsewhere/deeper/app/Cargo.lock"),
+    )
+    .expect("copy the lockfile");
+    let cursor = f.sandbox.cursor();
+    let moved = f.build_run("elsewhere/deeper/app", "other/t3", true, &[]);
+    assert_eq!(one_run(&runs_of(&cursor)), "local_hit");
+    assert_eq!(moved, first);
+}
+
+fn runs_of(cursor: &EventCursor) -> Vec<Value> {
+    runs(&cursor.since())
+}
+
+/// Writes the `CC` stand-in: a script that reports `version` and compiles with `cc`.
+fn write_cc(f: &Fixture, version: &str) -> String {
+    let path = f.root().join("tools/mycc");
+    write(
+        &path,
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo {version}; exit 0; fi\nexec cc \"$@\"\n"
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    path.display().to_string()
+}
+
+#[test]
+fn git_dependency_change_matrix() {
+    let f = Fixture::new(Dep::Git);
+    let (base, runs) = f.case("base", &[]);
+    assert_eq!(one_run(&runs), "miss");
+    // Another `PATH` string reaching the same tools: the same run (tools are keyed by
+    // content, so two machines with the same toolchain share runs).
+    let empty_bin = f.root().join("empty-bin");
+    fs::create_dir_all(&empty_bin).expect("mkdir");
+    let path = format!(
+        "{}:{}",
+        empty_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (got, runs) = f.case("path-string", &[("PATH", path.as_str())]);
+    assert_eq!(one_run(&runs), "local_hit", "{}", describe(&runs));
+    assert_eq!(got, base);
+    let cc = write_cc(&f, "mycc-1");
+    // (name, env and arguments, text the output must contain)
+    let cases: &[(&str, Env, &str)] = &[
+        ("env-set", &[("BSDEP_MODE", "a")], "mode=set:a"),
+        ("env-empty", &[("BSDEP_MODE", "")], "mode=set:;"),
+        ("odd-name", &[("BSDEP:ODD", "x")], "odd=x"),
+        ("feature", &[("--", "--features=extra")], "extra=true"),
+        ("cc", &[("CC", cc.as_str())], "cc=mycc-1"),
+        ("cflags", &[("CFLAGS", "-DADD_EXTRA=1")], "sum=6"),
+    ];
+    for (name, env, wanted) in cases {
+        let (got, runs) = f.case(name, env);
+        assert_eq!(one_run(&runs), "miss", "{name}: no stored run may stand in");
+        assert!(got.contains(wanted), "{name}: {got}");
+        assert_ne!(got, base, "{name}");
+    }
+    // The compiler changed behind the same `CC`: identified by content, so a new run.
+    write_cc(&f, "mycc-2");
+    let (got, runs) = f.case("cc-upgraded", &[("CC", cc.as_str())]);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(got.contains("cc=mycc-2"), "{got}");
+    // Unset again (and every other input back at base): the first run is restored.
+    let (got, runs) = f.case("back", &[]);
+    assert_eq!(one_run(&runs), "local_hit");
+    assert_eq!(got, base);
+}
+
+/// Variables (and `("--", arg)` cargo arguments) for one build.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
+/// A path dependency with `KACHE_BUILD_SCRIPTS=all`.
+const ALL: (&str, &str) = ("KACHE_BUILD_SCRIPTS", "all");
+
+#[test]
+fn path_packages_are_cached_only_when_asked() {
+    let f = Fixture::new(Dep::Path);
+    let cursor = f.sandbox.cursor();
+    f.build_run("app", "default", true, &[]);
+    assert!(
+        runs_of(&cursor).is_empty(),
+        "a path package's script runs as today"
+    );
+    assert!(
+        !f.root()
+            .join("default/debug/build")
+            .read_dir()
+            .expect("dir")
+            .flatten()
+            .any(|e| e
+                .path()
+                .join(kache::buildscript::launcher::REAL_NAME)
+                .exists()),
+        "no launcher for a path package by default"
+    );
+
+    let (base, runs) = f.case("base", &[ALL]);
+    assert_eq!(one_run(&runs), "miss");
+    // A declared file: its content makes a new run, its mtime alone does not.
+    write(&f.root().join("bsdep/data.txt"), "data-2\n");
+    let (changed, runs) = f.case("data", &[ALL]);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(changed.contains("data=data-2"), "{changed}");
+    // `kache explain` names the declared file that changed.
+    let explained = kache_command(f.sandbox.cache_dir(), &["explain", "bsdep:build-script"]);
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(explained.status.success(), "{}", stderr_of(&explained));
+    assert!(text.contains("data.txt"), "{text}");
+    write(&f.root().join("bsdep/data.txt"), "data-2\n");
+    let (same, runs) = f.case("data-mtime", &[ALL]);
+    assert_eq!(one_run(&runs), "local_hit");
+    assert_eq!(same, changed);
+    // build.rs edited.
+    let build = f.root().join("bsdep/build.rs");
+    let text = fs::read_to_string(&build).expect("read");
+    write(&build, &text.replace("\"mode={};", "\"MODE={};"));
+    let (edited, runs) = f.case("build-rs", &[ALL]);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(edited.contains("MODE=unset"), "{edited}");
+    // A script that declares nothing, then a file of its package changes.
+    let undeclared: &[(&str, &str)] = &[ALL, ("--", "--features=undeclared")];
+    let (_, runs) = f.case("undeclared", undeclared);
+    assert_eq!(one_run(&runs), "miss");
+    write(
+        &f.root().join("bsdep/csrc/add.c"),
+        &DEP_C.replace("a + b", "a + b + 10"),
+    );
+    let (got, runs) = f.case("undeclared-file", undeclared);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(got.ends_with("sum=15"), "{got}");
+    let _ = base;
+}
+
+#[test]
+fn runs_that_cannot_be_restored_are_not_stored() {
+    let f = Fixture::new(Dep::Path);
+    // A failing script: same exit status and output as without kache, nothing stored.
+    for _ in 0..2 {
+        let cursor = f.sandbox.cursor();
+        let env: &[(&str, &str)] = &[ALL, ("BSDEP_FAIL", "1")];
+        let got = f.cargo("app", "fail", true, env).output().expect("cargo");
+        let reference = f
+            .cargo("app", "fail-ref", false, env)
+            .output()
+            .expect("cargo");
+        assert!(!got.status.success() && !reference.status.success());
+        for out in [&got, &reference] {
+            let err = stderr_of(out);
+            assert!(err.contains("exit status: 3"), "{err}");
+            assert!(err.contains("failing on purpose"), "{err}");
+            assert!(err.contains("bsdep-stdout-before-failing"), "{err}");
+        }
+        let runs = runs_of(&cursor);
+        assert_eq!(one_run(&runs), "miss");
+        assert_eq!(runs[0]["exit_code"], 3);
+        assert!(runs[0]["cache_key"].is_null());
+        fs::remove_dir_all(f.root().join("fail")).expect("rm");
+        fs::remove_dir_all(f.root().join("fail-ref")).expect("rm");
+    }
+    // A script that writes a library outside OUT_DIR and names it: runs, is not stored.
+    for target in ["outside-1", "outside-2"] {
+        let (got, runs) = f.case(target, &[ALL, ("BSDEP_OUTSIDE", "1")]);
+        assert_eq!(one_run(&runs), "miss");
+        assert!(runs[0]["cache_key"].is_null(), "{}", describe(&runs));
+        assert_eq!(
+            runs[0]["passthrough_reason"],
+            "names_target_dir_outside_out_dir"
+        );
+        assert!(got.ends_with("sum=5"));
+    }
+    // A text file in OUT_DIR that names OUT_DIR: restored elsewhere with the new path.
+    let env: Env = &[ALL, ("BSDEP_PATHFILE", "1")];
+    let (_, runs) = f.case("pf-1", env);
+    assert_eq!(one_run(&runs), "miss");
+    let (_, runs) = f.case("pf-2", env);
+    assert_eq!(one_run(&runs), "local_hit");
+    let out_dir = bsdep_out_dir(&f.root().join("pf-2"));
+    let written = fs::read_to_string(out_dir.join("where.txt")).expect("where.txt");
+    assert_eq!(
+        Path::new(&written),
+        out_dir,
+        "the path is this target dir's"
+    );
+    // …unless it is not UTF-8 text: then it is restored only at the same place.
+    let env: Env = &[ALL, ("BSDEP_PATHFILE", "latin1")];
+    let (_, runs) = f.case("pl-1", env);
+    assert_eq!(one_run(&runs), "miss");
+    let (_, runs) = f.case("pl-2", env);
+    assert_eq!(
+        one_run(&runs),
+        "miss",
+        "another target dir must not get pl-1's where.txt"
+    );
+    fs::remove_dir_all(f.root().join("pl-1")).expect("rm");
+    let (_, runs) = f.case("pl-1", env);
+    assert_eq!(one_run(&runs), "local_hit", "the same place again");
+    let out_dir = bsdep_out_dir(&f.root().join("pl-1"));
+    let written = fs::read(out_dir.join("where.txt")).expect("where.txt");
+    assert!(written.ends_with(out_dir.as_os_str().as_encoded_bytes()));
+    // OUT_DIR not empty when the script starts (cargo reruns it over its old output).
+    f.build_run("app", "reuse", true, &[ALL]);
+    write(&f.root().join("bsdep/data.txt"), "data-3\n");
+    let cursor = f.sandbox.cursor();
+    let got = f.build_run("app", "reuse", true, &[ALL]);
+    assert!(got.contains("data=data-3"), "{got}");
+    let runs = runs_of(&cursor);
+    assert_eq!(one_run(&runs), "passthrough");
+    assert_eq!(runs[0]["passthrough_reason"], "out_dir_not_empty");
+}
+
+#[test]
+fn launcher_runs_the_real_script_without_kache() {
+    let f = Fixture::new(Dep::Path);
+    f.build_run("app", "t", true, &[ALL]);
+    let real = files_under(&f.root().join("t/debug/build"))
+        .into_iter()
+        .find(|p| p.ends_with(kache::buildscript::launcher::REAL_NAME));
+    assert!(real.is_some(), "the launcher is installed");
+    let expect = |env: &[(&str, &str)], target: &str| {
+        f.build_run("app", &format!("{target}-ref"), false, env)
+    };
+    // Plain cargo over the target dir (kache gone); a variable with `:` in its name.
+    // (kache links some outputs read-only from its store, which plain rustc refuses to
+    // overwrite: a limitation of the rustc path, not of the launcher, so made writable here.)
+    for file in files_under(&f.root().join("t/debug/deps")) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(&file, fs::Permissions::from_mode(0o644));
+    }
+    let env: &[(&str, &str)] = &[("BSDEP:ODD", "plain")];
+    let cursor = f.sandbox.cursor();
+    let got = f.build_run("app", "t", false, env);
+    assert_eq!(got, expect(env, "plain"));
+    assert!(got.contains("odd=plain"), "{got}");
+    assert!(runs_of(&cursor).is_empty());
+    // kache disabled.
+    let env: &[(&str, &str)] = &[ALL, ("KACHE_DISABLE", "1"), ("BSDEP:ODD", "disabled")];
+    let got = f.build_run("app", "t", true, env);
+    assert!(got.contains("odd=disabled"), "{got}");
+    assert!(runs_of(&cursor).is_empty());
+    // kache crashing before it runs the script, and while restoring a stored run.
+    let env: &[(&str, &str)] = &[
+        ALL,
+        ("BSDEP:ODD", "crash"),
+        ("KACHE_TEST_CRASH_AT", "build_script_before_run"),
+    ];
+    let out = f.cargo("app", "crash", true, env).output().expect("cargo");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // cargo keeps a script's stderr in the run's `stderr` file.
+    let warned = files_under(&f.root().join("crash/debug/build"))
+        .into_iter()
+        .filter(|p| p.ends_with("stderr"))
+        .any(|p| {
+            fs::read_to_string(p).is_ok_and(|t| t.contains("running the build script directly"))
+        });
+    assert!(warned, "the launcher says it ran the script itself");
+    assert!(f.run_app("crash").contains("odd=crash"));
+    let env: &[(&str, &str)] = &[ALL, ("KACHE_TEST_CRASH_AT", "build_script_restored")];
+    let cursor = f.sandbox.cursor();
+    let out = f.cargo("app", "fresh", true, env).output().expect("cargo");
+    assert!(
+        runs_of(&cursor).is_empty(),
+        "kache died before logging the hit"
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(f.run_app("fresh"), expect(&[], "fresh"));
+}
+
+#[test]
+fn a_git_dependency_run_is_shared_through_the_remote() {
+    let server = support_s3::MotoServer::start("kache-bs");
+    let remote = [
+        ("KACHE_REMOTE", format!("s3://{}/shared", server.bucket)),
+        ("KACHE_S3_ENDPOINT", server.endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ];
+    let f = Fixture::new(Dep::Git);
+    let env: Vec<(&str, &str)> = remote.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cursor = f.sandbox.cursor();
+    let expected = f.build_run("app", "a", true, &env);
+    assert_eq!(one_run(&runs_of(&cursor)), "miss");
+    let mut push = Command::new(kache_bin_under_test());
+    push.args(["sync", "--push"])
+        .env("KACHE_DIR", f.sandbox.cache_dir())
+        .env("KACHE_CONFIG", f.root().join("no-config.toml"));
+    for (k, v) in &env {
+        push.env(k, v);
+    }
+    assert!(push.status().expect("kache sync --push").success());
+
+    // Machine B: its own cache dir, CARGO_HOME (its own clone) and checkout path.
+    let b_cache = f.root().join("machine-b/cache");
+    let b_home = f.root().join("machine-b/cargo-home");
+    fs::create_dir_all(&b_cache).expect("mkdir");
+    f.write_app(
+        "machine-b/src/app",
+        &format!(
+            "{{ git = \"file://{}\" }}",
+            f.root().join("bsdep").display()
+        ),
+    );
+    fs::copy(
+        f.root().join("app/Cargo.lock"),
+        f.root().join("machine-b/src/app/Cargo.lock"),
+    )
+    .expect("copy the lockfile");
+    let (b_cache_s, b_home_s) = (b_cache.display().to_string(), b_home.display().to_string());
+    let mut b_env = env.clone();
+    b_env.push(("KACHE_DIR", &b_cache_s));
+    b_env.push(("CARGO_HOME", &b_home_s));
+    let got = f.build_run("machine-b/src/app", "machine-b/target", true, &b_env);
+    assert_eq!(got, expected);
+    let b_runs = runs(&events(&b_cache));
+    assert_eq!(
+        one_run(&b_runs),
+        "remote_hit",
+        "{}",
+        describe(&events(&b_cache))
+    );
+    assert_eq!(b_runs[0]["compiler_runs"], 0);
+}
+
+#[test]
+fn a_damaged_stored_run_is_dropped_and_the_script_runs() {
+    let f = Fixture::new(Dep::Path);
+    let (expected, runs) = f.case("t1", &[ALL]);
+    assert_eq!(one_run(&runs), "miss");
+    // Damage every blob of the store (the run's OUT_DIR files among them).
+    for blob in files_under(&f.sandbox.cache_dir().join("blobs")) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let mut bytes = fs::read(&blob).expect("read");
+        bytes[0] ^= 0xff;
+        fs::write(&blob, bytes).expect("write");
+    }
+    let cursor = f.sandbox.cursor();
+    assert_eq!(f.build_run("app", "t2", true, &[ALL]), expected);
+    let runs = runs_of(&cursor);
+    assert_eq!(one_run(&runs), "error", "{}", describe(&runs));
+    assert!(
+        runs[0]["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("damaged"))
+    );
+    // Dropped, so the next fresh target dir runs and stores it again, and the one after hits.
+    let (got, runs) = f.case("t3", &[ALL]);
+    assert_eq!(
+        (one_run(&runs), got.as_str()),
+        ("miss".to_owned(), expected.as_str())
+    );
+    let (got, runs) = f.case("t4", &[ALL]);
+    assert_eq!((one_run(&runs), got), ("local_hit".to_owned(), expected));
+}
