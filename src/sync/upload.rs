@@ -48,7 +48,8 @@ pub fn enqueue(cache_dir: &Path, entry: &str, invocation_key: &str) -> Result<()
 fn write_item(cache_dir: &Path, item: &QueueItem) -> Result<(), SyncError> {
     let path = queue_dir(cache_dir).join(&item.entry);
     let json = serde_json::to_vec(item).unwrap_or_default();
-    fsutil::write_atomic(&path, &json).map_err(|source| SyncError::Queue { path, source })
+    fsutil::write_atomic(cache_dir, &path, &json)
+        .map_err(|source| SyncError::Queue { path, source })
 }
 
 /// How many entries wait for upload.
@@ -90,12 +91,15 @@ pub fn spawn_worker() {
 
 /// The worker lock; `None` when another worker holds it and `wait` is false.
 pub fn lock(cache_dir: &Path, wait: bool) -> Option<fs::File> {
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(cache_dir.join("upload.lock"))
-        .ok()?;
+    let f = fsutil::open_below(
+        cache_dir,
+        &cache_dir.join("upload.lock"),
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )
+    .ok()?;
     let how = if wait {
         libc::LOCK_EX
     } else {
@@ -131,7 +135,8 @@ pub fn drain(
                 .map(|f| f.path())
                 .filter(|p| !is_temp(p))
                 .filter_map(|p| {
-                    let item = serde_json::from_slice(&fs::read(&p).ok()?).ok()?;
+                    let bytes = fsutil::read_below(store.dir(), &p).ok()?;
+                    let item = serde_json::from_slice(&bytes).ok()?;
                     Some((p, item))
                 })
                 .collect()
@@ -261,20 +266,21 @@ fn record_upload(cache_dir: &Path, entry: &str, bytes: u64) {
         "{{\"ts\":{},\"entry\":\"{entry}\",\"bytes\":{bytes}}}\n",
         now_ms()
     );
-    if let Ok(mut f) = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(cache_dir.join("uploads.jsonl"))
-    {
+    if let Ok(mut f) = fsutil::open_below(
+        cache_dir,
+        &cache_dir.join("uploads.jsonl"),
+        fs::OpenOptions::new().create(true).append(true),
+    ) {
         let _ = f.write_all(line.as_bytes());
     }
 }
 
 /// Total bytes uploaded, from `<cache>/uploads.jsonl`.
 pub fn uploaded_bytes(cache_dir: &Path) -> u64 {
-    fs::read_to_string(cache_dir.join("uploads.jsonl"))
-        .map(|text| {
-            text.lines()
+    fsutil::read_below(cache_dir, &cache_dir.join("uploads.jsonl"))
+        .map(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .filter_map(|v| v.get("bytes").and_then(|b| b.as_u64()))
                 .sum()
