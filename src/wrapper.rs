@@ -547,7 +547,17 @@ impl Wrapper {
             key_fields,
         };
         crate::testhook::crash_point("before_commit", crate_name);
-        store.commit_entry(&entry, &manifest, stat)?;
+        let mut committed = store.commit_entry(&entry, &manifest, stat);
+        if let Err(StoreError::BlobVanished(blob)) = &committed {
+            // A gc deleted a blob this store found already in place; place the outputs
+            // again (copies this time) and commit once more.
+            tracing::debug!("blob {blob} vanished before the commit; storing again");
+            for (_, path, _) in &produced {
+                store.ingest_blob(path, false)?;
+            }
+            committed = store.commit_entry(&entry, &manifest, stat);
+        }
+        committed?;
         crate::testhook::crash_point("after_commit", crate_name);
         // Past the size limit, a detached `kache gc --auto` makes room; the build never waits.
         crate::store::maintenance::maybe_start_background_gc(store, self.config.max_size);

@@ -42,6 +42,10 @@ pub enum StoreError {
     NotADirectory(PathBuf),
     #[error("stored entry {key} is damaged: {detail}")]
     Damaged { key: String, detail: String },
+    /// A blob the entry names vanished (deleted by maintenance) before the entry committed;
+    /// placing the blob again and committing again succeeds.
+    #[error("blob {0} was removed while the entry was being stored")]
+    BlobVanished(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -197,6 +201,16 @@ impl Store {
             params![entry.key, entry.crate_name, entry.size() as i64, entry.compile_ms, now, body],
         )?;
         if inserted == 1 {
+            // Blob files are deleted only inside a write transaction, after a check that the
+            // index does not name them (see `delete_unindexed_blobs`), so a blob present now
+            // stays until this entry is gone. One reused from an earlier store may have been
+            // deleted since it was looked at: then the caller places it again.
+            for o in &entry.outputs {
+                let path = self.blob_path(&o.blob);
+                if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == o.size) {
+                    return Err(StoreError::BlobVanished(o.blob.clone()));
+                }
+            }
             for o in &entry.outputs {
                 tx.execute(
                     "INSERT OR REPLACE INTO outputs(entry, name, blob, size) VALUES (?1, ?2, ?3, ?4)",
@@ -275,13 +289,40 @@ impl Store {
     /// entry references any more (after the transaction, so the index never names a missing
     /// blob); returns their hashes.
     pub fn remove_entry(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        // Shared: it keeps `verify` (exclusive) from counting a blob deleted under its feet.
+        let _maintenance = self.lock_shared();
         let tx = write_tx(&self.conn)?;
         let freed = remove_entry_in(&tx, key)?;
         tx.commit()?;
-        for blob in &freed {
-            let _ = fs::remove_file(self.blob_path(blob));
-        }
+        let paths = freed.iter().map(|b| (b.clone(), self.blob_path(b)));
+        self.delete_unindexed_blobs(paths.collect())?;
         Ok(freed)
+    }
+
+    /// Deletes those of `blobs` (hash, file) that the index does not name, checking each
+    /// inside a write transaction. With [`Store::commit_entry`] checking its blobs inside its
+    /// own, this is what keeps the index from ever naming a missing blob: a store that reused
+    /// a file deleted here either committed first (then the file is named, and kept) or finds
+    /// it gone. Works in batches so builds wait for at most one batch. Returns how many files
+    /// it deleted.
+    pub fn delete_unindexed_blobs(
+        &self,
+        blobs: Vec<(String, PathBuf)>,
+    ) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        for batch in blobs.chunks(256) {
+            let tx = write_tx(&self.conn)?;
+            {
+                let mut named = tx.prepare_cached("SELECT 1 FROM blobs WHERE hash = ?1")?;
+                for (hash, path) in batch {
+                    if !named.exists([hash])? && fs::remove_file(path).is_ok() {
+                        deleted += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+        }
+        Ok(deleted)
     }
 }
 
