@@ -66,6 +66,12 @@ pub fn run(wrapper_args: Vec<OsString>) -> i32 {
     if config.disabled {
         return plain(&inv);
     }
+    // A cache dir someone else could have written is not used at all, the event log
+    // included: its index, blobs or toolchain memo could be theirs.
+    if let Err(e) = crate::store::trust_cache_dir(&config.dir, true) {
+        eprintln!("kache: warning: {e}; compiling without the cache");
+        return plain(&inv);
+    }
     init_logging(config.log_filter.as_deref());
     let mut w = Wrapper {
         event: BuildEvent {
@@ -81,10 +87,7 @@ pub fn run(wrapper_args: Vec<OsString>) -> i32 {
     let code = w.run();
     w.event.elapsed_ms = ms(started.elapsed());
     w.event.exit_code = code;
-    // Not through a cache dir that is someone else's symlink (the store refuses it too).
-    if fsutil::is_foreign_symlink(&w.config.dir) {
-        tracing::debug!("not logging: the cache dir is a symlink owned by another user");
-    } else if let Err(e) = events::append(&w.config.dir, &w.event) {
+    if let Err(e) = events::append(&w.config.dir, &w.event) {
         tracing::debug!("cannot append to the event log: {e}");
     }
     code
