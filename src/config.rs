@@ -166,13 +166,50 @@ pub fn config_file_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf>
     Some(base.join("kache").join("config.toml"))
 }
 
+/// `$XDG_CACHE_HOME/kache`, else `$HOME/.cache/kache`, else `<home>/.cache/kache` with the
+/// home dir from the password database. Never a shared temporary dir (anyone could have made
+/// it first). Empty when no home is known at all: the store refuses an empty dir, so kache
+/// is then disabled for the run with one warning.
 fn default_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     env("XDG_CACHE_HOME")
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
-        .or_else(|| env("HOME").map(|h| Path::new(&h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("kache")
+        .or_else(|| {
+            env("HOME")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .or_else(passwd_home)
+                .map(|h| h.join(".cache"))
+        })
+        .map(|base| base.join("kache"))
+        .unwrap_or_default()
+}
+
+/// The effective user's home dir from the password database (`getpwuid_r`).
+fn passwd_home() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: an all-zero `passwd` is a valid value (null pointers, zero ids).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives every use of `pwd`'s
+    // pointers, which point into it.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pwd.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: `pw_dir` is a NUL-terminated string inside `buf`, still alive here.
+    let dir = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
+    let dir = std::ffi::OsStr::from_bytes(dir.to_bytes());
+    (!dir.is_empty()).then(|| PathBuf::from(dir))
 }
 
 /// Parses `10G`, `512M`, `1.5GiB`, `4096` (bytes). Units are powers of 1024.
@@ -277,6 +314,24 @@ mod tests {
         assert_eq!(c.max_size, 2 << 30);
         assert_eq!(c.key_env_vars, vec!["B", "C"]);
         assert_eq!(c.incremental, IncrementalMode::Strip);
+    }
+
+    #[test]
+    fn the_default_dir_is_never_a_temporary_one() {
+        let c = Config::load(&env_of(&[("HOME", "/h")])).expect("load");
+        assert_eq!(c.dir, PathBuf::from("/h/.cache/kache"));
+        // Neither XDG_CACHE_HOME nor HOME: the password database's home, not $TMPDIR.
+        let c = Config::load(&env_of(&[("TMPDIR", "/shared-tmp")])).expect("load");
+        assert!(
+            !c.dir.starts_with("/shared-tmp") && !c.dir.starts_with(std::env::temp_dir()),
+            "{}",
+            c.dir.display()
+        );
+        assert!(
+            c.dir.as_os_str().is_empty() || c.dir.ends_with(".cache/kache"),
+            "{}",
+            c.dir.display()
+        );
     }
 
     #[test]

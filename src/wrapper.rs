@@ -66,6 +66,12 @@ pub fn run(wrapper_args: Vec<OsString>) -> i32 {
     if config.disabled {
         return plain(&inv);
     }
+    // A cache dir someone else could have written is not used at all, the event log
+    // included: its index, blobs or toolchain memo could be theirs.
+    if let Err(e) = crate::store::trust_cache_dir(&config.dir, true) {
+        eprintln!("kache: warning: {e}; compiling without the cache");
+        return plain(&inv);
+    }
     init_logging(config.log_filter.as_deref());
     let mut w = Wrapper {
         event: BuildEvent {
@@ -81,10 +87,7 @@ pub fn run(wrapper_args: Vec<OsString>) -> i32 {
     let code = w.run();
     w.event.elapsed_ms = ms(started.elapsed());
     w.event.exit_code = code;
-    // Not through a cache dir that is someone else's symlink (the store refuses it too).
-    if fsutil::is_foreign_symlink(&w.config.dir) {
-        tracing::debug!("not logging: the cache dir is a symlink owned by another user");
-    } else if let Err(e) = events::append(&w.config.dir, &w.event) {
+    if let Err(e) = events::append(&w.config.dir, &w.event) {
         tracing::debug!("cannot append to the event log: {e}");
     }
     code
@@ -550,7 +553,17 @@ impl Wrapper {
             key_fields,
         };
         crate::testhook::crash_point("before_commit", crate_name);
-        store.commit_entry(&entry, &manifest, stat)?;
+        let mut committed = store.commit_entry(&entry, &manifest, stat);
+        if let Err(StoreError::BlobVanished(blob)) = &committed {
+            // A gc deleted a blob this store found already in place; place the outputs
+            // again (copies this time) and commit once more.
+            tracing::debug!("blob {blob} vanished before the commit; storing again");
+            for (_, path, _) in &produced {
+                store.ingest_blob(path, false)?;
+            }
+            committed = store.commit_entry(&entry, &manifest, stat);
+        }
+        committed?;
         crate::testhook::crash_point("after_commit", crate_name);
         // Past the size limit, a detached `kache gc --auto` makes room; the build never waits.
         crate::store::maintenance::maybe_start_background_gc(store, self.config.max_size);

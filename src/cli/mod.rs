@@ -156,6 +156,15 @@ fn with_config(
         );
         return Ok(ExitCode::from(2));
     }
+    // A dir that does not exist yet is made (and checked) by the store when a command needs
+    // it; one that exists must be trustworthy even for commands that only read it.
+    let exists = std::fs::symlink_metadata(&config.dir).is_ok();
+    if (exists || config.dir.as_os_str().is_empty())
+        && let Err(e) = crate::store::trust_cache_dir(&config.dir, false)
+    {
+        eprintln!("kache: error: {e}");
+        return Ok(ExitCode::from(2));
+    }
     command(&config)
 }
 

@@ -210,7 +210,8 @@ fn parse_misses(text: &str) -> Option<Vec<(u64, String)>> {
 }
 
 fn read_small(path: &Path) -> Option<String> {
-    let meta = fs::metadata(path).ok()?;
+    // Not through a symlink planted in the cache dir (`is_file` is false for a link).
+    let meta = fs::symlink_metadata(path).ok()?;
     if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
         return None;
     }
@@ -221,6 +222,7 @@ fn read_small(path: &Path) -> Option<String> {
 /// new content, never a mix. The name is unique per process and call so writers never share
 /// a temporary file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
@@ -237,7 +239,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         COUNTER.fetch_add(1, Ordering::Relaxed),
         nanos
     ));
-    let result = fs::File::create(&tmp)
+    // A fresh file, never one reached through a symlink.
+    let result = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
         .and_then(|mut f| f.write_all(bytes))
         .and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {

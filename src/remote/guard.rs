@@ -99,7 +99,15 @@ impl<S: RemoteStore> RemoteStore for Guarded<S> {
         if self.breaker.is_open() {
             return Err(RemoteError::BreakerOpen);
         }
-        self.observe(self.inner.list(prefix))
+        // An empty listing is a miss like any other: remembered for the miss cache's time.
+        if self.misses.contains(prefix) {
+            return Ok(Vec::new());
+        }
+        let result = self.observe(self.inner.list(prefix));
+        if result.as_ref().is_ok_and(|names| names.is_empty()) {
+            self.misses.insert(prefix);
+        }
+        result
     }
 }
 

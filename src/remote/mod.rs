@@ -13,8 +13,10 @@
 //! Object layout (see `docs/remote.md`), relative to `s3://<bucket>/<prefix>/`:
 //!
 //! ```text
-//! v1/entries/<first 2 hex of key>/<key>.tar.zst     one bundle per cache entry
-//! v1/manifests/<first 2 hex of key>/<key>.json      one manifest per invocation key
+//! v1/entries/<first 2 hex of key>/<key>.tar.zst                   one bundle per cache entry
+//! v1/candidates/<first 2 hex of inv key>/<inv key>/<entry key>.json
+//!                                        one candidate (entry + manifest) per object
+//! v1/manifests/<first 2 hex of key>/<key>.json    older writers' candidates, read only
 //! ```
 
 pub mod breaker;
@@ -103,6 +105,21 @@ pub fn entry_object(key: &str) -> Result<String, RemoteError> {
 pub fn manifest_object(key: &str) -> Result<String, RemoteError> {
     let fan = fan_out(key)?;
     Ok(format!("{LAYOUT_VERSION}/manifests/{fan}/{key}.json"))
+}
+
+/// Prefix under which the candidates of invocation key `key` are listed.
+pub fn candidate_prefix(key: &str) -> Result<String, RemoteError> {
+    let fan = fan_out(key)?;
+    Ok(format!("{LAYOUT_VERSION}/candidates/{fan}/{key}/"))
+}
+
+/// Object name of one candidate: entry `entry` reached from invocation key `key`. Each is
+/// written once by its uploader and never rewritten, so concurrent uploaders of one
+/// invocation key cannot drop each other's candidates (as a read-modify-write of one shared
+/// object would).
+pub fn candidate_object(key: &str, entry: &str) -> Result<String, RemoteError> {
+    fan_out(entry)?;
+    Ok(format!("{}{entry}.json", candidate_prefix(key)?))
 }
 
 /// The two-hex-digit directory for `key`. Keys are restricted to lowercase hex so that no

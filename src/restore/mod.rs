@@ -55,8 +55,12 @@ pub fn restore_entry(
             name: out.name.clone(),
             blob: out.blob.clone(),
         };
-        // A blob is a regular file kache wrote; never follow a symlink planted in its place.
-        if !fs::symlink_metadata(&blob).is_ok_and(|m| m.file_type().is_file()) {
+        // A blob is a regular file kache wrote; never follow a symlink planted in its place,
+        // nor one planted as its fan-out dir.
+        let fan_is_real = blob
+            .parent()
+            .is_some_and(|fan| fs::symlink_metadata(fan).is_ok_and(|m| m.file_type().is_dir()));
+        if !fan_is_real || !fs::symlink_metadata(&blob).is_ok_and(|m| m.file_type().is_file()) {
             return Err(bad());
         }
         match stat.hash_file(&blob) {

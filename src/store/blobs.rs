@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::fsutil::unique_suffix;
+use super::fsutil::{make_dirs_below, unique_suffix};
 use crate::key::hash_file_contents;
 
 pub fn blob_path(dir: &Path, hash: &str) -> PathBuf {
@@ -85,7 +85,8 @@ fn place(
         fill(&tmp)?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
         if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)?;
+            // A fan-out dir planted as a symlink would move the blob out of the store.
+            make_dirs_below(dir, parent)?;
         }
         fs::rename(&tmp, &dest)
     })();

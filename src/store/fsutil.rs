@@ -1,15 +1,119 @@
-//! Small filesystem primitives the store is built from: atomic writes and file identity.
+//! Small filesystem primitives the store is built from: atomic writes, file identity, and
+//! opening paths under the cache dir without following links.
+//!
+//! Everything kache opens below its cache dir goes through [`open_below`] / [`make_dirs_below`]
+//! / [`write_atomic`]: a symlink planted anywhere under the dir (a file, a fan-out dir, a lock)
+//! is refused rather than followed, so kache never creates or appends to a file outside it.
+//! Only the cache dir itself may be a symlink, and only one of ours (see
+//! [`is_foreign_symlink`]).
 
-use std::fs::{self, File, Metadata};
+use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path};
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
-/// readers see the old content or the new, never a torn file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
+/// The error for a symlink found where kache expects its own file or directory. Its text
+/// names the path and says "symlink", as the one warning line shows it.
+pub fn symlink_refused(path: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} is a symlink; kache does not follow links inside its cache dir",
+        path.display()
+    ))
+}
+
+/// Checks that every directory between `root` (excluded) and `path` (excluded) is a real
+/// directory, not a symlink; with `create`, makes the missing ones. `path` must lie below
+/// `root`.
+fn real_dirs_between(root: &Path, path: &Path, create: bool) -> io::Result<()> {
+    let rel = path.strip_prefix(root).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is outside the cache dir", path.display()),
+        )
+    })?;
+    let mut dir = root.to_path_buf();
+    let parents: Vec<Component> = rel
+        .parent()
+        .map(|p| p.components().collect())
+        .unwrap_or_default();
+    for part in parents {
+        if !matches!(part, Component::Normal(_)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a plain path below the cache dir", path.display()),
+            ));
+        }
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => return Err(symlink_refused(&dir)),
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} is not a directory",
+                    dir.display()
+                )));
+            }
+            Err(e) if create && e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
+                Ok(()) => {}
+                // Made by a concurrent process: check what it is on the next pass.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if !fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_dir()) {
+                        return Err(symlink_refused(&dir));
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Makes `dir` (below `root`) and the directories between them, refusing any that is a
+/// symlink.
+pub fn make_dirs_below(root: &Path, dir: &Path) -> io::Result<()> {
+    real_dirs_between(root, &dir.join("_"), true)
+}
+
+/// Opens `path` (below `root`) with `options`, never through a symlink: not at its last
+/// component (`O_NOFOLLOW`), nor at any directory between `root` and it.
+pub fn open_below(root: &Path, path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    real_dirs_between(root, path, false)?;
+    options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                symlink_refused(path)
+            } else {
+                e
+            }
+        })
+}
+
+/// Reads a whole file below `root`, refusing symlinks as [`open_below`] does.
+pub fn read_below(root: &Path, path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    open_below(root, path, OpenOptions::new().read(true))?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Refuses `path` when it is a symlink (a missing path is fine).
+pub fn refuse_symlink(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(symlink_refused(path)),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `bytes` to `path` (below `root`) through a temporary file in the same directory
+/// and a rename, so readers see the old content or the new, never a torn file. Directories
+/// are made as needed; none of them, nor the temporary file, is followed if it is a link (the
+/// rename replaces a link at `path` itself rather than writing through it).
+pub fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(root);
+    make_dirs_below(root, dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp.{}.{}",
         path.file_name().unwrap_or_default().to_string_lossy(),
@@ -17,7 +121,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         unique_suffix()
     ));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = open_below(root, &tmp, OpenOptions::new().write(true).create_new(true))?;
         f.write_all(bytes)?;
         fs::rename(&tmp, path)
     })();
@@ -87,7 +191,8 @@ const HASH_XATTR: &[u8] = b"user.kache.hash\0";
 
 /// Records `hash` on the file for the stamp it has now (size and mtime; setting the attribute
 /// itself changes the ctime, so the ctime cannot be part of it). `false` when the filesystem
-/// does not support user attributes.
+/// does not support user attributes, or `path` is a symlink (never followed: the attribute
+/// would land on whatever it points to).
 pub fn set_hash_xattr(path: &Path, hash: &str, stamp: &FileStamp) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
@@ -96,7 +201,7 @@ pub fn set_hash_xattr(path: &Path, hash: &str, stamp: &FileStamp) -> bool {
     let value = format!("{hash}:{}:{}", stamp.size, stamp.mtime_ns);
     // SAFETY: both pointers are valid NUL-terminated / length-delimited buffers for the call.
     let rc = unsafe {
-        libc::setxattr(
+        libc::lsetxattr(
             cpath.as_ptr(),
             HASH_XATTR.as_ptr().cast(),
             value.as_ptr().cast(),

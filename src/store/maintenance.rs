@@ -5,8 +5,11 @@
 //! Eviction removes index rows first (one transaction) and blob files after, while holding the
 //! store's exclusive maintenance lock; a restore holds the shared lock from before it reads
 //! the index until its links are made, so a blob is never deleted under a restore, and builds
-//! wait at most for the deletion of files, never for a whole gc. Blob files not named by the index are only removed
-//! once they are old enough that no store in progress can still be about to commit them.
+//! wait at most for the deletion of files, never for a whole gc. Every blob file is deleted
+//! through [`Store::delete_unindexed_blobs`] (a write transaction checks the index first) and
+//! every commit checks its blobs inside its own, so no interleaving leaves the index naming a
+//! missing blob. Blob files not named by the index are only removed once they are old enough
+//! that no store in progress is likely to be about to commit them.
 //! Nothing here runs rustc or decides hit or miss; nothing here may block a build: the
 //! wrapper only ever *starts* a gc, in a detached process.
 
@@ -145,27 +148,27 @@ impl Store {
         } else {
             tx.commit()?;
             // The entries are gone from the index; a restore that read them before that
-            // holds the shared lock until its links are made, so wait for it.
+            // holds the shared lock until its links are made, so wait for it. Stores that
+            // reuse a blob deleted here find it gone when they commit (and place it again).
             let _lock = self.lock_exclusive();
             progress.phase("removing blobs", freed_blobs.len() as u64, false);
-            for blob in &freed_blobs {
-                let _ = fs::remove_file(self.blob_path(blob));
-                progress.advance(1);
-            }
-        }
-        report.blobs_removed = freed_blobs.len();
-        report.size_after = size;
-        if !dry_run {
-            let indexed = self.indexed_blobs()?;
+            let freed = freed_blobs
+                .iter()
+                .map(|b| (b.clone(), self.blob_path(b)))
+                .collect();
+            self.delete_unindexed_blobs(freed)?;
+            progress.advance(freed_blobs.len() as u64);
+            // Orphans too are deleted under the lock, each only once a write transaction
+            // has checked that no entry committed since names it.
             let files = self.blob_files();
             progress.phase("looking for orphan blobs", files.len() as u64, false);
-            for (hash, path) in files {
-                if !indexed.contains(&hash) && older_than(&path, ORPHAN_GRACE) {
-                    let _ = fs::remove_file(&path);
-                    report.orphans_removed += 1;
-                }
-                progress.advance(1);
-            }
+            let indexed = self.indexed_blobs()?;
+            let old_orphans: Vec<(String, PathBuf)> = files
+                .into_iter()
+                .filter(|(hash, path)| !indexed.contains(hash) && older_than(path, ORPHAN_GRACE))
+                .collect();
+            report.orphans_removed = self.delete_unindexed_blobs(old_orphans)?;
+            progress.advance(report.orphans_removed as u64);
             if let Ok(tmp) = fs::read_dir(self.dir().join("tmp")) {
                 for f in tmp.flatten() {
                     if older_than(&f.path(), ORPHAN_GRACE) && fs::remove_file(f.path()).is_ok() {
@@ -174,6 +177,8 @@ impl Store {
                 }
             }
         }
+        report.blobs_removed = freed_blobs.len();
+        report.size_after = size;
         Ok(report)
     }
 
@@ -272,12 +277,8 @@ impl Store {
                 [],
             )?;
             tx.commit()?;
-            let keep = self.indexed_blobs()?;
-            for (hash, path) in self.blob_files() {
-                if !keep.contains(&hash) || bad.contains(&hash) {
-                    let _ = fs::remove_file(path);
-                }
-            }
+            // Every entry naming a bad blob was dropped, so bad blobs are unindexed now.
+            self.delete_unindexed_blobs(self.blob_files())?;
             report.repaired = true;
         }
         Ok(report)
@@ -295,13 +296,10 @@ impl Store {
         tx.commit()?;
         let files = self.blob_files();
         progress.phase("removing blobs", files.len() as u64, false);
-        let mut removed = 0;
-        for (_, path) in files {
-            if fs::remove_file(path).is_ok() {
-                removed += 1;
-            }
-            progress.advance(1);
-        }
+        let count = files.len() as u64;
+        // A store that committed since the rows went keeps its blobs.
+        let removed = self.delete_unindexed_blobs(files)? as u64;
+        progress.advance(count);
         Ok(ClearReport {
             entries_removed: totals.entries,
             blobs_removed: removed,
@@ -336,13 +334,17 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Every file in the blob directory, by name.
+    /// Every file in the blob directory, by name. A fan-out "dir" that is a symlink is not
+    /// listed through: what it points to is not the store's to delete.
     fn blob_files(&self) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
         let Ok(fans) = fs::read_dir(self.dir().join("blobs")) else {
             return out;
         };
         for fan in fans.flatten() {
+            if !fan.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             if let Ok(files) = fs::read_dir(fan.path()) {
                 for f in files.flatten() {
                     let name = f.file_name().to_string_lossy().into_owned();
@@ -360,7 +362,7 @@ impl Store {
         lock(self.dir(), libc::LOCK_SH)
     }
 
-    fn lock_exclusive(&self) -> Option<fs::File> {
+    pub(crate) fn lock_exclusive(&self) -> Option<fs::File> {
         lock(self.dir(), libc::LOCK_EX)
     }
 }
@@ -411,12 +413,16 @@ fn lock(dir: &Path, how: libc::c_int) -> Option<fs::File> {
 
 fn lock_file(path: &Path, how: libc::c_int) -> Option<fs::File> {
     use std::os::fd::AsRawFd;
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .ok()?;
+    let dir = path.parent()?;
+    let f = super::fsutil::open_below(
+        dir,
+        path,
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )
+    .ok()?;
     // SAFETY: flock on a descriptor we own; it is released when the file is dropped.
     let rc = unsafe { libc::flock(f.as_raw_fd(), how) };
     (rc == 0).then_some(f)

@@ -40,8 +40,18 @@ pub enum StoreError {
     ForeignSymlink(PathBuf),
     #[error("cache directory {0} is not a directory")]
     NotADirectory(PathBuf),
+    #[error("refusing cache directory {path}: {reason}")]
+    Untrusted { path: PathBuf, reason: String },
+    #[error(
+        "no cache directory: none of KACHE_DIR, XDG_CACHE_HOME, HOME or a home directory in the password database is set"
+    )]
+    NoCacheDir,
     #[error("stored entry {key} is damaged: {detail}")]
     Damaged { key: String, detail: String },
+    /// A blob the entry names vanished (deleted by maintenance) before the entry committed;
+    /// placing the blob again and committing again succeeds.
+    #[error("blob {0} was removed while the entry was being stored")]
+    BlobVanished(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -90,19 +100,28 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `dir`.
+    /// Opens (creating if needed) the store at `dir`, once [`trust_cache_dir`] accepts it.
+    /// Nothing it opens below `dir` may be a symlink.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        for sub in [dir.to_owned(), dir.join("blobs"), dir.join("tmp")] {
-            if fsutil::is_foreign_symlink(&sub) {
-                return Err(StoreError::ForeignSymlink(sub));
-            }
+        trust_cache_dir(dir, true)?;
+        for sub in ["blobs", "tmp"] {
+            let sub = dir.join(sub);
+            fsutil::make_dirs_below(dir, &sub).map_err(io_err(&sub))?;
         }
-        if dir.exists() && !dir.is_dir() {
-            return Err(StoreError::NotADirectory(dir.to_owned()));
+        // SQLite opens the WAL and shared-memory files beside the index by name, and the
+        // maintenance locks are opened by many processes: refuse links at any of them.
+        for name in [
+            "index.db",
+            "index.db-wal",
+            "index.db-shm",
+            "index.db-journal",
+            "maintenance.lock",
+            "gc.lock",
+        ] {
+            let path = dir.join(name);
+            fsutil::refuse_symlink(&path).map_err(io_err(&path))?;
         }
-        fs::create_dir_all(dir.join("blobs")).map_err(io_err(dir))?;
-        fs::create_dir_all(dir.join("tmp")).map_err(io_err(dir))?;
-        let db = dir.join("index.db");
+        let db = index_path(dir);
         let conn = match open_index(&db) {
             Ok(c) => c,
             Err(e) if is_corruption(&e) => {
@@ -197,6 +216,16 @@ impl Store {
             params![entry.key, entry.crate_name, entry.size() as i64, entry.compile_ms, now, body],
         )?;
         if inserted == 1 {
+            // Blob files are deleted only inside a write transaction, after a check that the
+            // index does not name them (see `delete_unindexed_blobs`), so a blob present now
+            // stays until this entry is gone. One reused from an earlier store may have been
+            // deleted since it was looked at: then the caller places it again.
+            for o in &entry.outputs {
+                let path = self.blob_path(&o.blob);
+                if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == o.size) {
+                    return Err(StoreError::BlobVanished(o.blob.clone()));
+                }
+            }
             for o in &entry.outputs {
                 tx.execute(
                     "INSERT OR REPLACE INTO outputs(entry, name, blob, size) VALUES (?1, ?2, ?3, ?4)",
@@ -275,14 +304,90 @@ impl Store {
     /// entry references any more (after the transaction, so the index never names a missing
     /// blob); returns their hashes.
     pub fn remove_entry(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        // Shared: it keeps `verify` (exclusive) from counting a blob deleted under its feet.
+        let _maintenance = self.lock_shared();
         let tx = write_tx(&self.conn)?;
         let freed = remove_entry_in(&tx, key)?;
         tx.commit()?;
-        for blob in &freed {
-            let _ = fs::remove_file(self.blob_path(blob));
-        }
+        let paths = freed.iter().map(|b| (b.clone(), self.blob_path(b)));
+        self.delete_unindexed_blobs(paths.collect())?;
         Ok(freed)
     }
+
+    /// Deletes those of `blobs` (hash, file) that the index does not name, checking each
+    /// inside a write transaction. With [`Store::commit_entry`] checking its blobs inside its
+    /// own, this is what keeps the index from ever naming a missing blob: a store that reused
+    /// a file deleted here either committed first (then the file is named, and kept) or finds
+    /// it gone. Works in batches so builds wait for at most one batch. Returns how many files
+    /// it deleted.
+    pub fn delete_unindexed_blobs(
+        &self,
+        blobs: Vec<(String, PathBuf)>,
+    ) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        for batch in blobs.chunks(256) {
+            let tx = write_tx(&self.conn)?;
+            {
+                let mut named = tx.prepare_cached("SELECT 1 FROM blobs WHERE hash = ?1")?;
+                for (hash, path) in batch {
+                    if !named.exists([hash])? && fs::remove_file(path).is_ok() {
+                        deleted += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// Accepts `dir` as a cache dir only if nobody else can have written to it, the way ssh
+/// treats `~/.ssh`: it (or what our own symlink to it points to) must be a directory owned by
+/// the effective user and not writable by group or others. Anyone who can write the dir can
+/// swap the index, blobs or toolchain memo and so run code in our builds. With `create`, a
+/// missing dir is made, readable by its owner only.
+pub fn trust_cache_dir(dir: &Path, create: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if dir.as_os_str().is_empty() {
+        return Err(StoreError::NoCacheDir);
+    }
+    if fsutil::is_foreign_symlink(dir) {
+        return Err(StoreError::ForeignSymlink(dir.to_owned()));
+    }
+    if create && fs::symlink_metadata(dir).is_err() {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(io_err(dir)(e));
+            }
+            _ => {}
+        }
+    }
+    let meta = fs::metadata(dir).map_err(io_err(dir))?;
+    if !meta.is_dir() {
+        return Err(StoreError::NotADirectory(dir.to_owned()));
+    }
+    // SAFETY: geteuid has no failure mode and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    let untrusted = |reason: String| StoreError::Untrusted {
+        path: dir.to_owned(),
+        reason,
+    };
+    if meta.uid() != me {
+        return Err(untrusted(format!(
+            "it is owned by uid {}, not by you (uid {me})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(untrusted(format!(
+            "other users can write to it (mode {:o}); `chmod go-w` it",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Deletes an entry inside an open transaction; returns blobs whose count fell to zero.
@@ -332,8 +437,21 @@ fn open_index(db: &Path) -> rusqlite::Result<Connection> {
     }
 }
 
+/// The index, named through the cache dir's real path: SQLite's no-follow flag refuses a
+/// symlink anywhere in the name, and the cache dir itself may be the user's own link.
+fn index_path(dir: &Path) -> PathBuf {
+    fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_owned())
+        .join("index.db")
+}
+
+/// The index's open flags: rusqlite's defaults, and never through a symlink.
+fn index_flags() -> rusqlite::OpenFlags {
+    rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW
+}
+
 fn try_open_index(db: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(db)?;
+    let conn = Connection::open_with_flags(db, index_flags())?;
     // The timeout must be in place before the first statement that can meet a lock,
     // switching to WAL included.
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -418,8 +536,8 @@ impl StoreError {
 /// with one that cannot be opened) once a check on a fresh connection confirms the damage, so
 /// an index another process has just recreated is left alone. Returns whether it moved it.
 pub fn quarantine_if_corrupt(dir: &Path) -> bool {
-    let db = dir.join("index.db");
-    let verdict = Connection::open(&db).and_then(|c| {
+    let db = index_path(dir);
+    let verdict = Connection::open_with_flags(&db, index_flags()).and_then(|c| {
         c.busy_timeout(BUSY_TIMEOUT)?;
         c.query_row("PRAGMA quick_check(1)", [], |r| r.get::<_, String>(0))
     });

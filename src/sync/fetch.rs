@@ -1,13 +1,15 @@
-//! Fetching from the remote on a local miss: the invocation's remote manifests, each
+//! Fetching from the remote on a local miss: the invocation's remote candidates, each
 //! checked against this checkout's inputs exactly as a local manifest is; then the matching
 //! entry's bundle, every file verified against its blake3 before anything is written; then
 //! the entry committed to the local store, from which the wrapper restores it as usual.
 
 use crate::key::manifest::Manifest;
-use crate::remote::{LAYOUT_VERSION, RemoteStore, bundle, entry_object, manifest_object};
+use crate::remote::{
+    LAYOUT_VERSION, RemoteStore, bundle, candidate_prefix, entry_object, manifest_object,
+};
 use crate::store::{Entry, StatCache, Store};
 
-use super::{RemoteManifests, SyncError};
+use super::{Candidate, MAX_CANDIDATES, RemoteManifests, SyncError};
 
 /// What a successful fetch brought.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +19,9 @@ pub struct Fetched {
 }
 
 /// Looks for `invocation_key` on the remote; on a match, puts the entry in the local store.
-/// `matches` checks a manifest against the current inputs.
+/// `matches` checks a manifest against the current inputs. Candidates are read from their
+/// own objects (at most [`MAX_CANDIDATES`] of them), then from the one manifest object older
+/// versions wrote.
 pub fn fetch(
     remote: &dyn RemoteStore,
     store: &Store,
@@ -26,41 +30,101 @@ pub fn fetch(
     max_bundle_bytes: u64,
     matches: &mut dyn FnMut(&Manifest, &mut StatCache) -> bool,
 ) -> Result<Option<Fetched>, SyncError> {
+    let mut downloaded = 0;
+    // A candidate object that does not parse only costs a miss, but is reported when
+    // nothing else matched (it may be what this build needed).
+    let mut rejected = None;
+    let names = remote.list(&candidate_prefix(invocation_key)?)?;
+    for name in names.into_iter().take(MAX_CANDIDATES) {
+        let Some(bytes) = remote.get(&name)? else {
+            continue;
+        };
+        downloaded += bytes.len() as u64;
+        let candidate = match serde_json::from_slice::<Candidate>(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                rejected = Some(SyncError::Rejected {
+                    object: name,
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let taken = take_candidate(
+            remote,
+            store,
+            stat,
+            invocation_key,
+            max_bundle_bytes,
+            matches,
+            &candidate,
+        )?;
+        if let Some(bundle_bytes) = taken {
+            return Ok(Some(Fetched {
+                entry_key: candidate.entry,
+                downloaded_bytes: downloaded + bundle_bytes,
+            }));
+        }
+    }
     let manifest_name = manifest_object(invocation_key)?;
     let Some(bytes) = remote.get(&manifest_name)? else {
-        return Ok(None);
+        return rejected.map_or(Ok(None), Err);
     };
-    let mut downloaded = bytes.len() as u64;
+    downloaded += bytes.len() as u64;
     let manifests: RemoteManifests =
         serde_json::from_slice(&bytes).map_err(|e| SyncError::Rejected {
             object: manifest_name.clone(),
             reason: e.to_string(),
         })?;
     for candidate in manifests.candidates {
-        if candidate.manifest.entry_key(invocation_key) != candidate.entry
-            || !matches(&candidate.manifest, stat)
-        {
-            continue;
-        }
-        let object = entry_object(&candidate.entry)?;
-        let Some(bundle_bytes) = remote.get(&object)? else {
-            continue;
-        };
-        downloaded += bundle_bytes.len() as u64;
-        let entry = unpack_verified(
-            &object,
-            &bundle_bytes,
-            &candidate.entry,
-            max_bundle_bytes,
+        let taken = take_candidate(
+            remote,
             store,
+            stat,
+            invocation_key,
+            max_bundle_bytes,
+            matches,
+            &candidate,
         )?;
-        store.commit_entry(&entry, &candidate.manifest, stat)?;
-        return Ok(Some(Fetched {
-            entry_key: entry.key,
-            downloaded_bytes: downloaded,
-        }));
+        if let Some(bundle_bytes) = taken {
+            return Ok(Some(Fetched {
+                entry_key: candidate.entry,
+                downloaded_bytes: downloaded + bundle_bytes,
+            }));
+        }
     }
-    Ok(None)
+    rejected.map_or(Ok(None), Err)
+}
+
+/// When `candidate` belongs to `invocation_key` and matches, downloads its bundle, verifies
+/// it and commits the entry; returns the bundle's size. `None` when it does not apply.
+fn take_candidate(
+    remote: &dyn RemoteStore,
+    store: &Store,
+    stat: &mut StatCache,
+    invocation_key: &str,
+    max_bundle_bytes: u64,
+    matches: &mut dyn FnMut(&Manifest, &mut StatCache) -> bool,
+    candidate: &Candidate,
+) -> Result<Option<u64>, SyncError> {
+    if candidate.manifest.entry_key(invocation_key) != candidate.entry
+        || !matches(&candidate.manifest, stat)
+    {
+        return Ok(None);
+    }
+    let object = entry_object(&candidate.entry)?;
+    let Some(bundle_bytes) = remote.get(&object)? else {
+        return Ok(None);
+    };
+    let entry = unpack_verified(
+        &object,
+        &bundle_bytes,
+        &candidate.entry,
+        max_bundle_bytes,
+        store,
+    )?;
+    store.commit_entry(&entry, &candidate.manifest, stat)?;
+    Ok(Some(bundle_bytes.len() as u64))
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -83,7 +147,8 @@ pub fn pull(
     progress: &mut dyn FnMut(Option<usize>),
 ) -> Result<PullReport, SyncError> {
     let mut report = PullReport::default();
-    let names = remote.list(&format!("{LAYOUT_VERSION}/manifests/"))?;
+    let mut names = remote.list(&format!("{LAYOUT_VERSION}/candidates/"))?;
+    names.extend(remote.list(&format!("{LAYOUT_VERSION}/manifests/"))?);
     progress(Some(names.len()));
     let mut stat = StatCache::new(store.conn());
     for name in names {
@@ -93,18 +158,12 @@ pub fn pull(
         };
         report.manifests += 1;
         report.bytes += bytes.len() as u64;
-        let Some(invocation_key) = name
-            .rsplit('/')
-            .next()
-            .and_then(|f| f.strip_suffix(".json"))
-        else {
-            continue;
-        };
-        let Ok(manifests) = serde_json::from_slice::<RemoteManifests>(&bytes) else {
+        let Some((invocation_key, candidates)) = candidates_in(&name, &bytes) else {
             report.rejected += 1;
             continue;
         };
-        for candidate in manifests.candidates {
+        let invocation_key = invocation_key.as_str();
+        for candidate in candidates {
             if candidate.manifest.entry_key(invocation_key) != candidate.entry {
                 report.rejected += 1;
                 continue;
@@ -139,6 +198,23 @@ pub fn pull(
         }
     }
     Ok(report)
+}
+
+/// The invocation key and candidates in a listed object: one candidate object
+/// (`.../candidates/<fan>/<invocation key>/<entry>.json`) or an older manifest object
+/// (`.../manifests/<fan>/<invocation key>.json`). `None` when it does not parse.
+fn candidates_in(name: &str, bytes: &[u8]) -> Option<(String, Vec<Candidate>)> {
+    let mut parts = name.rsplit('/');
+    let file = parts.next()?;
+    if name.starts_with(&format!("{LAYOUT_VERSION}/candidates/")) {
+        let invocation_key = parts.next()?;
+        let candidate = serde_json::from_slice::<Candidate>(bytes).ok()?;
+        Some((invocation_key.to_owned(), vec![candidate]))
+    } else {
+        let invocation_key = file.strip_suffix(".json")?;
+        let manifests = serde_json::from_slice::<RemoteManifests>(bytes).ok()?;
+        Some((invocation_key.to_owned(), manifests.candidates))
+    }
 }
 
 /// Unpacks a bundle and writes its blobs, refusing anything that does not check out: the

@@ -3,8 +3,10 @@
 //!
 //! The formats on the remote are path-independent: an entry travels as one bundle whose
 //! metadata is the entry itself (outputs named by blob hash, stderr and dep-info templated)
-//! and whose files are its blobs; the manifests of an invocation key travel as one JSON
-//! object listing the newest candidates. Must not run rustc; must never let a remote fault
+//! and whose files are its blobs; each candidate of an invocation key (an entry and the
+//! manifest that leads to it) travels as its own small JSON object, so uploaders never
+//! rewrite each other's. One JSON object listing several candidates, as older versions
+//! wrote, is still read. Must not run rustc; must never let a remote fault
 //! reach the build (callers turn every error into a miss).
 
 pub mod fetch;
@@ -17,10 +19,10 @@ use crate::remote::RemoteError;
 use crate::remote::bundle::BundleError;
 use crate::store::StoreError;
 
-/// How many entries one remote manifest object remembers for an invocation key.
+/// How many candidates of one invocation key a remote lookup reads.
 pub const MAX_CANDIDATES: usize = 8;
 
-/// The remote manifest object of one invocation key.
+/// The manifest object of one invocation key that older versions wrote (read, never written).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteManifests {
     /// Newest first.

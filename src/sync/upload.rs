@@ -12,10 +12,10 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Candidate, MAX_CANDIDATES, RemoteManifests, SyncError};
+use super::{Candidate, SyncError};
 use crate::events::now_ms;
 use crate::remote::bundle::{self, Source};
-use crate::remote::{RemoteError, RemoteStore, entry_object, manifest_object};
+use crate::remote::{RemoteError, RemoteStore, candidate_object, entry_object};
 use crate::store::{Store, fsutil};
 
 /// Uploads of one entry are given up after this many failed attempts.
@@ -48,7 +48,8 @@ pub fn enqueue(cache_dir: &Path, entry: &str, invocation_key: &str) -> Result<()
 fn write_item(cache_dir: &Path, item: &QueueItem) -> Result<(), SyncError> {
     let path = queue_dir(cache_dir).join(&item.entry);
     let json = serde_json::to_vec(item).unwrap_or_default();
-    fsutil::write_atomic(&path, &json).map_err(|source| SyncError::Queue { path, source })
+    fsutil::write_atomic(cache_dir, &path, &json)
+        .map_err(|source| SyncError::Queue { path, source })
 }
 
 /// How many entries wait for upload.
@@ -90,12 +91,15 @@ pub fn spawn_worker() {
 
 /// The worker lock; `None` when another worker holds it and `wait` is false.
 pub fn lock(cache_dir: &Path, wait: bool) -> Option<fs::File> {
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(cache_dir.join("upload.lock"))
-        .ok()?;
+    let f = fsutil::open_below(
+        cache_dir,
+        &cache_dir.join("upload.lock"),
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )
+    .ok()?;
     let how = if wait {
         libc::LOCK_EX
     } else {
@@ -112,6 +116,8 @@ pub struct PushReport {
     pub bytes: u64,
     pub failed: usize,
     pub dropped: usize,
+    /// Entries not uploaded because a blob was damaged on disk (dropped locally too).
+    pub damaged: usize,
     pub remaining: usize,
 }
 
@@ -131,7 +137,8 @@ pub fn drain(
                 .map(|f| f.path())
                 .filter(|p| !is_temp(p))
                 .filter_map(|p| {
-                    let item = serde_json::from_slice(&fs::read(&p).ok()?).ok()?;
+                    let bytes = fsutil::read_below(store.dir(), &p).ok()?;
+                    let item = serde_json::from_slice(&bytes).ok()?;
                     Some((p, item))
                 })
                 .collect()
@@ -159,6 +166,11 @@ pub fn drain(
             }
             Ok(Uploaded::Gone) => {
                 report.dropped += 1;
+                let _ = fs::remove_file(&path);
+            }
+            Ok(Uploaded::Damaged) => {
+                report.dropped += 1;
+                report.damaged += 1;
                 let _ = fs::remove_file(&path);
             }
             Err(e) => {
@@ -194,6 +206,8 @@ enum Uploaded {
     AlreadyThere,
     /// The entry left the local store (evicted) before it could be uploaded.
     Gone,
+    /// A blob of the entry no longer hashes to its name; the entry was dropped, not sent.
+    Damaged,
 }
 
 fn upload_one(
@@ -217,40 +231,53 @@ fn upload_one(
     let bundle_there = remote.exists(&object)?;
     if !bundle_there {
         let meta = serde_json::to_vec(&entry).unwrap_or_default();
-        let mut blobs: Vec<(String, PathBuf)> = Vec::new();
+        // Each blob is read once and hashed before it is packed: a blob damaged on disk must
+        // not become a remote entry that every reader downloads and rejects. What is packed
+        // is exactly what was checked.
+        let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
         for out in &entry.outputs {
-            if !blobs.iter().any(|(b, _)| *b == out.blob) {
-                blobs.push((out.blob.clone(), store.blob_path(&out.blob)));
+            if blobs.iter().any(|(b, _)| *b == out.blob) {
+                continue;
+            }
+            let bytes = fsutil::read_below(store.dir(), &store.blob_path(&out.blob));
+            match bytes {
+                Ok(bytes) if blake3::hash(&bytes).to_hex().as_str() == out.blob => {
+                    blobs.push((out.blob.clone(), bytes));
+                }
+                _ => {
+                    // Self-healing, as a hit that finds a damaged blob: the entry is dropped
+                    // here too (the next build compiles and stores it again).
+                    tracing::warn!(
+                        "not uploading {}: its blob {} is damaged; dropping the entry",
+                        entry.key,
+                        out.blob
+                    );
+                    store.remove_entry(&entry.key)?;
+                    return Ok(Uploaded::Damaged);
+                }
             }
         }
         let files: Vec<(&str, Source)> = blobs
             .iter()
-            .map(|(b, p)| (b.as_str(), Source::Path(p)))
+            .map(|(b, bytes)| (b.as_str(), Source::Bytes(bytes)))
             .collect();
         let packed = bundle::pack(&meta, &files)?;
         remote.put(&object, &packed)?;
         sent += packed.len() as u64;
     }
-    // The manifest goes up after the bundle, so a reader that finds it finds the entry too.
-    let manifest_name = manifest_object(&item.invocation_key)?;
-    let mut manifests: RemoteManifests = match remote.get(&manifest_name)? {
-        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        None => RemoteManifests::default(),
-    };
-    if bundle_there && manifests.candidates.iter().any(|c| c.entry == entry.key) {
+    // The candidate goes up after the bundle, so a reader that finds it finds the entry too.
+    // It is an object of its own, written whole and never read back and rewritten, so
+    // uploaders of the same invocation key at the same time keep each other's.
+    let candidate_name = candidate_object(&item.invocation_key, &entry.key)?;
+    if bundle_there && remote.exists(&candidate_name)? {
         return Ok(Uploaded::AlreadyThere);
     }
-    manifests.candidates.retain(|c| c.entry != entry.key);
-    manifests.candidates.insert(
-        0,
-        Candidate {
-            entry: entry.key.clone(),
-            manifest,
-        },
-    );
-    manifests.candidates.truncate(MAX_CANDIDATES);
-    let body = serde_json::to_vec(&manifests).unwrap_or_default();
-    remote.put(&manifest_name, &body)?;
+    let body = serde_json::to_vec(&Candidate {
+        entry: entry.key.clone(),
+        manifest,
+    })
+    .unwrap_or_default();
+    remote.put(&candidate_name, &body)?;
     sent += body.len() as u64;
     Ok(Uploaded::Sent(sent))
 }
@@ -261,20 +288,21 @@ fn record_upload(cache_dir: &Path, entry: &str, bytes: u64) {
         "{{\"ts\":{},\"entry\":\"{entry}\",\"bytes\":{bytes}}}\n",
         now_ms()
     );
-    if let Ok(mut f) = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(cache_dir.join("uploads.jsonl"))
-    {
+    if let Ok(mut f) = fsutil::open_below(
+        cache_dir,
+        &cache_dir.join("uploads.jsonl"),
+        fs::OpenOptions::new().create(true).append(true),
+    ) {
         let _ = f.write_all(line.as_bytes());
     }
 }
 
 /// Total bytes uploaded, from `<cache>/uploads.jsonl`.
 pub fn uploaded_bytes(cache_dir: &Path) -> u64 {
-    fs::read_to_string(cache_dir.join("uploads.jsonl"))
-        .map(|text| {
-            text.lines()
+    fsutil::read_below(cache_dir, &cache_dir.join("uploads.jsonl"))
+        .map(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .filter_map(|v| v.get("bytes").and_then(|b| b.as_u64()))
                 .sum()
