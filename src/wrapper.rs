@@ -395,7 +395,13 @@ impl Wrapper {
         outcome: Outcome,
     ) -> Result<Option<i32>, Fault> {
         let restore_start = Instant::now();
-        let stats = match restore::restore_entry(store, entry, &p.out_dir, &p.roots, stat) {
+        let depinfo_name = outputs::depinfo_name(&p.args);
+        let expected = restore::Expected {
+            outputs: &p.output_names,
+            depinfo: &depinfo_name,
+        };
+        let stats = match restore::restore_entry(store, entry, &p.out_dir, expected, &p.roots, stat)
+        {
             Ok(s) => s,
             Err(RestoreError::BadBlob { name, blob }) => {
                 // Self-healing: a damaged entry is dropped and the invocation compiles.
@@ -403,6 +409,15 @@ impl Wrapper {
                     "kache: warning: cached {name} was damaged (blob {blob}); dropping the entry and compiling"
                 );
                 self.event.warning = Some(format!("damaged blob {blob} dropped"));
+                store.remove_entry(&entry.key)?;
+                return Ok(None);
+            }
+            Err(e @ RestoreError::UnexpectedName { .. }) => {
+                // Nothing was written: the names are checked first. The entry is damage
+                // (or an attack), so it goes like any damaged entry.
+                let message = e.to_string().replace('\n', " ");
+                eprintln!("kache: warning: {message}; dropping the entry and compiling");
+                self.event.warning = Some(message);
                 store.remove_entry(&entry.key)?;
                 return Ok(None);
             }

@@ -261,6 +261,80 @@ fn damaged_entry_and_manifest_rows_are_dropped() {
     verify(sandbox.cache_dir(), false).assert_clean("damaged rows");
 }
 
+/// Index rows are outside data: an entry whose output is named by an absolute path outside
+/// `target/` (setuid), one whose dep-info name climbs out of the out dir, and entries whose
+/// recorded modes are setuid, setgid, sticky and world-writable. The first two are dropped
+/// and compiled, nothing is written outside `target/`, and no restored file keeps a mode
+/// bit beyond 0o755.
+#[test]
+fn tampered_index_rows_write_nothing_outside_target_and_no_setuid_file() {
+    let sandbox = Sandbox::new();
+    let ws = sandbox.checkout("ws");
+    let mut log = sandbox.cursor();
+    let expected = ws.reference_output(&[], APP_BIN);
+    ws.kache_build(&[]);
+    log.take();
+
+    // `ws/target/debug/deps/../../../../x` is `<sandbox>/x`.
+    let outside = sandbox.root().join("evil-setuid");
+    let climbed = sandbox.root().join("x");
+    let conn =
+        rusqlite::Connection::open(sandbox.cache_dir().join("index.db")).expect("open the index");
+    let rows: Vec<(String, String, Vec<u8>)> = conn
+        .prepare("SELECT key, crate_name, body FROM entries")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .expect("read the entries");
+    for (key, crate_name, body) in rows {
+        let mut entry: Value = serde_json::from_slice(&body).expect("entry JSON");
+        let attack = match crate_name.as_str() {
+            "fixture_core" => EntryAttack::OutputAt(&outside),
+            "fixture_macros" => EntryAttack::DepInfoNamed("../../../../x"),
+            _ => EntryAttack::EveryModePrivileged,
+        };
+        attack_entry(&mut entry, &attack);
+        let body = serde_json::to_vec(&entry).expect("JSON");
+        conn.execute(
+            "UPDATE entries SET body = ?1 WHERE key = ?2",
+            rusqlite::params![body, key],
+        )
+        .expect("tamper with the entry");
+    }
+    drop(conn);
+
+    let (output, events) = rebuild(&ws, &mut log);
+    assert!(!outside.exists(), "an output was written outside target/");
+    assert!(!climbed.exists(), "a dep-info file climbed out of target/");
+    assert_eq!(
+        privileged_files(sandbox.root()),
+        Vec::<String>::new(),
+        "restored files must not be setuid/setgid/sticky or group/other-writable"
+    );
+    assert_eq!(
+        ws.run_bin(APP_BIN, &[]),
+        expected,
+        "output with tampered rows"
+    );
+    for name in ["fixture_core", "fixture_macros"] {
+        let theirs = of_crate(&events, name);
+        assert!(
+            theirs.len() == 1 && result(&theirs[0]) == "miss",
+            "{name} is compiled: its tampered row cannot be used\n{}",
+            describe(&events)
+        );
+    }
+    assert!(
+        count(&events, "local_hit") > 0,
+        "entries with masked modes are still used\n{}",
+        describe(&events)
+    );
+    assert_warnings_are_one_liners(&output, 2, "tampered rows");
+    assert_heals(&ws, &mut log, &expected, "tampered rows");
+    verify(sandbox.cache_dir(), false).assert_clean("tampered rows");
+}
+
 // --- a read-only cache dir ----------------------------------------------------------------
 
 #[test]

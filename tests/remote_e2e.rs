@@ -260,3 +260,80 @@ fn a_tampered_object_is_rejected_and_compiled_locally() {
     );
     assert_eq!(b.run_bin(APP_BIN, &[]), expected);
 }
+
+/// A remote entry is outside data even with the right key and valid blobs: one whose output
+/// is named by an absolute path outside `target/` (setuid), one whose dep-info name climbs
+/// out of the out dir, and entries whose recorded modes are setuid, setgid, sticky and
+/// world-writable. The first two are compiled locally, nothing is written outside `target/`,
+/// and no restored file keeps a mode bit beyond 0o755.
+#[test]
+fn a_crafted_remote_entry_writes_nothing_outside_target_and_no_setuid_file() {
+    use kache::remote::bundle::{self, Source};
+    let server = MotoServer::start(BUCKET);
+    let machine_a = Sandbox::new();
+    let mut a = machine_a.checkout("a/ws");
+    with_remote(&mut a, &server);
+    let mut log_a = machine_a.cursor();
+    a.kache_build(&[]);
+    let built = compiles(&log_a.take());
+    push(machine_a.cache_dir(), &server);
+    let expected = a.run_bin(APP_BIN, &[]);
+
+    let machine_b = Sandbox::new();
+    // `b/ws/target/debug/deps/../../../../x` is `<machine B>/x`.
+    let outside = machine_b.root().join("evil-setuid");
+    let climbed = machine_b.root().join("x");
+    let remote = s3(&server);
+    for e in &built {
+        let Some(key) = e["cache_key"].as_str() else {
+            continue;
+        };
+        let object = entry_object(key).expect("object name");
+        let bytes = remote.get(&object).expect("get").expect("bundle uploaded");
+        let unpacked = bundle::unpack(&bytes, u64::MAX).expect("unpack");
+        let mut meta: Value = serde_json::from_slice(&unpacked.meta).expect("meta JSON");
+        let attack = match crate_name(e) {
+            "fixture_core" => EntryAttack::OutputAt(&outside),
+            "fixture_macros" => EntryAttack::DepInfoNamed("../../../../x"),
+            _ => EntryAttack::EveryModePrivileged,
+        };
+        attack_entry(&mut meta, &attack);
+        let files: Vec<(&str, Source)> = unpacked
+            .files
+            .iter()
+            .map(|(name, data)| (name.as_str(), Source::Bytes(data)))
+            .collect();
+        let meta = serde_json::to_vec(&meta).expect("JSON");
+        let crafted = bundle::pack(&meta, &files).expect("pack");
+        remote
+            .put(&object, &crafted)
+            .expect("put the crafted bundle");
+    }
+
+    let mut b = machine_b.checkout("b/ws");
+    with_remote(&mut b, &server);
+    let mut log_b = machine_b.cursor();
+    b.kache_build(&[]);
+    let events = compiles(&log_b.take());
+    assert!(!outside.exists(), "an output was written outside target/");
+    assert!(!climbed.exists(), "a dep-info file climbed out of target/");
+    assert_eq!(
+        privileged_files(machine_b.root()),
+        Vec::<String>::new(),
+        "restored files must not be setuid/setgid/sticky or group/other-writable"
+    );
+    assert_eq!(b.run_bin(APP_BIN, &[]), expected);
+    for name in ["fixture_core", "fixture_macros"] {
+        let theirs = of_crate(&events, name);
+        assert!(
+            theirs.len() == 1 && result(&theirs[0]) == "miss",
+            "{name} is compiled: its crafted entry cannot be used\n{}",
+            describe(&events)
+        );
+    }
+    assert!(
+        count(&events, "remote_hit") > 0,
+        "entries with masked modes are still used\n{}",
+        describe(&events)
+    );
+}

@@ -2,7 +2,10 @@
 //! outputs nothing rewrites in place, see [`is_linkable`], and only while no other place links
 //! the blob), else copy; then the dep-info file filled in for this
 //! checkout. Each blob is verified against its hash first (through the stat cache, so an
-//! untouched blob is not re-read). Must not decide hit or miss, and must not modify a blob.
+//! untouched blob is not re-read). An entry is outside data (a remote bundle, an index row
+//! anyone could edit): before anything is written, every output name must be one this
+//! invocation's rustc would write and the dep-info name the one it would use, and modes are
+//! masked. Must not decide hit or miss, and must not modify a blob's content.
 
 use std::fs::{self, File, FileTimes};
 use std::io;
@@ -23,6 +26,44 @@ pub enum RestoreError {
     Write { path: PathBuf, source: io::Error },
     #[error("stored dep-info names a path root this checkout does not have")]
     UnknownRoot,
+    #[error("stored entry names {name:?}, which this invocation does not write")]
+    UnexpectedName { name: String },
+}
+
+/// What this invocation's rustc writes into its out dir: nothing else may be restored.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// `compile::outputs::expected_outputs` for the invocation.
+    pub outputs: &'a [String],
+    /// `compile::outputs::depinfo_name` for the invocation.
+    pub depinfo: &'a str,
+}
+
+/// The most a restored file's mode may be: no setuid, setgid or sticky bit, and nothing
+/// writable by group or others, whatever the entry recorded.
+pub const MODE_MASK: u32 = 0o755;
+
+/// A bare file name: joined to the out dir it stays in the out dir.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+/// Refuses an entry that would write anything rustc would not.
+fn check_names(entry: &Entry, expected: Expected) -> Result<(), RestoreError> {
+    let unexpected = |name: &str| RestoreError::UnexpectedName {
+        name: name.to_owned(),
+    };
+    for out in &entry.outputs {
+        if !is_plain_name(&out.name) || !expected.outputs.contains(&out.name) {
+            return Err(unexpected(&out.name));
+        }
+    }
+    if let Some((name, _)) = &entry.depinfo
+        && (!is_plain_name(name) || name != expected.depinfo)
+    {
+        return Err(unexpected(name));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,9 +85,11 @@ pub fn restore_entry(
     store: &Store,
     entry: &Entry,
     out_dir: &Path,
+    expected: Expected,
     roots: &Roots,
     stat: &mut StatCache,
 ) -> Result<RestoreStats, RestoreError> {
+    check_names(entry, expected)?;
     let mut stats = RestoreStats::default();
     let mut reflink_works = true;
     for out in &entry.outputs {
@@ -87,7 +130,7 @@ pub fn restore_entry(
                 let _ = stat.record_trusted(&blob, &out.blob);
             }
             Method::Reflink | Method::Copy => {
-                fs::set_permissions(&dest, fs::Permissions::from_mode(out.mode & 0o7777))
+                fs::set_permissions(&dest, fs::Permissions::from_mode(out.mode & MODE_MASK))
                     .map_err(write_err)?;
                 if method == Method::Reflink {
                     stats.reflinked += out.size;

@@ -1217,3 +1217,63 @@ fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
         ))
     }
 }
+
+/// How a test turns a stored entry (its JSON description, from a remote bundle or an index
+/// row) into an attack: each keeps the entry's key and valid blobs.
+pub enum EntryAttack<'a> {
+    /// One more output, named by an absolute path outside the target dir, setuid.
+    OutputAt(&'a Path),
+    /// A dep-info name that climbs out of the out dir.
+    DepInfoNamed(&'a str),
+    /// Every output recorded setuid, setgid, sticky and writable by everyone.
+    EveryModePrivileged,
+}
+
+/// Applies `attack` to the entry description `entry`.
+pub fn attack_entry(entry: &mut Value, attack: &EntryAttack) {
+    let outputs = entry["outputs"].as_array_mut().expect("entry outputs");
+    match attack {
+        EntryAttack::OutputAt(path) => {
+            let mut evil = outputs.first().expect("an output").clone();
+            evil["name"] = Value::from(path_str(path));
+            evil["mode"] = Value::from(0o104755);
+            outputs.push(evil);
+        }
+        EntryAttack::DepInfoNamed(name) => {
+            entry["depinfo"][0] = Value::from(*name);
+        }
+        EntryAttack::EveryModePrivileged => {
+            for out in outputs {
+                out["mode"] = Value::from(0o107777);
+            }
+        }
+    }
+}
+
+/// Files under `dir` (not following symlinks) with a setuid, setgid or sticky bit, or
+/// writable by group or others.
+pub fn privileged_files(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() && meta.permissions().mode() & 0o7022 != 0 {
+                found.push(format!(
+                    "{} {:o}",
+                    e.path().display(),
+                    meta.permissions().mode()
+                ));
+            }
+        }
+    }
+    found
+}
