@@ -337,3 +337,93 @@ fn a_crafted_remote_entry_writes_nothing_outside_target_and_no_setuid_file() {
         describe(&events)
     );
 }
+
+/// A remote manifest names the local files kache will hash to check it. Crafted candidates
+/// (each with a correct entry key) naming `/dev/zero`, a FIFO in the checkout, and a path
+/// climbing out of the workspace to `/dev/zero` must neither hang the build (the remote
+/// budget does not cover local hashing) nor match: they are skipped, and the genuine
+/// candidate behind them is still a remote hit.
+#[test]
+fn a_remote_manifest_naming_a_device_or_a_fifo_never_hangs_the_build() {
+    use kache::key::manifest::ManifestFile;
+    use kache::remote::manifest_object;
+    use kache::sync::{Candidate, RemoteManifests};
+    let server = MotoServer::start(BUCKET);
+    let machine_a = Sandbox::new();
+    let mut a = machine_a.checkout("a/ws");
+    with_remote(&mut a, &server);
+    let mut log_a = machine_a.cursor();
+    a.kache_build(&[]);
+    let built = compiles(&log_a.take());
+    push(machine_a.cache_dir(), &server);
+    let expected = a.run_bin(APP_BIN, &[]);
+
+    let core_entry = built
+        .iter()
+        .find(|e| crate_name(e) == "fixture_core")
+        .and_then(|e| e["cache_key"].as_str())
+        .expect("fixture_core was stored");
+    let conn = rusqlite::Connection::open(machine_a.cache_dir().join("index.db")).expect("index");
+    let invocation_key: String = conn
+        .query_row(
+            "SELECT invocation_key FROM manifests WHERE entry = ?1",
+            [core_entry],
+            |r| r.get(0),
+        )
+        .expect("core's invocation key");
+    drop(conn);
+    let object = manifest_object(&invocation_key).expect("object name");
+    let remote = s3(&server);
+    let bytes = remote
+        .get(&object)
+        .expect("get")
+        .expect("manifest uploaded");
+    let mut manifests: RemoteManifests = serde_json::from_slice(&bytes).expect("manifest JSON");
+    let genuine = manifests.candidates[0].manifest.clone();
+    let mut crafted = Vec::new();
+    for path in [
+        "${ws}/fifo",
+        "/dev/zero",
+        "crates/core/../../../../../../dev/zero",
+    ] {
+        let mut manifest = genuine.clone();
+        manifest.files.insert(
+            0,
+            ManifestFile {
+                path: path.into(),
+                hash: "0".repeat(64),
+            },
+        );
+        crafted.push(Candidate {
+            entry: manifest.entry_key(&invocation_key),
+            manifest,
+        });
+    }
+    crafted.append(&mut manifests.candidates);
+    manifests.candidates = crafted;
+    remote
+        .put(&object, &serde_json::to_vec(&manifests).expect("JSON"))
+        .expect("put the crafted manifest");
+
+    let machine_b = Sandbox::new();
+    let mut b = machine_b.checkout("b/ws");
+    let fifo = b.path("fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", fifo.display());
+    with_remote(&mut b, &server);
+    let mut log_b = machine_b.cursor();
+    let out = b
+        .kache(&["build", "--locked"])
+        .run_within(std::time::Duration::from_secs(300))
+        .expect("the build hung on a file the remote manifest named");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let events = compiles(&log_b.take());
+    assert_no_faults(&events, "crafted manifests");
+    let core = of_crate(&events, "fixture_core");
+    assert!(
+        core.len() == 1 && result(&core[0]) == "remote_hit",
+        "the genuine candidate still matches\n{}",
+        describe(&events)
+    );
+    assert_eq!(b.run_bin(APP_BIN, &[]), expected);
+}

@@ -543,6 +543,51 @@ impl CargoCmd {
         output
     }
 
+    /// Runs it; `None` (after killing it) if it has not finished within `limit`, so a hang
+    /// fails the test instead of stalling the suite.
+    pub fn run_within(mut self, limit: std::time::Duration) -> Option<Output> {
+        use std::os::unix::process::CommandExt;
+        use std::process::Stdio;
+        let mut child = self
+            .cmd
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn `{}`: {e}", self.label));
+        let deadline = std::time::Instant::now() + limit;
+        // Drain the pipes in threads, or a chatty child blocks on a full pipe.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return Some(Output {
+                    status,
+                    stdout: out.join().unwrap_or_default(),
+                    stderr: err.join().unwrap_or_default(),
+                });
+            }
+            if std::time::Instant::now() > deadline {
+                // The whole group: cargo, and the kache and rustc processes under it.
+                let _ = Command::new("kill")
+                    .args(["-KILL", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Runs it and returns whatever happened.
     pub fn run_unchecked(mut self) -> Output {
         self.cmd
