@@ -335,6 +335,137 @@ fn tampered_index_rows_write_nothing_outside_target_and_no_setuid_file() {
     verify(sandbox.cache_dir(), false).assert_clean("tampered rows");
 }
 
+// --- what kache leaves in target/ ----------------------------------------------------------
+
+/// Issue 9's scenario: whatever kache leaves in `target/` (outputs hardlinked to blobs by a
+/// store or by a restore, or a restore killed halfway), cargo and rustc must be able to
+/// rebuild over it without kache, and through every fallback of kache. rustc refuses to
+/// replace an output it cannot write (`output file … is not writeable`), even as root.
+#[test]
+fn cargo_without_kache_rebuilds_over_what_kache_left_in_target() {
+    let sandbox = Sandbox::new();
+    let ws = sandbox.checkout("ws");
+    let not_a_dir = sandbox.root().join("kache-dir-is-a-file");
+    fs::write(&not_a_dir, "not a directory").expect("write");
+    let not_a_dir = not_a_dir.to_str().expect("UTF-8 path");
+    let base = ws.read("crates/core/data/greeting.txt");
+
+    // Each case: what kache does to `target/`, then (after a source edit) the fallback build.
+    type Step<'a> = &'a dyn Fn(&Workspace) -> Output;
+    let kache_build: Step = &|ws| ws.kache_build(&[]);
+    let killed_restore: Step = &|ws| {
+        let killed = ws
+            .kache(&["build", "--locked"])
+            .env("KACHE_TEST_CRASH_AT", "mid_restore:fixture_core")
+            .run_unchecked();
+        assert!(!killed.status.success(), "the killed build fails");
+        killed
+    };
+    let plain_cargo: Step = &|ws| ws.plain(&["build", "--locked"]).run_unchecked();
+    let disabled: Step = &|ws| {
+        ws.kache(&["build", "--locked"])
+            .env("KACHE_DISABLE", "1")
+            .run_unchecked()
+    };
+    let cache_dir_is_a_file: Step = &|ws| {
+        ws.kache(&["build", "--locked"])
+            .env("KACHE_DIR", not_a_dir)
+            .run_unchecked()
+    };
+    let cases: [(&str, Step, Step); 4] = [
+        (
+            "a cold kache build, then plain cargo",
+            kache_build,
+            plain_cargo,
+        ),
+        (
+            "a warm kache build, then KACHE_DISABLE=1",
+            kache_build,
+            disabled,
+        ),
+        (
+            "a warm kache build, then KACHE_DIR a regular file",
+            kache_build,
+            cache_dir_is_a_file,
+        ),
+        (
+            "a restore killed halfway, then plain cargo",
+            killed_restore,
+            plain_cargo,
+        ),
+    ];
+    for (i, (case, with_kache, fallback)) in cases.into_iter().enumerate() {
+        ws.rm_target();
+        ws.write("crates/core/data/greeting.txt", &base);
+        with_kache(&ws);
+        let edited = format!("edited for case {i}");
+        ws.write("crates/core/data/greeting.txt", &edited);
+        let output = fallback(&ws);
+        assert!(output.status.success(), "{case}: {}", stderr_of(&output));
+        let printed = ws.run_bin(APP_BIN, &[]);
+        assert!(
+            printed.contains(&edited),
+            "{case}: the rebuilt binary shows the edit: {printed}"
+        );
+    }
+}
+
+/// A hardlinked output is writable (so cargo without kache can rebuild over it), so someone
+/// may write into it in place, and so into its blob. A restore must catch that (an append, a
+/// same-size overwrite), drop the entry, compile and store again: never restore the damage.
+#[test]
+fn writes_into_a_hardlinked_output_are_caught_and_healed() {
+    let sandbox = Sandbox::new();
+    let ws = sandbox.checkout("ws");
+    let mut log = sandbox.cursor();
+    let expected = ws.reference_output(&[], APP_BIN);
+    ws.kache_build(&[]);
+    log.take();
+    type Damage = fn(&Path);
+    let append: Damage = |path| {
+        let mut f = fs::File::options().append(true).open(path).expect("open");
+        f.write_all(b"appended through a link").expect("append");
+    };
+    let overwrite: Damage = |path| {
+        let mut f = fs::File::options().write(true).open(path).expect("open");
+        let len = f.metadata().expect("stat").len();
+        f.seek(SeekFrom::Start(len / 2)).expect("seek");
+        f.write_all(b"OVERWRITTEN").expect("overwrite");
+        assert_eq!(f.metadata().expect("stat").len(), len, "same size");
+    };
+    for (how, damage) in [("append", append), ("same-size overwrite", overwrite)] {
+        // Restored from the store (the first round: linked when stored).
+        let (_, events) = rebuild(&ws, &mut log);
+        assert_all_local_hits(&events, how);
+        let rlib = ws.deps_file("libfixture_core-", ".rlib");
+        let blob = blob_of(sandbox.cache_dir(), &rlib);
+        if inode(&rlib) != inode(&blob) {
+            println!("SKIPPED: {how}: the output is not hardlinked here (reflinks?)");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&rlib).expect("stat").permissions().mode();
+        assert_eq!(
+            mode & 0o7777,
+            0o644,
+            "{how}: a linked output is owner-writable"
+        );
+        damage(&rlib);
+
+        let (output, events) = rebuild(&ws, &mut log);
+        let core = of_crate(&events, "fixture_core");
+        assert!(
+            core.len() == 1 && result(&core[0]) == "miss" && !core[0]["warning"].is_null(),
+            "{how}: the damaged blob is caught, dropped and compiled\n{}",
+            describe(&events)
+        );
+        assert_warnings_are_one_liners(&output, 1, how);
+        assert_eq!(ws.run_bin(APP_BIN, &[]), expected, "{how}");
+        verify(sandbox.cache_dir(), false).assert_clean(how);
+        assert_heals(&ws, &mut log, &expected, how);
+    }
+}
+
 // --- a read-only cache dir ----------------------------------------------------------------
 
 #[test]

@@ -5,7 +5,8 @@
 //! untouched blob is not re-read). An entry is outside data (a remote bundle, an index row
 //! anyone could edit): before anything is written, every output name must be one this
 //! invocation's rustc would write and the dep-info name the one it would use, and modes are
-//! masked. Must not decide hit or miss, and must not modify a blob's content.
+//! masked. Must not decide hit or miss, and must not modify a blob's content (it may set a
+//! blob's mode to [`blob_mode`] before linking it).
 
 use std::fs::{self, File, FileTimes};
 use std::io;
@@ -16,6 +17,7 @@ use std::time::SystemTime;
 use crate::compile::outputs::is_linkable;
 use crate::key::FileHasher;
 use crate::key::roots::{Roots, Spelling};
+use crate::store::blobs::blob_mode;
 use crate::store::{Entry, StatCache, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -176,14 +178,26 @@ fn place(
     // rebuilds dependents whose dependency outputs look newer than their own. So a blob is
     // linked into at most one place: while another checkout (or the output it was stored
     // from) still links it, a restore copies instead.
-    // A link also shares the blob's mode, so its execute bits must be the output's.
-    let shareable =
-        |m: fs::Metadata| m.nlink() == 1 && (m.permissions().mode() & 0o111 != 0) == executable;
-    if linkable && fs::metadata(blob).is_ok_and(shareable) && fs::hard_link(blob, dest).is_ok() {
+    // A link also shares the blob's mode: it must be the output's, and writable by its owner
+    // so cargo and rustc without kache can rebuild over it. A blob unlinked elsewhere gets
+    // that mode first (blobs from the remote are not executable; older kache versions stored
+    // read-only blobs).
+    if linkable
+        && fs::metadata(blob).is_ok_and(|m| m.nlink() == 1)
+        && set_mode(blob, blob_mode(executable)).is_ok()
+        && fs::hard_link(blob, dest).is_ok()
+    {
         return Ok(Method::Hardlink);
     }
     fs::copy(blob, dest)?;
     Ok(Method::Copy)
+}
+
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    if fs::metadata(path)?.permissions().mode() & 0o7777 == mode {
+        return Ok(());
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
 pub fn remove_if_present(path: &Path) -> io::Result<()> {
