@@ -10,7 +10,12 @@
 //! - `kill -9` at every stage of a store and in the middle of a restore (through the test-only
 //!   hook `KACHE_TEST_CRASH_AT`, see src/testhook.rs): the killed build fails, as any build
 //!   whose compiler is killed does; the next one succeeds and the store stays consistent;
-//! - locks held by a process that was killed: they die with it, nothing waits on them.
+//! - locks held by a process that was killed: they die with it, nothing waits on them;
+//! - what kache leaves in `target/` (hardlinks to blobs, a restore killed halfway): cargo
+//!   without kache, `KACHE_DISABLE=1` and a cache dir that is a file rebuild over it, and a
+//!   write into a linked output in place is caught and healed;
+//! - tampered index rows (an output outside `target/`, a climbing dep-info name, setuid
+//!   modes): nothing is written outside `target/`, no restored file is setuid.
 //!
 //! Mounting needs root; without it the tests that mount say so and skip.
 

@@ -2,7 +2,9 @@
 //! paths) and a real S3-compatible server (moto on 127.0.0.1). Machine A builds and pushes;
 //! machine B, starting from an empty cache, restores every path-independent unit from the
 //! remote without running rustc. Also: a read-only remote uploads nothing, a dead remote
-//! never fails a build, and a tampered object is rejected and compiled locally.
+//! never fails a build, and a tampered object is rejected and compiled locally. Crafted
+//! objects with valid keys and blobs cannot write outside `target/` nor make kache hash a
+//! device or a FIFO.
 //!
 //! Needs `moto_server` on PATH (`e2e/run-tests` installs it).
 
