@@ -83,6 +83,7 @@ pub fn run(wrapper_args: Vec<OsString>) -> i32 {
         inv,
         config,
         rustc_ran: None,
+        outputs: Vec::new(),
     };
     let code = w.run();
     w.event.elapsed_ms = ms(started.elapsed());
@@ -123,6 +124,10 @@ struct Wrapper {
     event: BuildEvent,
     /// Exit code of rustc once it has run; a later fault must not run it again.
     rustc_ran: Option<i32>,
+    /// The files this invocation's rustc writes, once known: a fallback to plain rustc
+    /// removes them first, so rustc always finds a writable place (a restore may have stopped
+    /// halfway, or an older kache may have left read-only links to its blobs).
+    outputs: Vec<PathBuf>,
 }
 
 /// The remote behind its circuit breaker, and its settings.
@@ -192,6 +197,11 @@ impl Wrapper {
         if let Some(code) = self.rustc_ran {
             return code;
         }
+        for path in &self.outputs {
+            if let Err(e) = restore::remove_if_present(path) {
+                tracing::debug!("cannot remove {}: {e}", path.display());
+            }
+        }
         self.event.compiler_runs = 1;
         plain(&self.inv)
     }
@@ -213,6 +223,7 @@ impl Wrapper {
             Err(reason) => return Ok(self.passthrough(reason)),
         };
         let out_dir = absolute(&cwd, args.out_dir.as_deref().unwrap_or(Path::new(".")));
+        self.outputs = output_names.iter().map(|n| out_dir.join(n)).collect();
         let cargo_home = std::env::var_os("CARGO_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
@@ -400,7 +411,13 @@ impl Wrapper {
         outcome: Outcome,
     ) -> Result<Option<i32>, Fault> {
         let restore_start = Instant::now();
-        let stats = match restore::restore_entry(store, entry, &p.out_dir, &p.roots, stat) {
+        let depinfo_name = outputs::depinfo_name(&p.args);
+        let expected = restore::Expected {
+            outputs: &p.output_names,
+            depinfo: &depinfo_name,
+        };
+        let stats = match restore::restore_entry(store, entry, &p.out_dir, expected, &p.roots, stat)
+        {
             Ok(s) => s,
             Err(RestoreError::BadBlob { name, blob }) => {
                 // Self-healing: a damaged entry is dropped and the invocation compiles.
@@ -408,6 +425,16 @@ impl Wrapper {
                     "kache: warning: cached {name} was damaged (blob {blob}); dropping the entry and compiling"
                 );
                 self.event.warning = Some(format!("damaged blob {blob} dropped"));
+                store.remove_entry(&entry.key)?;
+                store.discard_damaged_blob(&blob);
+                return Ok(None);
+            }
+            Err(e @ RestoreError::UnexpectedName { .. }) => {
+                // Nothing was written: the names are checked first. The entry is damage
+                // (or an attack), so it goes like any damaged entry.
+                let message = e.to_string().replace('\n', " ");
+                eprintln!("kache: warning: {message}; dropping the entry and compiling");
+                self.event.warning = Some(message);
                 store.remove_entry(&entry.key)?;
                 return Ok(None);
             }

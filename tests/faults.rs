@@ -10,7 +10,12 @@
 //! - `kill -9` at every stage of a store and in the middle of a restore (through the test-only
 //!   hook `KACHE_TEST_CRASH_AT`, see src/testhook.rs): the killed build fails, as any build
 //!   whose compiler is killed does; the next one succeeds and the store stays consistent;
-//! - locks held by a process that was killed: they die with it, nothing waits on them.
+//! - locks held by a process that was killed: they die with it, nothing waits on them;
+//! - what kache leaves in `target/` (hardlinks to blobs, a restore killed halfway): cargo
+//!   without kache, `KACHE_DISABLE=1` and a cache dir that is a file rebuild over it, and a
+//!   write into a linked output in place is caught and healed;
+//! - tampered index rows (an output outside `target/`, a climbing dep-info name, setuid
+//!   modes): nothing is written outside `target/`, no restored file is setuid.
 //!
 //! Mounting needs root; without it the tests that mount say so and skip.
 
@@ -259,6 +264,211 @@ fn damaged_entry_and_manifest_rows_are_dropped() {
     assert_warnings_are_one_liners(&output, 2, "damaged rows");
     assert_heals(&ws, &mut log, &expected, "damaged rows");
     verify(sandbox.cache_dir(), false).assert_clean("damaged rows");
+}
+
+/// Index rows are outside data: an entry whose output is named by an absolute path outside
+/// `target/` (setuid), one whose dep-info name climbs out of the out dir, and entries whose
+/// recorded modes are setuid, setgid, sticky and world-writable. The first two are dropped
+/// and compiled, nothing is written outside `target/`, and no restored file keeps a mode
+/// bit beyond 0o755.
+#[test]
+fn tampered_index_rows_write_nothing_outside_target_and_no_setuid_file() {
+    let sandbox = Sandbox::new();
+    let ws = sandbox.checkout("ws");
+    let mut log = sandbox.cursor();
+    let expected = ws.reference_output(&[], APP_BIN);
+    ws.kache_build(&[]);
+    log.take();
+
+    // `ws/target/debug/deps/../../../../x` is `<sandbox>/x`.
+    let outside = sandbox.root().join("evil-setuid");
+    let climbed = sandbox.root().join("x");
+    let conn =
+        rusqlite::Connection::open(sandbox.cache_dir().join("index.db")).expect("open the index");
+    let rows: Vec<(String, String, Vec<u8>)> = conn
+        .prepare("SELECT key, crate_name, body FROM entries")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .expect("read the entries");
+    for (key, crate_name, body) in rows {
+        let mut entry: Value = serde_json::from_slice(&body).expect("entry JSON");
+        let attack = match crate_name.as_str() {
+            "fixture_core" => EntryAttack::OutputAt(&outside),
+            "fixture_macros" => EntryAttack::DepInfoNamed("../../../../x"),
+            _ => EntryAttack::EveryModePrivileged,
+        };
+        attack_entry(&mut entry, &attack);
+        let body = serde_json::to_vec(&entry).expect("JSON");
+        conn.execute(
+            "UPDATE entries SET body = ?1 WHERE key = ?2",
+            rusqlite::params![body, key],
+        )
+        .expect("tamper with the entry");
+    }
+    drop(conn);
+
+    let (output, events) = rebuild(&ws, &mut log);
+    assert!(!outside.exists(), "an output was written outside target/");
+    assert!(!climbed.exists(), "a dep-info file climbed out of target/");
+    assert_eq!(
+        privileged_files(sandbox.root()),
+        Vec::<String>::new(),
+        "restored files must not be setuid/setgid/sticky or group/other-writable"
+    );
+    assert_eq!(
+        ws.run_bin(APP_BIN, &[]),
+        expected,
+        "output with tampered rows"
+    );
+    for name in ["fixture_core", "fixture_macros"] {
+        let theirs = of_crate(&events, name);
+        assert!(
+            theirs.len() == 1 && result(&theirs[0]) == "miss",
+            "{name} is compiled: its tampered row cannot be used\n{}",
+            describe(&events)
+        );
+    }
+    assert!(
+        count(&events, "local_hit") > 0,
+        "entries with masked modes are still used\n{}",
+        describe(&events)
+    );
+    assert_warnings_are_one_liners(&output, 2, "tampered rows");
+    assert_heals(&ws, &mut log, &expected, "tampered rows");
+    verify(sandbox.cache_dir(), false).assert_clean("tampered rows");
+}
+
+// --- what kache leaves in target/ ----------------------------------------------------------
+
+/// Issue 9's scenario: whatever kache leaves in `target/` (outputs hardlinked to blobs by a
+/// store or by a restore, or a restore killed halfway), cargo and rustc must be able to
+/// rebuild over it without kache, and through every fallback of kache. rustc refuses to
+/// replace an output it cannot write (`output file … is not writeable`), even as root.
+#[test]
+fn cargo_without_kache_rebuilds_over_what_kache_left_in_target() {
+    let sandbox = Sandbox::new();
+    let ws = sandbox.checkout("ws");
+    let not_a_dir = sandbox.root().join("kache-dir-is-a-file");
+    fs::write(&not_a_dir, "not a directory").expect("write");
+    let not_a_dir = not_a_dir.to_str().expect("UTF-8 path");
+    let base = ws.read("crates/core/data/greeting.txt");
+
+    // Each case: what kache does to `target/`, then (after a source edit) the fallback build.
+    type Step<'a> = &'a dyn Fn(&Workspace) -> Output;
+    let kache_build: Step = &|ws| ws.kache_build(&[]);
+    let killed_restore: Step = &|ws| {
+        let killed = ws
+            .kache(&["build", "--locked"])
+            .env("KACHE_TEST_CRASH_AT", "mid_restore:fixture_core")
+            .run_unchecked();
+        assert!(!killed.status.success(), "the killed build fails");
+        killed
+    };
+    let plain_cargo: Step = &|ws| ws.plain(&["build", "--locked"]).run_unchecked();
+    let disabled: Step = &|ws| {
+        ws.kache(&["build", "--locked"])
+            .env("KACHE_DISABLE", "1")
+            .run_unchecked()
+    };
+    let cache_dir_is_a_file: Step = &|ws| {
+        ws.kache(&["build", "--locked"])
+            .env("KACHE_DIR", not_a_dir)
+            .run_unchecked()
+    };
+    let cases: [(&str, Step, Step); 4] = [
+        (
+            "a cold kache build, then plain cargo",
+            kache_build,
+            plain_cargo,
+        ),
+        (
+            "a warm kache build, then KACHE_DISABLE=1",
+            kache_build,
+            disabled,
+        ),
+        (
+            "a warm kache build, then KACHE_DIR a regular file",
+            kache_build,
+            cache_dir_is_a_file,
+        ),
+        (
+            "a restore killed halfway, then plain cargo",
+            killed_restore,
+            plain_cargo,
+        ),
+    ];
+    for (i, (case, with_kache, fallback)) in cases.into_iter().enumerate() {
+        ws.rm_target();
+        ws.write("crates/core/data/greeting.txt", &base);
+        with_kache(&ws);
+        let edited = format!("edited for case {i}");
+        ws.write("crates/core/data/greeting.txt", &edited);
+        let output = fallback(&ws);
+        assert!(output.status.success(), "{case}: {}", stderr_of(&output));
+        let printed = ws.run_bin(APP_BIN, &[]);
+        assert!(
+            printed.contains(&edited),
+            "{case}: the rebuilt binary shows the edit: {printed}"
+        );
+    }
+}
+
+/// A hardlinked output is writable (so cargo without kache can rebuild over it), so someone
+/// may write into it in place, and so into its blob. A restore must catch that (an append, a
+/// same-size overwrite), drop the entry, compile and store again: never restore the damage.
+#[test]
+fn writes_into_a_hardlinked_output_are_caught_and_healed() {
+    let sandbox = Sandbox::new();
+    let ws = sandbox.checkout("ws");
+    let mut log = sandbox.cursor();
+    let expected = ws.reference_output(&[], APP_BIN);
+    ws.kache_build(&[]);
+    log.take();
+    type Damage = fn(&Path);
+    let append: Damage = |path| {
+        let mut f = fs::File::options().append(true).open(path).expect("open");
+        f.write_all(b"appended through a link").expect("append");
+    };
+    let overwrite: Damage = |path| {
+        let mut f = fs::File::options().write(true).open(path).expect("open");
+        let len = f.metadata().expect("stat").len();
+        f.seek(SeekFrom::Start(len / 2)).expect("seek");
+        f.write_all(b"OVERWRITTEN").expect("overwrite");
+        assert_eq!(f.metadata().expect("stat").len(), len, "same size");
+    };
+    for (how, damage) in [("append", append), ("same-size overwrite", overwrite)] {
+        // Restored from the store (the first round: linked when stored).
+        let (_, events) = rebuild(&ws, &mut log);
+        assert_all_local_hits(&events, how);
+        let rlib = ws.deps_file("libfixture_core-", ".rlib");
+        let blob = blob_of(sandbox.cache_dir(), &rlib);
+        if inode(&rlib) != inode(&blob) {
+            println!("SKIPPED: {how}: the output is not hardlinked here (reflinks?)");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&rlib).expect("stat").permissions().mode();
+        assert_eq!(
+            mode & 0o7777,
+            0o644,
+            "{how}: a linked output is owner-writable"
+        );
+        damage(&rlib);
+
+        let (output, events) = rebuild(&ws, &mut log);
+        let core = of_crate(&events, "fixture_core");
+        assert!(
+            core.len() == 1 && result(&core[0]) == "miss" && !core[0]["warning"].is_null(),
+            "{how}: the damaged blob is caught, dropped and compiled\n{}",
+            describe(&events)
+        );
+        assert_warnings_are_one_liners(&output, 1, how);
+        assert_eq!(ws.run_bin(APP_BIN, &[]), expected, "{how}");
+        verify(sandbox.cache_dir(), false).assert_clean(how);
+        assert_heals(&ws, &mut log, &expected, how);
+    }
 }
 
 // --- a read-only cache dir ----------------------------------------------------------------

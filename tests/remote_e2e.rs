@@ -2,7 +2,9 @@
 //! paths) and a real S3-compatible server (moto on 127.0.0.1). Machine A builds and pushes;
 //! machine B, starting from an empty cache, restores every path-independent unit from the
 //! remote without running rustc. Also: a read-only remote uploads nothing, a dead remote
-//! never fails a build, and a tampered object is rejected and compiled locally.
+//! never fails a build, and a tampered object is rejected and compiled locally. Crafted
+//! objects with valid keys and blobs cannot write outside `target/` nor make kache hash a
+//! device or a FIFO.
 //!
 //! Needs `moto_server` on PATH (`e2e/run-tests` installs it).
 
@@ -66,6 +68,18 @@ fn s3(server: &MotoServer) -> S3Remote {
     .expect("remote config")
     .expect("remote configured");
     S3Remote::new(&config).expect("client")
+}
+
+/// A request to the test server, tried a few times: on a loaded machine one can time out.
+fn retried<T, E: std::fmt::Display>(what: &str, mut request: impl FnMut() -> Result<T, E>) -> T {
+    let mut last = None;
+    for _ in 0..3 {
+        match request() {
+            Ok(v) => return v,
+            Err(e) => last = Some(e.to_string()),
+        }
+    }
+    panic!("{what}: {}", last.unwrap_or_default())
 }
 
 /// Units whose output embeds their checkout's path: they must miss elsewhere.
@@ -257,6 +271,171 @@ fn a_tampered_object_is_rejected_and_compiled_locally() {
             .iter()
             .any(|l| l.contains("rejected") || l.contains("bundle")),
         "expected a warning about the rejected object, got {warnings:?}"
+    );
+    assert_eq!(b.run_bin(APP_BIN, &[]), expected);
+}
+
+/// A remote entry is outside data even with the right key and valid blobs: one whose output
+/// is named by an absolute path outside `target/` (setuid), one whose dep-info name climbs
+/// out of the out dir, and entries whose recorded modes are setuid, setgid, sticky and
+/// world-writable. The first two are compiled locally, nothing is written outside `target/`,
+/// and no restored file keeps a mode bit beyond 0o755.
+#[test]
+fn a_crafted_remote_entry_writes_nothing_outside_target_and_no_setuid_file() {
+    use kache::remote::bundle::{self, Source};
+    let server = MotoServer::start(BUCKET);
+    let machine_a = Sandbox::new();
+    let mut a = machine_a.checkout("a/ws");
+    with_remote(&mut a, &server);
+    let mut log_a = machine_a.cursor();
+    a.kache_build(&[]);
+    let built = compiles(&log_a.take());
+    push(machine_a.cache_dir(), &server);
+    let expected = a.run_bin(APP_BIN, &[]);
+
+    let machine_b = Sandbox::new();
+    // `b/ws/target/debug/deps/../../../../x` is `<machine B>/x`.
+    let outside = machine_b.root().join("evil-setuid");
+    let climbed = machine_b.root().join("x");
+    for e in &built {
+        let Some(key) = e["cache_key"].as_str() else {
+            continue;
+        };
+        // A client per entry: each has a time budget meant for one build step.
+        let remote = s3(&server);
+        let object = entry_object(key).expect("object name");
+        let bytes = retried("get a bundle", || remote.get(&object)).expect("bundle uploaded");
+        let unpacked = bundle::unpack(&bytes, u64::MAX).expect("unpack");
+        let mut meta: Value = serde_json::from_slice(&unpacked.meta).expect("meta JSON");
+        let attack = match crate_name(e) {
+            "fixture_core" => EntryAttack::OutputAt(&outside),
+            "fixture_macros" => EntryAttack::DepInfoNamed("../../../../x"),
+            _ => EntryAttack::EveryModePrivileged,
+        };
+        attack_entry(&mut meta, &attack);
+        let files: Vec<(&str, Source)> = unpacked
+            .files
+            .iter()
+            .map(|(name, data)| (name.as_str(), Source::Bytes(data)))
+            .collect();
+        let meta = serde_json::to_vec(&meta).expect("JSON");
+        let crafted = bundle::pack(&meta, &files).expect("pack");
+        retried("put the crafted bundle", || remote.put(&object, &crafted));
+    }
+
+    let mut b = machine_b.checkout("b/ws");
+    with_remote(&mut b, &server);
+    let mut log_b = machine_b.cursor();
+    b.kache_build(&[]);
+    let events = compiles(&log_b.take());
+    assert!(!outside.exists(), "an output was written outside target/");
+    assert!(!climbed.exists(), "a dep-info file climbed out of target/");
+    assert_eq!(
+        privileged_files(machine_b.root()),
+        Vec::<String>::new(),
+        "restored files must not be setuid/setgid/sticky or group/other-writable"
+    );
+    assert_eq!(b.run_bin(APP_BIN, &[]), expected);
+    for name in ["fixture_core", "fixture_macros"] {
+        let theirs = of_crate(&events, name);
+        assert!(
+            theirs.len() == 1 && result(&theirs[0]) == "miss",
+            "{name} is compiled: its crafted entry cannot be used\n{}",
+            describe(&events)
+        );
+    }
+    assert!(
+        count(&events, "remote_hit") > 0,
+        "entries with masked modes are still used\n{}",
+        describe(&events)
+    );
+}
+
+/// A remote manifest names the local files kache will hash to check it. Crafted candidates
+/// (each with a correct entry key) naming `/dev/zero`, a FIFO in the checkout, and a path
+/// climbing out of the workspace to `/dev/zero` must neither hang the build (the remote
+/// budget does not cover local hashing) nor match: they are skipped, and the genuine
+/// candidate behind them is still a remote hit.
+#[test]
+fn a_remote_manifest_naming_a_device_or_a_fifo_never_hangs_the_build() {
+    use kache::key::manifest::ManifestFile;
+    use kache::remote::manifest_object;
+    use kache::sync::{Candidate, RemoteManifests};
+    let server = MotoServer::start(BUCKET);
+    let machine_a = Sandbox::new();
+    let mut a = machine_a.checkout("a/ws");
+    with_remote(&mut a, &server);
+    let mut log_a = machine_a.cursor();
+    a.kache_build(&[]);
+    let built = compiles(&log_a.take());
+    push(machine_a.cache_dir(), &server);
+    let expected = a.run_bin(APP_BIN, &[]);
+
+    let core_entry = built
+        .iter()
+        .find(|e| crate_name(e) == "fixture_core")
+        .and_then(|e| e["cache_key"].as_str())
+        .expect("fixture_core was stored");
+    let conn = rusqlite::Connection::open(machine_a.cache_dir().join("index.db")).expect("index");
+    let invocation_key: String = conn
+        .query_row(
+            "SELECT invocation_key FROM manifests WHERE entry = ?1",
+            [core_entry],
+            |r| r.get(0),
+        )
+        .expect("core's invocation key");
+    drop(conn);
+    let object = manifest_object(&invocation_key).expect("object name");
+    let remote = s3(&server);
+    let bytes = remote
+        .get(&object)
+        .expect("get")
+        .expect("manifest uploaded");
+    let mut manifests: RemoteManifests = serde_json::from_slice(&bytes).expect("manifest JSON");
+    let genuine = manifests.candidates[0].manifest.clone();
+    let mut crafted = Vec::new();
+    for path in [
+        "${ws}/fifo",
+        "/dev/zero",
+        "crates/core/../../../../../../dev/zero",
+    ] {
+        let mut manifest = genuine.clone();
+        manifest.files.insert(
+            0,
+            ManifestFile {
+                path: path.into(),
+                hash: "0".repeat(64),
+            },
+        );
+        crafted.push(Candidate {
+            entry: manifest.entry_key(&invocation_key),
+            manifest,
+        });
+    }
+    crafted.append(&mut manifests.candidates);
+    manifests.candidates = crafted;
+    let crafted = serde_json::to_vec(&manifests).expect("JSON");
+    retried("put the crafted manifest", || remote.put(&object, &crafted));
+
+    let machine_b = Sandbox::new();
+    let mut b = machine_b.checkout("b/ws");
+    let fifo = b.path("fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", fifo.display());
+    with_remote(&mut b, &server);
+    let mut log_b = machine_b.cursor();
+    let out = b
+        .kache(&["build", "--locked"])
+        .run_within(std::time::Duration::from_secs(300))
+        .expect("the build hung on a file the remote manifest named");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let events = compiles(&log_b.take());
+    assert_no_faults(&events, "crafted manifests");
+    let core = of_crate(&events, "fixture_core");
+    assert!(
+        core.len() == 1 && result(&core[0]) == "remote_hit",
+        "the genuine candidate still matches\n{}",
+        describe(&events)
     );
     assert_eq!(b.run_bin(APP_BIN, &[]), expected);
 }

@@ -4,6 +4,10 @@
 //! A manifest belongs to an invocation key and names the entry key it leads to. Paths are
 //! stored relative to a root (`${ws}/src/lib.rs`) or as rustc saw them when relative to its
 //! working directory, so a manifest recorded in one checkout is valid in another.
+//!
+//! A manifest from the remote is outside data, and checking one reads local files: such a
+//! manifest may only name files under the invocation's roots ([`Manifest::stays_within_roots`]),
+//! and the hasher only ever reads regular files, never more than their size.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +45,8 @@ pub enum Mismatch {
     File(String),
     Env(String),
     UnknownRoot(String),
+    /// An absolute path, or one that climbs out of its root with `..`.
+    OutsideRoots(String),
 }
 
 impl Manifest {
@@ -91,6 +97,50 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+impl Manifest {
+    /// Whether every file is named under a root (`${name}/…`) or relative to rustc's working
+    /// directory, without `..` climbing out of it. Manifests kache records name files outside
+    /// every root by absolute path, and those are this machine's own: a manifest from
+    /// elsewhere that names one (`/dev/zero`, `${ws}/../../etc/…`) is refused before any
+    /// file is looked at.
+    pub fn stays_within_roots(&self) -> Result<(), Mismatch> {
+        for f in &self.files {
+            let tail = match f.path.strip_prefix("${") {
+                Some(rest) => rest.split_once('}').map(|(_, tail)| tail),
+                None => Some(f.path.as_str()),
+            };
+            let inside = tail.is_some_and(|t| {
+                // `${ws}x` would be a sibling of the root, not a file under it.
+                let rooted = f.path.starts_with("${");
+                (!rooted || t.is_empty() || t.starts_with('/'))
+                    && (rooted || !t.starts_with('/'))
+                    && !climbs_out(t)
+            });
+            if !inside {
+                return Err(Mismatch::OutsideRoots(f.path.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a relative path (leading `/` ignored) leaves its base: more `..` than names at
+/// some point, read lexically.
+fn climbs_out(path: &str) -> bool {
+    let mut depth = 0usize;
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            _ => depth += 1,
+        }
+    }
+    false
 }
 
 /// Turns a manifest path back into a real path for this checkout.
@@ -184,6 +234,40 @@ mod tests {
             manifest().check(&roots("/b"), Path::new("/b"), &mut files, &env),
             Err(Mismatch::File("${ws}/data.txt".into()))
         );
+    }
+
+    #[test]
+    fn only_paths_under_a_root_stay_within_roots() {
+        let with = |path: &str| Manifest {
+            files: vec![ManifestFile {
+                path: path.into(),
+                hash: "h".into(),
+            }],
+            env: vec![],
+        };
+        for ok in [
+            "src/lib.rs",
+            "${ws}/src/lib.rs",
+            "${cargo_home}/registry/src/x/lib.rs",
+            "crates/core/src/../../../shared/path_mod.rs",
+        ] {
+            assert_eq!(with(ok).stays_within_roots(), Ok(()), "{ok}");
+        }
+        for bad in [
+            "/dev/zero",
+            "/etc/passwd",
+            "../outside.rs",
+            "src/../../outside.rs",
+            "${ws}/../../dev/zero",
+            "${ws}x/lib.rs",
+            "${ws",
+        ] {
+            assert_eq!(
+                with(bad).stays_within_roots(),
+                Err(Mismatch::OutsideRoots(bad.into())),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

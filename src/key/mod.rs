@@ -32,11 +32,73 @@ pub trait FileHasher {
     fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash>;
 }
 
-/// Hashes a whole file with blake3 (memory-mapped when large).
+/// How often a file that changes while it is read is read again before giving up.
+const HASH_ATTEMPTS: usize = 3;
+
+/// Hashes a whole regular file with blake3.
+///
+/// Read with `read()` rather than memory-mapped: a mapped file that shrinks under the reader
+/// kills it with SIGBUS, and inputs (an `--extern` rlib being rebuilt, a source being saved)
+/// do change while kache hashes them. The file must be a regular file by `stat` before it is
+/// opened (a FIFO would block the open, a device like `/dev/zero` never ends), it is opened
+/// non-blocking and checked again with `fstat`, and no more than its stat'ed size plus one
+/// byte is read. A file whose size, mtime or ctime changed while it was read is read again, a
+/// few times, then reported as [`io::ErrorKind::Interrupted`] (a miss for the caller).
 pub fn hash_file_contents(path: &Path) -> io::Result<ContentHash> {
+    for _ in 0..HASH_ATTEMPTS {
+        if let Some(hash) = hash_once(path)? {
+            return Ok(hash);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::Interrupted,
+        format!("{} kept changing while it was read", path.display()),
+    ))
+}
+
+/// One attempt of [`hash_file_contents`]: `None` when the file changed while it was read.
+fn hash_once(path: &Path) -> io::Result<Option<ContentHash>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let not_regular = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        )
+    };
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    // The path may have been swapped for a FIFO or device between the stat and the open.
+    let before = file.metadata()?;
+    if !before.is_file() {
+        return Err(not_regular());
+    }
+    let stamp = crate::store::fsutil::FileStamp::of(&before);
     let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap(path)?;
-    Ok(hasher.finalize().to_hex().to_string())
+    let mut buf = vec![0u8; 1 << 20];
+    let mut reader = (&file).take(stamp.size.saturating_add(1));
+    let mut read = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        read += n as u64;
+    }
+    let after = crate::store::fsutil::FileStamp::of(&file.metadata()?);
+    if read != stamp.size || after != stamp {
+        return Ok(None);
+    }
+    Ok(Some(hasher.finalize().to_hex().to_string()))
 }
 
 /// One named input of a key, kept in readable form so `kache explain` can show what changed.
@@ -87,6 +149,65 @@ impl KeyBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file shrinking under the hasher must never kill it (with `mmap` it was SIGBUS, exit
+    /// 135): each hash is the file's content or an error saying it changed.
+    #[test]
+    fn a_file_truncated_while_hashed_is_an_error_never_a_signal() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const SIZE: u64 = 64 << 20;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("big.rlib");
+        let file = std::fs::File::create(&path).expect("create");
+        file.set_len(SIZE).expect("grow");
+        // Counts shrinks; `usize::MAX` tells the truncator to stop.
+        let shrinks = Arc::new(AtomicUsize::new(0));
+        let truncator = {
+            let shrinks = shrinks.clone();
+            std::thread::spawn(move || {
+                while shrinks.load(Ordering::Relaxed) != usize::MAX {
+                    file.set_len(SIZE / 16).expect("truncate");
+                    shrinks.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    file.set_len(SIZE).expect("grow");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            })
+        };
+        // Hash until the file has shrunk under the hasher many times (on a loaded machine the
+        // truncator may start late), and at least 20 times.
+        let (mut hashed, mut changed) = (0, 0);
+        while hashed + changed < 20 || shrinks.load(Ordering::Relaxed) < 100 {
+            match hash_file_contents(&path) {
+                Ok(_) => hashed += 1,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => changed += 1,
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        shrinks.store(usize::MAX, Ordering::Relaxed);
+        truncator.join().expect("truncator");
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(SIZE))
+            .expect("grow");
+        let zeros = blake3::hash(&vec![0u8; SIZE as usize]).to_hex().to_string();
+        assert_eq!(hash_file_contents(&path).expect("stable file"), zeros);
+    }
+
+    #[test]
+    fn only_regular_files_are_hashed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        for p in [fifo.as_path(), Path::new("/dev/zero")] {
+            let err = hash_file_contents(p).expect_err("not a regular file");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{}", p.display());
+        }
+    }
 
     #[test]
     fn fields_cannot_collide_by_concatenation() {

@@ -2,7 +2,11 @@
 //! outputs nothing rewrites in place, see [`is_linkable`], and only while no other place links
 //! the blob), else copy; then the dep-info file filled in for this
 //! checkout. Each blob is verified against its hash first (through the stat cache, so an
-//! untouched blob is not re-read). Must not decide hit or miss, and must not modify a blob.
+//! untouched blob is not re-read). An entry is outside data (a remote bundle, an index row
+//! anyone could edit): before anything is written, every output name must be one this
+//! invocation's rustc would write and the dep-info name the one it would use, and modes are
+//! masked. Must not decide hit or miss, and must not modify a blob's content (it may set a
+//! blob's mode to [`blob_mode`] before linking it).
 
 use std::fs::{self, File, FileTimes};
 use std::io;
@@ -13,6 +17,7 @@ use std::time::SystemTime;
 use crate::compile::outputs::is_linkable;
 use crate::key::FileHasher;
 use crate::key::roots::{Roots, Spelling};
+use crate::store::blobs::blob_mode;
 use crate::store::{Entry, StatCache, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +28,44 @@ pub enum RestoreError {
     Write { path: PathBuf, source: io::Error },
     #[error("stored dep-info names a path root this checkout does not have")]
     UnknownRoot,
+    #[error("stored entry names {name:?}, which this invocation does not write")]
+    UnexpectedName { name: String },
+}
+
+/// What this invocation's rustc writes into its out dir: nothing else may be restored.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// `compile::outputs::expected_outputs` for the invocation.
+    pub outputs: &'a [String],
+    /// `compile::outputs::depinfo_name` for the invocation.
+    pub depinfo: &'a str,
+}
+
+/// The most a restored file's mode may be: no setuid, setgid or sticky bit, and nothing
+/// writable by group or others, whatever the entry recorded.
+pub const MODE_MASK: u32 = 0o755;
+
+/// A bare file name: joined to the out dir it stays in the out dir.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+/// Refuses an entry that would write anything rustc would not.
+fn check_names(entry: &Entry, expected: Expected) -> Result<(), RestoreError> {
+    let unexpected = |name: &str| RestoreError::UnexpectedName {
+        name: name.to_owned(),
+    };
+    for out in &entry.outputs {
+        if !is_plain_name(&out.name) || !expected.outputs.contains(&out.name) {
+            return Err(unexpected(&out.name));
+        }
+    }
+    if let Some((name, _)) = &entry.depinfo
+        && (!is_plain_name(name) || name != expected.depinfo)
+    {
+        return Err(unexpected(name));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,9 +87,11 @@ pub fn restore_entry(
     store: &Store,
     entry: &Entry,
     out_dir: &Path,
+    expected: Expected,
     roots: &Roots,
     stat: &mut StatCache,
 ) -> Result<RestoreStats, RestoreError> {
+    check_names(entry, expected)?;
     let mut stats = RestoreStats::default();
     let mut reflink_works = true;
     for out in &entry.outputs {
@@ -91,7 +136,7 @@ pub fn restore_entry(
                 let _ = stat.record_trusted(&blob, &out.blob);
             }
             Method::Reflink | Method::Copy => {
-                fs::set_permissions(&dest, fs::Permissions::from_mode(out.mode & 0o7777))
+                fs::set_permissions(&dest, fs::Permissions::from_mode(out.mode & MODE_MASK))
                     .map_err(write_err)?;
                 if method == Method::Reflink {
                     stats.reflinked += out.size;
@@ -137,14 +182,26 @@ fn place(
     // rebuilds dependents whose dependency outputs look newer than their own. So a blob is
     // linked into at most one place: while another checkout (or the output it was stored
     // from) still links it, a restore copies instead.
-    // A link also shares the blob's mode, so its execute bits must be the output's.
-    let shareable =
-        |m: fs::Metadata| m.nlink() == 1 && (m.permissions().mode() & 0o111 != 0) == executable;
-    if linkable && fs::metadata(blob).is_ok_and(shareable) && fs::hard_link(blob, dest).is_ok() {
+    // A link also shares the blob's mode: it must be the output's, and writable by its owner
+    // so cargo and rustc without kache can rebuild over it. A blob unlinked elsewhere gets
+    // that mode first (blobs from the remote are not executable; older kache versions stored
+    // read-only blobs).
+    if linkable
+        && fs::metadata(blob).is_ok_and(|m| m.nlink() == 1)
+        && set_mode(blob, blob_mode(executable)).is_ok()
+        && fs::hard_link(blob, dest).is_ok()
+    {
         return Ok(Method::Hardlink);
     }
     fs::copy(blob, dest)?;
     Ok(Method::Copy)
+}
+
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    if fs::metadata(path)?.permissions().mode() & 0o7777 == mode {
+        return Ok(());
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
 pub fn remove_if_present(path: &Path) -> io::Result<()> {

@@ -1,6 +1,14 @@
-//! Content-addressed blobs: `<dir>/blobs/<2 hex>/<blake3>`, read-only, uncompressed so they
-//! can be linked into place. Written as a temporary file in `<dir>/tmp` and renamed, so a
-//! blob under its name is always complete. Must not touch the index.
+//! Content-addressed blobs: `<dir>/blobs/<2 hex>/<blake3>`, uncompressed so they can be
+//! linked into place. Written as a temporary file in `<dir>/tmp` and renamed, so a blob under
+//! its name is always complete. Must not touch the index.
+//!
+//! A blob is owner-writable ([`blob_mode`]): a hardlinked output shares its blob's inode and
+//! mode, and cargo and rustc *without* kache must be able to rebuild over whatever kache left
+//! in `target/` (rustc refuses to replace an output it cannot write, even as root). The store
+//! is not protected by the mode but by content: rustc and the linkers replace an output
+//! (new file, rename) rather than write into it, and a blob changed through a link anyway is
+//! caught when restored (its size or mtime no longer matches the hash recorded with it), then
+//! dropped and stored again.
 
 use std::fs;
 use std::io;
@@ -21,13 +29,7 @@ pub fn blob_path(dir: &Path, hash: &str) -> PathBuf {
 pub fn ingest(dir: &Path, src: &Path, linkable: bool) -> io::Result<(String, u64)> {
     let hash = hash_file_contents(src)?;
     let meta = fs::metadata(src)?;
-    // Read-only either way; an executable keeps its execute bits, since a linked output
-    // shares the blob's mode (a build script must stay runnable).
-    let mode = if meta.permissions().mode() & 0o111 != 0 {
-        0o555
-    } else {
-        0o444
-    };
+    let mode = blob_mode(meta.permissions().mode() & 0o111 != 0);
     let size = meta.len();
     place(dir, &hash, size, mode, |tmp| {
         if linkable && fs::hard_link(src, tmp).is_ok() {
@@ -37,6 +39,13 @@ pub fn ingest(dir: &Path, src: &Path, linkable: bool) -> io::Result<(String, u64
         }
     })?;
     Ok((hash, size))
+}
+
+/// The mode of a blob, and so of an output hardlinked to it: what rustc gives its outputs
+/// (an executable keeps its execute bits, since a build script must stay runnable), never
+/// group- or other-writable, never setuid.
+pub fn blob_mode(executable: bool) -> u32 {
+    if executable { 0o755 } else { 0o644 }
 }
 
 /// Reflink where the filesystem can, else an in-kernel copy.
@@ -58,13 +67,13 @@ pub fn write_bytes(dir: &Path, hash: &str, bytes: &[u8]) -> io::Result<()> {
             format!("content does not match blob name {hash}"),
         ));
     }
-    place(dir, hash, bytes.len() as u64, 0o444, |tmp| {
+    place(dir, hash, bytes.len() as u64, blob_mode(false), |tmp| {
         fs::write(tmp, bytes)
     })
 }
 
 /// Puts the blob `hash` in place unless it is there already: `fill` writes a temporary
-/// file in `<dir>/tmp`, which gets the read-only `mode` and is renamed under the blob's name,
+/// file in `<dir>/tmp`, which gets `mode` and is renamed under the blob's name,
 /// so a blob is never seen incomplete.
 fn place(
     dir: &Path,

@@ -303,6 +303,13 @@ impl Store {
     /// Drops an entry (damaged, or evicted) and its manifests, then deletes the blob files no
     /// entry references any more (after the transaction, so the index never names a missing
     /// blob); returns their hashes.
+    /// Deletes a blob file found damaged (its bytes no longer hash to its name), so the next
+    /// store of that content writes it afresh instead of keeping a same-size damaged file.
+    /// Entries still naming it find it missing, are dropped and stored again.
+    pub fn discard_damaged_blob(&self, hash: &str) {
+        let _ = fs::remove_file(self.blob_path(hash));
+    }
+
     pub fn remove_entry(&self, key: &str) -> Result<Vec<String>, StoreError> {
         // Shared: it keeps `verify` (exclusive) from counting a blob deleted under its feet.
         let _maintenance = self.lock_shared();

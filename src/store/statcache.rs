@@ -106,7 +106,16 @@ impl FileHasher for StatCache<'_> {
         if let Some(h) = self.memo.get(path) {
             return Ok(h.clone());
         }
-        let stamp = FileStamp::of(&std::fs::metadata(path)?);
+        let meta = std::fs::metadata(path)?;
+        // A manifest may name anything; only a regular file is an input (a FIFO would block,
+        // a device never ends), and no remembered hash stands in for something else.
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            ));
+        }
+        let stamp = FileStamp::of(&meta);
         if let Some(h) = hash_from_xattr(path, &stamp) {
             self.memo.insert(path.to_owned(), h.clone());
             return Ok(h);

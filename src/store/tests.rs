@@ -90,8 +90,11 @@ fn identical_outputs_share_one_blob() {
     assert_eq!(size, 10);
     let blob = store.blob_path(&ha);
     assert_eq!(std::fs::read(&blob).expect("read"), b"same bytes");
-    let mode = std::fs::metadata(&blob).expect("meta").permissions();
-    assert!(mode.readonly());
+    // Owner-writable like rustc's own outputs, so a hardlinked output never stops cargo
+    // without kache from rebuilding over it; never group/other-writable.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&blob).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o7777, 0o644);
     let leftovers = std::fs::read_dir(dir.path().join("cache/tmp"))
         .expect("tmp")
         .count();

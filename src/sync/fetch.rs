@@ -1,5 +1,6 @@
 //! Fetching from the remote on a local miss: the invocation's remote candidates, each
-//! checked against this checkout's inputs exactly as a local manifest is; then the matching
+//! refused unless every file it names is under a root, then checked against this checkout's
+//! inputs exactly as a local manifest is; then the matching
 //! entry's bundle, every file verified against its blake3 before anything is written; then
 //! the entry committed to the local store, from which the wrapper restores it as usual.
 
@@ -107,7 +108,9 @@ fn take_candidate(
     matches: &mut dyn FnMut(&Manifest, &mut StatCache) -> bool,
     candidate: &Candidate,
 ) -> Result<Option<u64>, SyncError> {
+    // Checking a manifest reads local files: only those under this invocation's roots.
     if candidate.manifest.entry_key(invocation_key) != candidate.entry
+        || candidate.manifest.stays_within_roots().is_err()
         || !matches(&candidate.manifest, stat)
     {
         return Ok(None);
@@ -164,7 +167,11 @@ pub fn pull(
         };
         let invocation_key = invocation_key.as_str();
         for candidate in candidates {
-            if candidate.manifest.entry_key(invocation_key) != candidate.entry {
+            // A pulled manifest is later checked as a local one: it must not name files
+            // outside the roots either.
+            if candidate.manifest.entry_key(invocation_key) != candidate.entry
+                || candidate.manifest.stays_within_roots().is_err()
+            {
                 report.rejected += 1;
                 continue;
             }

@@ -557,6 +557,51 @@ impl CargoCmd {
         output
     }
 
+    /// Runs it; `None` (after killing it) if it has not finished within `limit`, so a hang
+    /// fails the test instead of stalling the suite.
+    pub fn run_within(mut self, limit: std::time::Duration) -> Option<Output> {
+        use std::os::unix::process::CommandExt;
+        use std::process::Stdio;
+        let mut child = self
+            .cmd
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn `{}`: {e}", self.label));
+        let deadline = std::time::Instant::now() + limit;
+        // Drain the pipes in threads, or a chatty child blocks on a full pipe.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return Some(Output {
+                    status,
+                    stdout: out.join().unwrap_or_default(),
+                    stderr: err.join().unwrap_or_default(),
+                });
+            }
+            if std::time::Instant::now() > deadline {
+                // The whole group: cargo, and the kache and rustc processes under it.
+                let _ = Command::new("kill")
+                    .args(["-KILL", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Runs it and returns whatever happened.
     pub fn run_unchecked(mut self) -> Output {
         self.cmd
@@ -1230,4 +1275,64 @@ fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
             String::from_utf8_lossy(&output.stderr).trim()
         ))
     }
+}
+
+/// How a test turns a stored entry (its JSON description, from a remote bundle or an index
+/// row) into an attack: each keeps the entry's key and valid blobs.
+pub enum EntryAttack<'a> {
+    /// One more output, named by an absolute path outside the target dir, setuid.
+    OutputAt(&'a Path),
+    /// A dep-info name that climbs out of the out dir.
+    DepInfoNamed(&'a str),
+    /// Every output recorded setuid, setgid, sticky and writable by everyone.
+    EveryModePrivileged,
+}
+
+/// Applies `attack` to the entry description `entry`.
+pub fn attack_entry(entry: &mut Value, attack: &EntryAttack) {
+    let outputs = entry["outputs"].as_array_mut().expect("entry outputs");
+    match attack {
+        EntryAttack::OutputAt(path) => {
+            let mut evil = outputs.first().expect("an output").clone();
+            evil["name"] = Value::from(path_str(path));
+            evil["mode"] = Value::from(0o104755);
+            outputs.push(evil);
+        }
+        EntryAttack::DepInfoNamed(name) => {
+            entry["depinfo"][0] = Value::from(*name);
+        }
+        EntryAttack::EveryModePrivileged => {
+            for out in outputs {
+                out["mode"] = Value::from(0o107777);
+            }
+        }
+    }
+}
+
+/// Files under `dir` (not following symlinks) with a setuid, setgid or sticky bit, or
+/// writable by group or others.
+pub fn privileged_files(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() && meta.permissions().mode() & 0o7022 != 0 {
+                found.push(format!(
+                    "{} {:o}",
+                    e.path().display(),
+                    meta.permissions().mode()
+                ));
+            }
+        }
+    }
+    found
 }
