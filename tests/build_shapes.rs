@@ -3,8 +3,8 @@
 //! what they print without kache. The shapes:
 //! - target dirs outside the workspace: a pre-made `CARGO_TARGET_DIR`, `--target-dir`,
 //!   `build.target-dir` and cargo's separate `build.build-dir` (none holds `CACHEDIR.TAG`);
-//! - `cargo install --git` (a fresh temporary target dir, sources under `CARGO_HOME`, like a
-//!   registry crate) and `cargo install --path`;
+//! - `cargo install` of a registry crate and `cargo install --git` (a fresh temporary target
+//!   dir each time, sources under `CARGO_HOME`) and `cargo install --path`;
 //! - `--target <triple>` with a custom profile;
 //! - git dependencies, vendored sources, a `../sibling` path dependency and a `[patch]`;
 //! - another `CARGO_HOME` on another machine, through the S3 remote.
@@ -292,6 +292,29 @@ fn cargo_install_twice_is_all_hits() {
         }
     }
 
+    // A registry crate (a local registry standing in for crates.io): the same shape, with
+    // the sources unpacked under CARGO_HOME/registry/src.
+    let registry_home = sandbox.root().join("registry-home");
+    local_registry(&sandbox, &registry_home, TOOL);
+    let mut every_unit = None;
+    for root in ["installs/reg-one", "installs/reg-two"] {
+        let root = sandbox.root().join(root);
+        elsewhere
+            .kache(&["install", "shape-tool", "--offline", "--root", utf8(&root)])
+            .env("CARGO_HOME", utf8(&registry_home))
+            .run();
+        let events = compiles(&log.take());
+        assert_eq!(run_program(&root.join("bin/shape-tool")), "tool gen=7");
+        match &every_unit {
+            None => {
+                assert_no_faults(&events, "first registry install");
+                assert_eq!(count(&events, "miss"), 2, "{}", describe(&events));
+                every_unit = Some(units(&events));
+            }
+            Some(every_unit) => assert_warm(&events, every_unit, "second registry install"),
+        }
+    }
+
     // --path, from two checkouts at different paths.
     let a = sandbox.checkout("a/ws");
     let expected = a.reference_output_profile(&["--release"], "release", APP_BIN);
@@ -324,6 +347,55 @@ fn cargo_install_twice_is_all_hits() {
             Some(every_unit) => assert_warm(&events, every_unit, "second install --path"),
         }
     }
+}
+
+/// Publishes the package `files` (named `shape-tool`) to a local registry that replaces
+/// crates.io for the cargo home `home`.
+fn local_registry(sandbox: &Sandbox, home: &Path, files: &[(&str, &str)]) {
+    let package = sandbox.empty_workspace("registry-src/shape-tool");
+    write(package.root(), files);
+    let manifest = package.read("Cargo.toml");
+    package.write(
+        "Cargo.toml",
+        &format!("{manifest}description = \"t\"\nlicense = \"MIT\"\n"),
+    );
+    package
+        .plain(&["package", "--offline", "--no-verify", "--allow-dirty"])
+        .env("CARGO_HOME", utf8(home))
+        .run();
+    let registry = sandbox.root().join("registry");
+    let crate_file = registry.join("shape-tool-0.1.0.crate");
+    fs::create_dir_all(&registry).expect("mkdir");
+    fs::copy(
+        package.path("target/package/shape-tool-0.1.0.crate"),
+        &crate_file,
+    )
+    .expect("copy the .crate");
+    let sum = Command::new("sha256sum")
+        .arg(&crate_file)
+        .output()
+        .expect("sha256sum");
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    let sum = sum.split_whitespace().next().expect("a checksum");
+    write(
+        &registry,
+        &[(
+            "index/sh/ap/shape-tool",
+            &format!(
+                r#"{{"name":"shape-tool","vers":"0.1.0","deps":[],"cksum":"{sum}","features":{{}},"yanked":false}}"#
+            ),
+        )],
+    );
+    write(
+        home,
+        &[(
+            "config.toml",
+            &format!(
+                "[source.crates-io]\nreplace-with = \"local\"\n\n[source.local]\nlocal-registry = {:?}\n",
+                utf8(&registry)
+            ),
+        )],
+    );
 }
 
 /// A package built from a git dependency, a vendored registry crate (`itoa`), a path
