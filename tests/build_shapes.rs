@@ -631,3 +631,58 @@ fn a_crate_that_embeds_its_out_dir_still_keys_on_it() {
     let explained = String::from_utf8_lossy(&explained.stdout);
     assert!(explained.contains("env OUT_DIR"), "{explained}");
 }
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn an_rpath_into_the_target_dir_is_keyed_as_is() {
+    let sandbox = Sandbox::new();
+    let ws = sandbox.empty_workspace("ws");
+    write(
+        ws.root(),
+        &[
+            (
+                "Cargo.toml",
+                "[package]\nname = \"rpath\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+            ),
+            (
+                "build.rs",
+                "fn main() {\n    let out = std::env::var(\"OUT_DIR\").unwrap();\n    \
+                 println!(\"cargo:rustc-link-arg=-Wl,-rpath,{out}/lib\");\n}\n",
+            ),
+            ("src/main.rs", "fn main() {\n    println!(\"rpath\");\n}\n"),
+        ],
+    );
+    let mut log = sandbox.cursor();
+    let mut rpaths = Vec::new();
+    for (i, sub) in ["targets/one", "targets/two"].iter().enumerate() {
+        let target = premade(&sandbox, sub);
+        ws.kache(&["build"])
+            .env("CARGO_TARGET_DIR", utf8(&target))
+            .run();
+        let events = compiles(&log.take());
+        assert_no_faults(&events, sub);
+        let (bin, script): (Vec<Value>, Vec<Value>) = events
+            .iter()
+            .cloned()
+            .partition(|e| crate_name(e) == "rpath");
+        if i == 1 {
+            assert_all_local_hits(&script, "the build script");
+        }
+        // The linker writes the rpath as given: the binary must be linked for its own dir.
+        assert_all(&bin, "miss", sub);
+        assert_eq!(ws.run_bin_in(&target, "rpath", &[]), "rpath");
+        rpaths.push((
+            target.clone(),
+            fs::read(target.join("debug/rpath")).expect("bin"),
+        ));
+    }
+    let (first, _) = &rpaths[0];
+    let (second, bytes) = &rpaths[1];
+    assert!(contains(bytes, utf8(second)), "the rpath names its own dir");
+    assert!(!contains(bytes, utf8(first)), "and not the first build's");
+}

@@ -3,7 +3,8 @@
 //! Arguments are keyed with output locations removed (`--out-dir`, `-C incremental` when it
 //! is stripped), with flags that only shape diagnostics removed (`--color`,
 //! `--diagnostic-width`), with order-free lists sorted (`--cfg`, `--check-cfg`, `--extern`)
-//! and with root paths relativised. Files named on the command line that rustc reads
+//! and with root paths relativised (except in linker arguments, which end up in the artifact
+//! verbatim). Files named on the command line that rustc reads
 //! (`--extern` crates, `-l` archives, a target JSON, the linker) are keyed by content.
 
 use std::path::{Path, PathBuf};
@@ -90,6 +91,9 @@ pub fn invocation_key(
         match item.flag.as_str() {
             "--out-dir" | "-o" | "--diagnostic-width" | "--color" | "--extern" => {}
             "-C" if value.starts_with("incremental") => {}
+            // The linker writes these into the artifact as given (an rpath into `OUT_DIR`),
+            // out of `--remap-path-prefix`'s reach: a root path in them is keyed as is.
+            "-C" if value.starts_with("link-arg") => k.field("arg -C", value),
             "--cfg" => cfgs.push(value.to_owned()),
             "--check-cfg" => check_cfgs.push(value.to_owned()),
             "--emit" => emits.extend(
@@ -278,6 +282,23 @@ mod tests {
         swapped.swap(7, 9);
         swapped.swap(13, 15);
         assert_eq!(base, key_of(&swapped, "/one", &[]));
+    }
+
+    #[test]
+    fn link_args_keep_their_paths() {
+        for arg in [
+            "link-arg=-Wl,-rpath,$WS/target/debug/build/x-1/out",
+            "link-args=-L$WS/l",
+        ] {
+            let args = [BASE, &["-C", arg]].concat();
+            assert_ne!(
+                key_of(&args, "/one", &[]),
+                key_of(&args, "/two", &[]),
+                "{arg}"
+            );
+        }
+        let no_path = [BASE, &["-C", "link-arg=-fuse-ld=lld"]].concat();
+        assert_eq!(key_of(&no_path, "/one", &[]), key_of(&no_path, "/two", &[]));
     }
 
     #[test]
