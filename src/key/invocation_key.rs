@@ -91,9 +91,12 @@ pub fn invocation_key(
         match item.flag.as_str() {
             "--out-dir" | "-o" | "--diagnostic-width" | "--color" | "--extern" => {}
             "-C" if value.starts_with("incremental") => {}
-            // The linker writes these into the artifact as given (an rpath into `OUT_DIR`),
-            // out of `--remap-path-prefix`'s reach: a root path in them is keyed as is.
-            "-C" if value.starts_with("link-arg") => k.field("arg -C", value),
+            // Written into the artifact as given (an rpath into `OUT_DIR`, the file an
+            // instrumented binary writes its profile to), out of `--remap-path-prefix`'s
+            // reach: a root path in them is keyed as is.
+            "-C" | "-Z" if VERBATIM_OPTIONS.iter().any(|o| value.starts_with(o)) => {
+                k.field(format!("arg {}", item.flag), value)
+            }
             "--cfg" => cfgs.push(value.to_owned()),
             "--check-cfg" => check_cfgs.push(value.to_owned()),
             "--emit" => emits.extend(
@@ -173,6 +176,9 @@ pub fn invocation_key(
     }
     Ok(k.finish())
 }
+
+/// `-C`/`-Z` options whose paths reach the artifact verbatim.
+const VERBATIM_OPTIONS: &[&str] = &["link-arg", "pre-link-arg", "profile-generate"];
 
 fn absolute(cwd: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
@@ -286,11 +292,13 @@ mod tests {
 
     #[test]
     fn link_args_keep_their_paths() {
-        for arg in [
-            "link-arg=-Wl,-rpath,$WS/target/debug/build/x-1/out",
-            "link-args=-L$WS/l",
+        for (flag, arg) in [
+            ("-C", "link-arg=-Wl,-rpath,$WS/target/debug/build/x-1/out"),
+            ("-C", "link-args=-L$WS/l"),
+            ("-C", "profile-generate=$WS/target/pgo"),
+            ("-Z", "pre-link-arg=$WS/crt0.o"),
         ] {
-            let args = [BASE, &["-C", arg]].concat();
+            let args = [BASE, &[flag, arg]].concat();
             assert_ne!(
                 key_of(&args, "/one", &[]),
                 key_of(&args, "/two", &[]),
