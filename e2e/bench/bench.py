@@ -39,7 +39,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 RESULTS_SCHEMA = 1
 
-SCENARIOS = ["cold", "warm", "relocated", "noop", "edit", "check_cold", "check_warm"]
+SCENARIOS = ["cold", "warm", "relocated", "noop", "edit", "check_cold", "check_warm",
+             "install_cold", "install_warm"]
 QUICK_SCENARIOS = ["cold", "warm", "noop"]
 CONTENDERS = ["nocache", "sccache", "kache"]
 LABEL = {"nocache": "no cache", "sccache": "sccache", "kache": "kache"}
@@ -52,6 +53,10 @@ SCENARIO_DOC = {
     "edit": "`cargo build` after a one-line edit of the top crate's main file",
     "check_cold": "`cargo check`, empty cache, fresh target",
     "check_warm": "`cargo check`, target deleted, cache warm from `check_cold`",
+    "install_cold": "`cargo install --path`, empty cache, a fresh target dir outside the "
+                    "workload (as `cargo install <crate>` uses)",
+    "install_warm": "`cargo install --path` again, a fresh target dir, cache warm from "
+                    "`install_cold`",
 }
 
 # Variables that would leak another setup into a contender; everything else is inherited
@@ -639,8 +644,19 @@ class WorkloadBench:
 
     def cargo(self, c: Contender, cmd: str, ws: Path, log_path: Path) -> CmdResult:
         c.before_run(log_path)
-        r = run_logged(["cargo", cmd, "--frozen"], cwd=ws, env=c.env(), log_path=log_path,
-                       timeout=self.opts.timeout)
+        argv, env = ["cargo", cmd, "--frozen"], c.env()
+        install_target = c.root / "install-target"
+        if cmd == "install":
+            # As `cargo install <crate>` does: a fresh target dir outside the workload,
+            # made before cargo runs (so without cargo's CACHEDIR.TAG), every time.
+            rmtree(install_target)
+            install_target.mkdir(parents=True)
+            argv = ["cargo", "install", "--frozen", "--force", "--path", str(ws),
+                    "--root", str(c.root / "installed")]
+            env = dict(env, CARGO_TARGET_DIR=str(install_target))
+        r = run_logged(argv, cwd=ws, env=env, log_path=log_path, timeout=self.opts.timeout)
+        if cmd == "install":
+            rmtree(install_target)
         r.extra = c.after_run(log_path)
         return r
 
@@ -665,16 +681,19 @@ class WorkloadBench:
         if r.rc != 0:
             st.target = None
             raise RunSetupError(f"setup `cargo {cmd}` failed ({r.rc}), see {lp}")
-        st.target = cmd
+        if cmd != "install":  # an install leaves the workload's target dir alone
+            st.target = cmd
 
     def run_scenario(self, fs_label: str, c: Contender, st: State, sc: str, it: int,
                      measure_disk: bool) -> None:
         ws = self.ws(c)
-        cmd = "check" if sc.startswith("check") else "build"
+        cmd = sc.split("_")[0] if sc.startswith(("check", "install")) else "build"
         edit_path = ws / self.edit_rel
         lp = self.logdir / fs_label / f"{it:02d}-{sc}-{c.name}.log"
         rec: dict = {"fs": fs_label, "iteration": it, "scenario": sc, "contender": c.name,
-                     "command": f"cargo {cmd} --frozen", "log": str(lp)}
+                     "command": f"cargo {cmd} --frozen"
+                     + (" --path <workload> (fresh CARGO_TARGET_DIR)" if cmd == "install" else ""),
+                     "log": str(lp)}
         try:
             if sc in ("cold", "check_cold"):
                 c.reset_cache()
@@ -683,6 +702,11 @@ class WorkloadBench:
             elif sc in ("warm", "check_warm"):
                 self.ensure_primed(c, st, cmd, fs_label, it)
                 rmtree(ws / "target")
+            elif sc == "install_cold":
+                c.reset_cache()
+                st.primed.clear()
+            elif sc == "install_warm":
+                self.ensure_primed(c, st, cmd, fs_label, it)
             elif sc == "relocated":
                 self.ensure_primed(c, st, cmd, fs_label, it)
                 ws = self.reloc(c)
@@ -714,7 +738,10 @@ class WorkloadBench:
                 st.primed = {"build"}
             elif sc == "check_cold":
                 st.primed = {"check"}
-            st.target = cmd if sc != "relocated" else st.target
+            elif sc == "install_cold":
+                st.primed = {"install"}
+            if sc != "relocated" and cmd != "install":
+                st.target = cmd
             if sc == "warm" and measure_disk:
                 self.record_disk(fs_label, c, it, ws)
         else:
@@ -1098,6 +1125,14 @@ def render_workload(res: dict, bench_dir: Path) -> list[str]:
         k_nc = ratio(med_wall(runs, main_fs, "cold", "kache"),
                      med_wall(runs, main_fs, "cold", "nocache"))
         line("cold vs no cache", k_nc, "≤ 1.03×", lambda x: x <= 1.03, lambda x: f"{x:.3f}×")
+        k_ic = ratio(med_wall(runs, main_fs, "install_cold", "kache"),
+                     med_wall(runs, main_fs, "install_cold", "nocache"))
+        line("install_cold vs no cache", k_ic, "≤ 1.03×", lambda x: x <= 1.03,
+             lambda x: f"{x:.3f}×")
+        k_iw = ratio(med_wall(runs, main_fs, "install_warm", "kache"),
+                     med_wall(runs, main_fs, "install_cold", "kache"))
+        line("install_warm / install_cold", k_iw, "≤ 0.05×", lambda x: x <= 0.05,
+             lambda x: f"{x:.3f}×")
         for sc in ("warm", "relocated"):
             k = med_wall(runs, main_fs, sc, "kache")
             for other, goal in (("nocache", 30), ("sccache", 8)):
