@@ -524,6 +524,7 @@ fn git_vendored_and_patched_sources_hit_elsewhere_and_a_sibling_says_why() {
     let explained = kache_command(sandbox.cache_dir(), &["explain", "sibling"]);
     let explained = String::from_utf8_lossy(&explained.stdout);
     assert!(explained.contains("-C metadata"), "{explained}");
+    assert!(explained.contains("absolute"), "says why: {explained}");
 }
 
 const BUCKET: &str = "kache-shapes";
