@@ -98,7 +98,7 @@ impl Roots {
 
 /// The target (or build) dir the invocation writes into: from cargo's layout, else from the
 /// `CACHEDIR.TAG` cargo leaves in target dirs it created.
-pub fn cargo_target_dir(cwd: &Path, out_dir: &Path, args: &RustcArgs) -> Option<PathBuf> {
+fn cargo_target_dir(cwd: &Path, out_dir: &Path, args: &RustcArgs) -> Option<PathBuf> {
     layout_target_dir(cwd, out_dir, args).or_else(|| tagged_target_dir(out_dir))
 }
 
