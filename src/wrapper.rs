@@ -17,7 +17,7 @@ use crate::invocation::{EmitKind, Invocation, PassthroughReason, RustcArgs};
 use crate::key::depinfo::DepInfo;
 use crate::key::invocation_key::{KeyInputs, invocation_key};
 use crate::key::manifest::{Manifest, ManifestEnv, ManifestFile};
-use crate::key::roots::{Roots, Spelling};
+use crate::key::roots::{RootSources, Roots, Spelling};
 use crate::key::{FileHasher, KeyField, env as keyenv, toolchain};
 use crate::remote::guard::Guarded;
 use crate::remote::s3::S3Remote;
@@ -227,16 +227,14 @@ impl Wrapper {
         let cargo_home = std::env::var_os("CARGO_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
-        let mut roots = Roots::discover(
-            &cwd,
-            Some(&out_dir),
-            cargo_home.as_deref(),
-            Some(&toolchain.sysroot),
-        );
-        roots.add_out_dir(&out_dir);
-        if let Some(manifest_dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
-            roots.add_workspace_alias(Path::new(&manifest_dir));
-        }
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+        let roots = Roots::discover(&RootSources {
+            cwd: &cwd,
+            args: &args,
+            manifest_dir: manifest_dir.as_deref(),
+            cargo_home: cargo_home.as_deref(),
+            sysroot: Some(&toolchain.sysroot),
+        });
         let env = keyenv::keyed_vars(std::env::vars(), &self.config.key_env_vars);
         let path_var = std::env::var("PATH").ok();
         let driver_conf_dir = std::env::var_os("CLIPPY_CONF_DIR")

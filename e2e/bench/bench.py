@@ -40,7 +40,7 @@ REPO = HERE.parent.parent
 RESULTS_SCHEMA = 1
 
 SCENARIOS = ["cold", "warm", "relocated", "noop", "edit", "check_cold", "check_warm",
-             "inc_cold", "inc_warm", "inc_relocated", "inc_edit"]
+             "inc_cold", "inc_warm", "inc_relocated", "inc_edit", "install_cold", "install_warm"]
 # Scenarios run with cargo's defaults (CARGO_INCREMENTAL unset: the dev profile compiles the
 # workspace members with -C incremental); every other scenario runs with CARGO_INCREMENTAL=0.
 INCREMENTAL_SCENARIOS = {"inc_cold", "inc_warm", "inc_relocated", "inc_edit"}
@@ -63,6 +63,10 @@ SCENARIO_DOC = {
                      "worktree), fresh target, warm cache",
     "inc_edit": "cargo's defaults: `cargo build` after a one-line code edit of the top crate's "
                 "main file, target (and incremental session) up to date",
+    "install_cold": "`cargo install --path`, empty cache, a fresh target dir outside the "
+                    "workload (as `cargo install <crate>` uses)",
+    "install_warm": "`cargo install --path` again, a fresh target dir, cache warm from "
+                    "`install_cold`",
 }
 
 # Variables that would leak another setup into a contender; everything else is inherited
@@ -656,8 +660,19 @@ class WorkloadBench:
         if mode.startswith("inc-"):
             del env["CARGO_INCREMENTAL"]
         c.before_run(log_path)
-        r = run_logged(["cargo", cmd, "--frozen"], cwd=ws, env=env, log_path=log_path,
-                       timeout=self.opts.timeout)
+        argv = ["cargo", cmd, "--frozen"]
+        install_target = c.root / "install-target"
+        if cmd == "install":
+            # As `cargo install <crate>` does: a fresh target dir outside the workload,
+            # made before cargo runs (so without cargo's CACHEDIR.TAG), every time.
+            rmtree(install_target)
+            install_target.mkdir(parents=True)
+            argv = ["cargo", "install", "--frozen", "--force", "--path", str(ws),
+                    "--root", str(c.root / "installed")]
+            env = dict(env, CARGO_TARGET_DIR=str(install_target))
+        r = run_logged(argv, cwd=ws, env=env, log_path=log_path, timeout=self.opts.timeout)
+        if cmd == "install":
+            rmtree(install_target)
         r.extra = c.after_run(log_path)
         return r
 
@@ -683,18 +698,21 @@ class WorkloadBench:
         if r.rc != 0:
             st.target = None
             raise RunSetupError(f"setup `cargo {cmd}` failed ({r.rc}), see {lp}")
-        st.target = cmd
+        if cmd != "install":  # an install leaves the workload's target dir alone
+            st.target = cmd
 
     def run_scenario(self, fs_label: str, c: Contender, st: State, sc: str, it: int,
                      measure_disk: bool) -> None:
         ws = self.ws(c)
-        cmd = "check" if sc.startswith("check") else "build"
+        cmd = sc.split("_")[0] if sc.startswith(("check", "install")) else "build"
         incremental = sc in INCREMENTAL_SCENARIOS
         mode = f"inc-{cmd}" if incremental else cmd
         edit_path = ws / self.edit_rel
         lp = self.logdir / fs_label / f"{it:02d}-{sc}-{c.name}.log"
         rec: dict = {"fs": fs_label, "iteration": it, "scenario": sc, "contender": c.name,
-                     "command": f"cargo {cmd} --frozen", "log": str(lp),
+                     "command": f"cargo {cmd} --frozen"
+                     + (" --path <workload> (fresh CARGO_TARGET_DIR)" if cmd == "install" else ""),
+                     "log": str(lp),
                      "cargo_incremental": "unset" if incremental else "0"}
         sc = sc.removeprefix("inc_")  # the same steps, in the other mode
         cmd = mode
@@ -706,6 +724,11 @@ class WorkloadBench:
             elif sc in ("warm", "check_warm"):
                 self.ensure_primed(c, st, cmd, fs_label, it)
                 rmtree(ws / "target")
+            elif sc == "install_cold":
+                c.reset_cache()
+                st.primed.clear()
+            elif sc == "install_warm":
+                self.ensure_primed(c, st, cmd, fs_label, it)
             elif sc == "relocated":
                 self.ensure_primed(c, st, cmd, fs_label, it)
                 ws = self.reloc(c)
@@ -742,9 +765,10 @@ class WorkloadBench:
         rec.update(r.extra)
         if r.rc == 0:
             log(f"  {c.name} {rec['scenario']}: {r.wall_s:.2f}s" + _brief(rec))
-            if sc in ("cold", "check_cold"):
+            if sc in ("cold", "check_cold", "install_cold"):
                 st.primed = {cmd}
-            st.target = cmd if sc != "relocated" else st.target
+            if sc != "relocated" and cmd != "install":
+                st.target = cmd
             if sc == "warm" and not incremental and measure_disk:
                 self.record_disk(fs_label, c, it, ws)
         else:
@@ -1128,6 +1152,14 @@ def render_workload(res: dict, bench_dir: Path) -> list[str]:
         k_nc = ratio(med_wall(runs, main_fs, "cold", "kache"),
                      med_wall(runs, main_fs, "cold", "nocache"))
         line("cold vs no cache", k_nc, "≤ 1.03×", lambda x: x <= 1.03, lambda x: f"{x:.3f}×")
+        k_ic = ratio(med_wall(runs, main_fs, "install_cold", "kache"),
+                     med_wall(runs, main_fs, "install_cold", "nocache"))
+        line("install_cold vs no cache", k_ic, "≤ 1.03×", lambda x: x <= 1.03,
+             lambda x: f"{x:.3f}×")
+        k_iw = ratio(med_wall(runs, main_fs, "install_warm", "kache"),
+                     med_wall(runs, main_fs, "install_cold", "kache"))
+        line("install_warm / install_cold", k_iw, "≤ 0.05×", lambda x: x <= 0.05,
+             lambda x: f"{x:.3f}×")
         for sc in ("warm", "relocated"):
             k = med_wall(runs, main_fs, sc, "kache")
             for other, goal in (("nocache", 30), ("sccache", 8)):

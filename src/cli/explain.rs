@@ -763,6 +763,16 @@ pub fn render(x: &Explanation, now: i64) -> String {
         );
         let names: Vec<String> = derived.iter().map(|d| d.difference.label()).collect();
         o.push_str(&wrap(&names.join(", "), 76, "  "));
+        if causes.is_empty() {
+            // Nothing kache keys differs, so the hash changed for a reason only cargo sees.
+            o.push_str(&wrap(
+                "cargo hashes a package's identity into it: for a path dependency outside \
+                 the workspace (`../sibling`, a `[patch]` there) that includes its absolute \
+                 path, so moving it gives new symbols; a new cargo or profile does too",
+                76,
+                "",
+            ));
+        }
     }
     o
 }

@@ -3,7 +3,8 @@
 //! Arguments are keyed with output locations removed (`--out-dir`, the `-C incremental`
 //! directory: whether rustc compiles incrementally is keyed on its own), with flags that only shape diagnostics removed (`--color`,
 //! `--diagnostic-width`), with order-free lists sorted (`--cfg`, `--check-cfg`, `--extern`)
-//! and with root paths relativised. Files named on the command line that rustc reads
+//! and with root paths relativised (except in linker arguments, which end up in the artifact
+//! verbatim). Files named on the command line that rustc reads
 //! (`--extern` crates, `-l` archives, a target JSON, the linker) are keyed by content.
 
 use std::path::{Path, PathBuf};
@@ -93,6 +94,12 @@ pub fn invocation_key(
         match item.flag.as_str() {
             "--out-dir" | "-o" | "--diagnostic-width" | "--color" | "--extern" => {}
             "-C" if value.starts_with("incremental") => {}
+            // Written into the artifact as given (an rpath into `OUT_DIR`, the file an
+            // instrumented binary writes its profile to), out of `--remap-path-prefix`'s
+            // reach: a root path in them is keyed as is.
+            "-C" | "-Z" if VERBATIM_OPTIONS.iter().any(|o| value.starts_with(o)) => {
+                k.field(format!("arg {}", item.flag), value)
+            }
             "--cfg" => cfgs.push(value.to_owned()),
             "--check-cfg" => check_cfgs.push(value.to_owned()),
             "--emit" => emits.extend(
@@ -175,6 +182,9 @@ pub fn invocation_key(
     }
     Ok(k.finish())
 }
+
+/// `-C`/`-Z` options whose paths reach the artifact verbatim.
+const VERBATIM_OPTIONS: &[&str] = &["link-arg", "pre-link-arg", "profile-generate"];
 
 fn absolute(cwd: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
@@ -285,6 +295,25 @@ mod tests {
         swapped.swap(7, 9);
         swapped.swap(13, 15);
         assert_eq!(base, key_of(&swapped, "/one", &[]));
+    }
+
+    #[test]
+    fn link_args_keep_their_paths() {
+        for (flag, arg) in [
+            ("-C", "link-arg=-Wl,-rpath,$WS/target/debug/build/x-1/out"),
+            ("-C", "link-args=-L$WS/l"),
+            ("-C", "profile-generate=$WS/target/pgo"),
+            ("-Z", "pre-link-arg=$WS/crt0.o"),
+        ] {
+            let args = [BASE, &[flag, arg]].concat();
+            assert_ne!(
+                key_of(&args, "/one", &[]),
+                key_of(&args, "/two", &[]),
+                "{arg}"
+            );
+        }
+        let no_path = [BASE, &["-C", "link-arg=-fuse-ld=lld"]].concat();
+        assert_eq!(key_of(&no_path, "/one", &[]), key_of(&no_path, "/two", &[]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Path roots: the workspace (rustc's working directory), the target directory, `CARGO_HOME`
-//! and the toolchain sysroot.
+//! and the toolchain sysroot. Which roots an invocation has, and how each is found, is
+//! [`discover`]'s business; this file owns what is done with them.
 //!
 //! A path under a root is keyed as `${root}/rest`, so the same workspace checked out at another
 //! path produces the same keys; rustc is given `--remap-path-prefix` for the same roots so the
@@ -8,7 +9,11 @@
 //! for the current checkout on restore.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod discover;
+
+pub use discover::RootSources;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Root {
@@ -40,73 +45,6 @@ impl Roots {
         roots.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
         roots.dedup_by(|a, b| a.path == b.path);
         Roots { roots }
-    }
-
-    /// Discovers the roots for an invocation.
-    ///
-    /// The workspace is the working directory when it holds a `Cargo.toml` (cargo runs rustc
-    /// there); the target directory is the nearest ancestor of `out_dir` holding cargo's
-    /// `CACHEDIR.TAG`.
-    pub fn discover(
-        cwd: &Path,
-        out_dir: Option<&Path>,
-        cargo_home: Option<&Path>,
-        sysroot: Option<&Path>,
-    ) -> Self {
-        let mut roots = Vec::new();
-        if cwd.join("Cargo.toml").is_file() {
-            roots.push(root("ws", cwd, "."));
-        }
-        if let Some(target) = out_dir.and_then(|d| find_target_dir(&absolute(cwd, d))) {
-            roots.push(root("target", &target, "/kache/target"));
-        }
-        if let Some(home) = cargo_home {
-            roots.push(root("cargo_home", home, "/kache/cargo"));
-        }
-        if let Some(sysroot) = sysroot {
-            roots.push(root("sysroot", sysroot, "/kache/sysroot"));
-        }
-        Roots::new(roots)
-    }
-
-    /// Adds the spelling of the workspace that cargo uses when it reached the workspace
-    /// through a symlink (`cargo --manifest-path link/ws/Cargo.toml`): rustc's working
-    /// directory is then the physical path, while `CARGO_MANIFEST_DIR` and `--out-dir` carry
-    /// the symlinked one. Both spellings key and remap alike.
-    pub fn add_workspace_alias(&mut self, manifest_dir: &Path) {
-        let Some(ws) = self.get("ws").map(|r| PathBuf::from(&r.path)) else {
-            return;
-        };
-        if manifest_dir.starts_with(&ws) {
-            return;
-        }
-        let Ok(physical) = manifest_dir.canonicalize() else {
-            return;
-        };
-        let Ok(inside) = physical.strip_prefix(&ws) else {
-            return;
-        };
-        let depth = inside.components().count();
-        let Some(alias) = manifest_dir.ancestors().nth(depth) else {
-            return;
-        };
-        // Only when the symlinked spelling names the same place inside the workspace.
-        if manifest_dir
-            .strip_prefix(alias)
-            .is_ok_and(|tail| tail == inside)
-        {
-            let mut roots = std::mem::take(&mut self.roots);
-            roots.push(root("ws", alias, "."));
-            *self = Roots::new(roots);
-        }
-    }
-
-    /// Adds the invocation's `--out-dir` as a root of its own, so artifact notifications and
-    /// dep-info name it correctly even when no target directory was recognised.
-    pub fn add_out_dir(&mut self, out_dir: &Path) {
-        let mut roots = std::mem::take(&mut self.roots);
-        roots.push(root("out", out_dir, "/kache/out"));
-        *self = Roots::new(roots);
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Root> {
@@ -220,22 +158,6 @@ fn root(name: &'static str, path: &Path, remap_to: &'static str) -> Root {
     }
 }
 
-fn absolute(cwd: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        cwd.join(p)
-    }
-}
-
-fn find_target_dir(out_dir: &Path) -> Option<PathBuf> {
-    out_dir
-        .ancestors()
-        .take(6)
-        .find(|d| d.join("CACHEDIR.TAG").is_file())
-        .map(Path::to_owned)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,27 +210,6 @@ mod tests {
         let ws = args.iter().position(|a| a.contains("/a/ws=."));
         let target = args.iter().position(|a| a.contains("/a/ws/target="));
         assert!(ws < target);
-    }
-
-    #[test]
-    fn a_symlinked_spelling_of_the_workspace_is_an_alias() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let real = dir.path().join("real/ws");
-        std::fs::create_dir_all(real.join("crates/core")).expect("mkdir");
-        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link"))
-            .expect("symlink");
-        let physical = real.canonicalize().expect("canonical");
-        let mut r = Roots::new(vec![root("ws", &physical, ".")]);
-        r.add_workspace_alias(&dir.path().join("link/ws/crates/core"));
-        let logical = dir.path().join("link/ws/crates/core/src/lib.rs");
-        assert_eq!(
-            r.relativize(&logical.to_string_lossy()),
-            "${ws}/crates/core/src/lib.rs"
-        );
-        // A directory elsewhere is not an alias.
-        let mut other = Roots::new(vec![root("ws", &physical, ".")]);
-        other.add_workspace_alias(dir.path());
-        assert_eq!(other.iter().count(), 1);
     }
 
     #[test]

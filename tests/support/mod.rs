@@ -144,6 +144,18 @@ impl Sandbox {
         }
     }
 
+    /// An empty directory at `<sandbox>/<sub_path>` used as a workspace, for tests that write
+    /// their own small crates into it.
+    pub fn empty_workspace(&self, sub_path: &str) -> Workspace {
+        let root = self.root.join(sub_path);
+        fs::create_dir_all(&root).expect("create the workspace dir");
+        Workspace {
+            root,
+            cache_dir: self.cache_dir.clone(),
+            env: BTreeMap::new(),
+        }
+    }
+
     /// A checkout at `<sandbox>/<real_sub>`, used through the symlink
     /// `<sandbox>/<link_sub>` → `<sandbox>/<real_sub>`'s parent: the returned workspace's
     /// root is `<sandbox>/<link_sub>/<last component of real_sub>`, a path that goes
