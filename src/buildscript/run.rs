@@ -219,8 +219,9 @@ impl ScriptRun {
             return Ok(self.passthrough("out_dir_not_empty"));
         }
         let store = Store::open(&config.dir)?;
-        let mut roots = Roots::discover(&package_dir, Some(&out_dir), home.as_deref(), None);
-        roots.add_out_dir(&out_dir);
+        let triple = env_var("TARGET");
+        let roots =
+            Roots::for_script_run(&package_dir, &out_dir, triple.as_deref(), home.as_deref());
         let env = script_env(&config.key_env_vars);
         let (path_var, rustc, rustup_toolchain) = (
             env_var("PATH"),

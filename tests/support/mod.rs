@@ -153,6 +153,7 @@ impl Sandbox {
             root,
             cache_dir: self.cache_dir.clone(),
             env: BTreeMap::new(),
+            cargo_defaults: false,
         }
     }
 

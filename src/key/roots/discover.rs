@@ -9,6 +9,10 @@
 //! | `sysroot` | the toolchain | `rustc --print sysroot` (keyed, never remapped: rustc remaps its own sources) | — |
 //! | `out` | this invocation's output dir | `--out-dir` (so artifact notifications and dep-info name it even when no target dir is recognised) | `/kache/out` |
 //!
+//! A build-script *run* ([`Roots::for_script_run`]) has no rustc arguments: its `ws` is the
+//! package dir, its `out` is `OUT_DIR`, and its `target` is read off `OUT_DIR`'s layout
+//! (`<T>[/<triple>]/<profile>/build/<pkg>-<hash>/out`), else found by `CACHEDIR.TAG`.
+//!
 //! Discovery only reads: the working directory's `Cargo.toml`, symlinks and `CACHEDIR.TAG`.
 //! A root found wrongly can only cost hits, never give a wrong artifact: every path under a
 //! root is remapped in what rustc writes, and files under it are still keyed by content.
@@ -61,6 +65,31 @@ impl Roots {
             roots.add_workspace_alias(&absolute(cwd, dir));
         }
         roots
+    }
+
+    /// The roots of a build-script run: its package dir, the target dir its `OUT_DIR` lies in
+    /// (the triple dir cargo adds under `--target` is left out, `target` names `<T>` itself),
+    /// `CARGO_HOME` and `OUT_DIR`.
+    pub fn for_script_run(
+        package_dir: &Path,
+        out_dir: &Path,
+        triple: Option<&str>,
+        cargo_home: Option<&Path>,
+    ) -> Roots {
+        let mut roots = Vec::new();
+        if package_dir.join("Cargo.toml").is_file() {
+            roots.push(root("ws", package_dir, "."));
+        }
+        if let Some(target) =
+            script_run_target_dir(out_dir, triple).or_else(|| tagged_target_dir(out_dir))
+        {
+            roots.push(root("target", &target, "/kache/target"));
+        }
+        if let Some(home) = cargo_home {
+            roots.push(root("cargo_home", home, "/kache/cargo"));
+        }
+        roots.push(root("out", out_dir, "/kache/out"));
+        Roots::new(roots)
     }
 
     /// Adds the spelling of the workspace that cargo uses when it reached the workspace
@@ -144,6 +173,22 @@ fn layout_target_dir(cwd: &Path, out_dir: &Path, args: &RustcArgs) -> Option<Pat
     Some(target.to_owned())
 }
 
+/// `<T>` from a build-script run's `OUT_DIR`: `<T>[/<triple>]/<profile>/build/<pkg>-<hash>/out`.
+fn script_run_target_dir(out_dir: &Path, triple: Option<&str>) -> Option<PathBuf> {
+    if out_dir.file_name()? != "out" {
+        return None;
+    }
+    let build = out_dir.parent()?.parent()?;
+    if build.file_name()? != "build" {
+        return None;
+    }
+    let mut target = build.parent()?.parent()?;
+    if triple.is_some_and(|t| target.file_name().is_some_and(|n| n == t)) {
+        target = target.parent()?;
+    }
+    Some(target.to_owned())
+}
+
 fn tagged_target_dir(out_dir: &Path) -> Option<PathBuf> {
     out_dir
         .ancestors()
@@ -187,6 +232,26 @@ mod tests {
             cargo_home: Some(Path::new(home)),
             sysroot: Some(Path::new("/tc")),
         })
+    }
+
+    #[test]
+    fn a_script_run_finds_its_target_dir_from_out_dir() {
+        let run = |out: &str, triple| {
+            script_run_target_dir(Path::new(out), triple).map(|p| p.display().to_string())
+        };
+        assert_eq!(
+            run("/tmp/cargo-installX/release/build/libc-0123/out", None).as_deref(),
+            Some("/tmp/cargo-installX")
+        );
+        assert_eq!(
+            run(
+                "/t/x86_64-unknown-linux-gnu/debug/build/z-1/out",
+                Some("x86_64-unknown-linux-gnu")
+            )
+            .as_deref(),
+            Some("/t")
+        );
+        assert_eq!(run("/somewhere/else/out", None), None);
     }
 
     fn package_dir(path: &str) -> (tempfile::TempDir, PathBuf) {
