@@ -171,17 +171,48 @@ fn default_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
         .join("kache")
 }
 
-/// Parses `10G`, `512M`, `1.5GiB`, `4096` (bytes). Units are powers of 1024.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+/// The largest size accepted: what the index can hold (SQLite integers are signed 64-bit).
+pub const MAX_SIZE_BYTES: u64 = i64::MAX as u64;
+
+/// The longest duration accepted: 100 years. Longer is a typo, and it keeps every later
+/// computation (`now - age`, seconds to milliseconds) far from overflowing.
+pub const MAX_DURATION_SECS: u64 = 100 * 365 * 86_400;
+
+/// `number × unit`, exactly for whole numbers, `None` when the product exceeds `max`.
+/// `number` is digits with at most one `.`; the caller has checked it is not empty.
+fn scale(number: &str, unit: u64, max: u64) -> Option<u64> {
+    let product = match number.parse::<u64>() {
+        Ok(whole) => whole.checked_mul(unit)?,
+        // A fraction such as `1.5`: f64 is exact enough for a size or a duration, and the
+        // comparison below happens before the cast, which would otherwise saturate.
+        Err(_) => {
+            let v = number.parse::<f64>().ok()? * unit as f64;
+            if !v.is_finite() || v > max as f64 {
+                return None;
+            }
+            v as u64
+        }
+    };
+    (product <= max).then_some(product)
+}
+
+/// Splits `12.5G` into `("12.5", "G")`; `Err` unless the number is digits with at most one dot.
+fn split_number(text: &str) -> Option<(&str, &str)> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (try 10G, 512M or 4096)"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    (digits > 0 && number.matches('.').count() <= 1).then_some((number, unit.trim()))
+}
+
+/// Parses `10G`, `512M`, `1.5GiB`, `4096` (bytes). Units are powers of 1024. Sizes above
+/// [`MAX_SIZE_BYTES`] are errors, never a wrapped or saturated number.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (number, unit) = split_number(text)
+        .ok_or_else(|| format!("{text:?} is not a size (try 10G, 512M or 4096)"))?;
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
@@ -189,20 +220,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "t" | "tb" | "tib" => 1 << 40,
         _ => return Err(format!("unknown size unit in {text:?} (use K, M, G or T)")),
     };
-    if !number.is_finite() || number < 0.0 {
-        return Err(format!("{text:?} is not a size"));
-    }
-    Ok((number * multiplier as f64) as u64)
+    scale(number, multiplier, MAX_SIZE_BYTES)
+        .ok_or_else(|| format!("{text:?} is out of range (at most 8388607T)"))
 }
 
-/// Parses `30d`, `24h`, `15m`, `90s` into seconds.
+/// Parses `30d`, `1.5h`, `15m`, `90s`, `2w` (a bare number is days) into seconds. Durations
+/// above [`MAX_DURATION_SECS`] are errors: an overflow here once made `gc --max-age` evict
+/// everything.
 pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (try 30d, 24h or 15m)"))?;
+    let (number, unit) = split_number(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (try 30d, 1.5h or 15m)"))?;
     let unit_secs = match unit {
         "s" => 1,
         "m" => 60,
@@ -215,7 +242,8 @@ pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
             ));
         }
     };
-    Ok(n * unit_secs)
+    scale(number, unit_secs, MAX_DURATION_SECS)
+        .ok_or_else(|| format!("{text:?} is out of range (at most 36500d)"))
 }
 
 #[cfg(test)]
@@ -238,13 +266,51 @@ mod tests {
         assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
         assert!(parse_size("banana").is_err());
         assert!(parse_size("10Q").is_err());
+        assert!(parse_size(".").is_err());
+        assert_eq!(parse_size("0.5K"), Ok(512));
     }
 
     #[test]
     fn durations() {
         assert_eq!(parse_duration_secs("30d"), Ok(30 * 86_400));
         assert_eq!(parse_duration_secs("24h"), Ok(86_400));
+        assert_eq!(parse_duration_secs("1.5h"), Ok(5400));
+        assert_eq!(parse_duration_secs("7"), Ok(7 * 86_400));
         assert!(parse_duration_secs("soon").is_err());
+        assert!(parse_duration_secs("h").is_err());
+        assert!(parse_duration_secs("1.2.3h").is_err());
+        assert!(parse_duration_secs("-1d").is_err());
+    }
+
+    /// Issue 9 item 4: `999999999999999d` wrapped around to a few seconds and `gc --max-age`
+    /// evicted the whole store. Out of range is an error, at the exact limit and beyond.
+    #[test]
+    fn out_of_range_durations_and_sizes_are_errors() {
+        assert_eq!(parse_duration_secs("36500d"), Ok(MAX_DURATION_SECS));
+        assert_eq!(parse_duration_secs("3153600000s"), Ok(MAX_DURATION_SECS));
+        for text in [
+            "36501d",
+            "3153600001s",
+            "36500.1d",
+            "999999999999999d",
+            "18446744073709551616s",
+            "99999999999999999999999999999w",
+        ] {
+            let err = parse_duration_secs(text).expect_err(text);
+            assert!(err.contains("out of range"), "{text}: {err}");
+        }
+        assert_eq!(parse_size("8388607T"), Ok(8_388_607 << 40));
+        assert_eq!(parse_size("9223372036854775807"), Ok(MAX_SIZE_BYTES));
+        for text in [
+            "8388608T",
+            "9223372036854775808",
+            "18446744073709551616",
+            "99999999999999999999T",
+            "8388608.5T",
+        ] {
+            let err = parse_size(text).expect_err(text);
+            assert!(err.contains("out of range"), "{text}: {err}");
+        }
     }
 
     #[test]

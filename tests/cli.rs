@@ -490,6 +490,17 @@ fn bad_input_is_one_clear_line_and_exit_2() {
         (&["stats", "--frobnicate"][..], "--frobnicate"),
         (&["gc", "--max-size", "banana"][..], "banana"),
         (&["stats", "--since", "soon"][..], "soon"),
+        // Out of range is bad input, not an overflow (it once made gc evict everything).
+        (&["gc", "--max-age", "999999999999999d"][..], "out of range"),
+        (
+            &["gc", "--dry-run", "--max-age", "36501d"][..],
+            "out of range",
+        ),
+        (
+            &["stats", "--since", "999999999999999d"][..],
+            "out of range",
+        ),
+        (&["gc", "--max-size", "99999999999T"][..], "out of range"),
         (&["list", "--sort", "sideways"][..], "sideways"),
         (&["completions", "tcsh-ish"][..], "tcsh-ish"),
         (&["frobnicate"][..], "frobnicate"),
