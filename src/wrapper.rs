@@ -283,7 +283,7 @@ impl Wrapper {
     /// The configured remote, if any. A configuration that does not work is reported once
     /// per invocation and the build goes on without the remote.
     fn open_remote(&mut self, cache_dir: &Path) -> Option<Remote> {
-        let config = match RemoteConfig::from_process_env() {
+        let config = match self.config.remote.clone() {
             Ok(c) => c?,
             Err(e) => {
                 eprintln!("kache: warning: {e}; not using the remote");
@@ -291,11 +291,8 @@ impl Wrapper {
                 return None;
             }
         };
-        match S3Remote::new(&config) {
-            Ok(s3) => Some(Remote {
-                store: Guarded::new(s3, cache_dir, &config),
-                config,
-            }),
+        match crate::remote::connect(&config, cache_dir) {
+            Ok(store) => Some(Remote { store, config }),
             Err(e) => {
                 eprintln!("kache: warning: {e}; not using the remote");
                 self.event.warning = Some(e.to_string());

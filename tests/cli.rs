@@ -30,7 +30,7 @@ fn kache_cmd(cache_dir: &Path, args: &[&str]) -> Command {
         }
     }
     // No user config file either.
-    cmd.env("KACHE_CONFIG", cache_dir.join("no-such-config.toml"));
+    cmd.env("KACHE_CONFIG", "/dev/null");
     cmd.env("KACHE_DIR", cache_dir);
     cmd
 }
@@ -576,4 +576,49 @@ fn bad_input_is_one_clear_line_and_exit_2() {
     }
     let bash = ok(&cache, &["completions", "bash"]);
     assert!(bash.contains("kache") && bash.contains("explain"), "{bash}");
+}
+
+/// Issue 9 item 14: the crash injector is test-only machinery. In a default build (what
+/// `cargo install` gives people) `KACHE_TEST_CRASH_AT` does nothing: the compile is stored
+/// and succeeds. (`e2e/run-tests` also checks the release binary has no trace of the hook.)
+#[cfg(not(feature = "fault-injection"))]
+#[test]
+fn the_default_build_has_no_crash_hook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hook.rs"), "pub fn f() -> u32 { 7 }\n").expect("write");
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("run rustc --print sysroot");
+    let rustc = Path::new(String::from_utf8_lossy(&sysroot.stdout).trim()).join("bin/rustc");
+    let compile = |cache: &Path, stage: &str| {
+        let o = kache_cmd(cache, &[])
+            .arg(&rustc)
+            .args([
+                "--crate-name",
+                "hook",
+                "--crate-type",
+                "lib",
+                "--edition",
+                "2021",
+            ])
+            .args(["hook.rs", "--out-dir", "out", "--emit=link,metadata"])
+            .current_dir(dir.path())
+            .env("KACHE_TEST_CRASH_AT", stage)
+            .output()
+            .expect("run kache as a wrapper");
+        assert!(o.status.success(), "{stage}: {o:?}");
+    };
+    // Each store stage on a miss (a fresh cache each), then the restore stage on a hit.
+    let cache = dir.path().join("cache");
+    for stage in ["after_compile", "after_blob", "before_commit", "in_commit"] {
+        let fresh = dir.path().join(format!("cache-{stage}"));
+        compile(&fresh, stage);
+        assert_eq!(count(&events(&fresh), "miss"), 1, "{stage}");
+    }
+    compile(&cache, "after_commit");
+    compile(&cache, "mid_restore");
+    let events = events(&cache);
+    assert_eq!(count(&events, "miss"), 1, "{}", describe(&events));
+    assert_eq!(count(&events, "local_hit"), 1, "{}", describe(&events));
 }

@@ -187,7 +187,7 @@ pub fn run(config: &Config, args: StatsArgs) -> anyhow::Result<ExitCode> {
         s.store.blobs = totals.blobs;
         s.store.dedup_saved_bytes = totals.dedup_saved();
     }
-    let configured = std::env::var_os("KACHE_REMOTE").is_some_and(|v| !v.is_empty());
+    let configured = matches!(config.remote, Ok(Some(_)));
     let uploaded = crate::sync::upload::uploaded_bytes(&config.dir);
     let queued = crate::sync::upload::queue_len(&config.dir);
     if configured || uploaded > 0 || queued > 0 {
