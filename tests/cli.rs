@@ -472,6 +472,17 @@ fn init_edits_cargo_config_politely() {
         .expect("run kache init");
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("sccache"), "{}", stderr(&o));
+
+    // Issue 10 item 11: the file `init` created is gone after `--undo`, not left empty.
+    std::fs::remove_file(&config).expect("remove config");
+    for args in [&["init"][..], &["init", "--undo"][..]] {
+        let o = kache_cmd(home.path(), args)
+            .env("CARGO_HOME", home.path())
+            .output()
+            .expect("run kache init");
+        assert!(o.status.success(), "kache {args:?}: {}", stderr(&o));
+    }
+    assert!(!config.exists(), "--undo left the config file it created");
 }
 
 #[test]
@@ -585,25 +596,8 @@ fn bad_input_is_one_clear_line_and_exit_2() {
 #[test]
 fn the_default_build_has_no_crash_hook() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("hook.rs"), "pub fn f() -> u32 { 7 }\n").expect("write");
-    let sysroot = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .output()
-        .expect("run rustc --print sysroot");
-    let rustc = Path::new(String::from_utf8_lossy(&sysroot.stdout).trim()).join("bin/rustc");
     let compile = |cache: &Path, stage: &str| {
-        let o = kache_cmd(cache, &[])
-            .arg(&rustc)
-            .args([
-                "--crate-name",
-                "hook",
-                "--crate-type",
-                "lib",
-                "--edition",
-                "2021",
-            ])
-            .args(["hook.rs", "--out-dir", "out", "--emit=link,metadata"])
-            .current_dir(dir.path())
+        let o = wrapped_rustc(cache, dir.path())
             .env("KACHE_TEST_CRASH_AT", stage)
             .output()
             .expect("run kache as a wrapper");
@@ -621,4 +615,212 @@ fn the_default_build_has_no_crash_hook() {
     let events = events(&cache);
     assert_eq!(count(&events, "miss"), 1, "{}", describe(&events));
     assert_eq!(count(&events, "local_hit"), 1, "{}", describe(&events));
+}
+
+/// `kache <rustc> ...` compiling a one-line library `hook.rs` (written here) in `work`: the
+/// cheapest way to put one entry in a store.
+fn wrapped_rustc(cache: &Path, work: &Path) -> Command {
+    std::fs::write(work.join("hook.rs"), "pub fn f() -> u32 { 7 }\n").expect("write hook.rs");
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("run rustc --print sysroot");
+    let rustc = Path::new(String::from_utf8_lossy(&sysroot.stdout).trim()).join("bin/rustc");
+    let mut cmd = kache_cmd(cache, &[]);
+    cmd.arg(rustc)
+        .args([
+            "--crate-name",
+            "hook",
+            "--crate-type",
+            "lib",
+            "--edition",
+            "2021",
+        ])
+        .args(["hook.rs", "--out-dir", "out", "--emit=link,metadata"])
+        .current_dir(work);
+    cmd
+}
+
+fn assert_one_line_exit_2(o: &Output, needle: &str, what: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+    assert_eq!(err.lines().count(), 1, "{what}: one line\n{err}");
+    assert!(err.contains(needle), "{what}: names {needle:?}\n{err}");
+}
+
+/// Issue 10 item 8: an unusable cache dir is one line and exit 2; the commands that only
+/// read never create a store (a mistyped KACHE_DIR used to get a fresh one, and exit 0).
+#[test]
+fn unusable_or_missing_cache_dirs_are_one_line_and_never_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").expect("write");
+    let under_file = file.join("cache");
+    for args in [
+        &["list"][..],
+        &["stats"][..],
+        &["explain", "hook"][..],
+        &["verify"][..],
+        &["gc", "--dry-run"][..],
+        &["gc"][..],
+        &["clear", "--yes"][..],
+    ] {
+        let o = kache(&under_file, args);
+        assert_one_line_exit_2(&o, "not a directory", &format!("{args:?} under a file"));
+    }
+
+    let missing = dir.path().join("mistyped");
+    for args in [&["verify"][..], &["gc", "--dry-run"][..], &["gc"][..]] {
+        let o = kache(&missing, args);
+        assert_one_line_exit_2(&o, "no cache at", &format!("{args:?} at a missing dir"));
+    }
+    for args in [&["list"][..], &["stats"][..]] {
+        ok(&missing, args);
+    }
+    assert!(
+        !missing.exists(),
+        "a command that reads created the cache dir"
+    );
+}
+
+/// Issue 10 item 8: on a read-only store (bind-mounted read-only, so root cannot write
+/// either) the commands that read work, and those that write say so in one line, exit 2.
+#[test]
+#[ignore = "needs root: bind-mounts the store read-only"]
+fn read_only_store_serves_the_commands_that_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let o = wrapped_rustc(&cache, dir.path())
+        .output()
+        .expect("run kache");
+    assert!(o.status.success(), "{o:?}");
+    let _ro = Mount::read_only_bind(&cache)
+        .unwrap_or_else(|e| panic!("cannot bind-mount the store read-only: {e}"));
+    assert!(ok(&cache, &["list"]).contains("hook"));
+    assert_eq!(
+        num(&json(&cache, &["stats", "--json"])["store"]["entries"]),
+        1.0
+    );
+    let report = json(&cache, &["gc", "--dry-run", "--max-size", "0", "--json"]);
+    assert_eq!(num(&report["entries_evicted"]), 1.0, "{report}");
+    ok(&cache, &["verify"]);
+    ok(&cache, &["explain", "hook"]);
+    for args in [
+        &["gc"][..],
+        &["clear", "--yes"][..],
+        &["verify", "--repair"][..],
+    ] {
+        let o = kache(&cache, args);
+        assert_one_line_exit_2(&o, "read-only", &format!("{args:?} on a read-only store"));
+    }
+    assert_eq!(
+        ok(&cache, &["list", "--json"]).matches("\"hook\"").count(),
+        1
+    );
+}
+
+/// Issue 10 item 12: `kache config` shows each effective setting and where it came from.
+#[test]
+fn config_shows_each_setting_and_its_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "incremental = \"strip\"\nmax_size = \"1G\"\n").expect("write");
+    let o = kache_cmd(&cache, &["config", "--json"])
+        .env("KACHE_CONFIG", &file)
+        .env("KACHE_MAX_SIZE", "2G")
+        .output()
+        .expect("run kache config");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let row = |name: &str| {
+        v["settings"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} row in {v}"))
+    };
+    assert_eq!(row("dir")["value"], cache.display().to_string());
+    assert_eq!(row("dir")["from"], "environment (KACHE_DIR)");
+    assert_eq!(row("max_size")["value"], "2.0 GiB");
+    assert_eq!(row("max_size")["from"], "environment (KACHE_MAX_SIZE)");
+    assert_eq!(row("incremental")["value"], "strip");
+    assert_eq!(
+        row("incremental")["from"],
+        format!("{} (incremental)", file.display())
+    );
+    assert_eq!(row("remote")["value"], "none");
+    assert_eq!(row("log")["from"], "default");
+    assert!(!cache.exists(), "kache config created the cache dir");
+    let text = ok(&cache, &["config"]);
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+}
+
+/// Issue 10 item 12: `stats --zero` zeroes the counters (the log stays for explain and gc);
+/// `gc --crate NAME` removes one crate's entries and the blobs only they used.
+#[test]
+fn stats_zero_and_gc_crate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let compile = || {
+        let o = wrapped_rustc(&cache, dir.path())
+            .output()
+            .expect("run kache");
+        assert!(o.status.success(), "{o:?}");
+    };
+    compile();
+    assert_eq!(num(&json(&cache, &["stats", "--json"])["invocations"]), 1.0);
+    assert!(ok(&cache, &["stats", "--zero"]).contains("zeroed"));
+    assert_eq!(num(&json(&cache, &["stats", "--json"])["invocations"]), 0.0);
+    compile();
+    let s = json(&cache, &["stats", "--json"]);
+    assert_eq!(num(&s["invocations"]), 1.0, "{s}");
+    assert_eq!(num(&s["local_hits"]), 1.0, "{s}");
+    assert_eq!(events(&cache).len(), 2, "the event log is kept");
+
+    let dry = json(&cache, &["gc", "--crate", "hook", "--dry-run", "--json"]);
+    assert_eq!(num(&dry["entries_evicted"]), 1.0, "{dry}");
+    assert!(
+        ok(&cache, &["list"]).contains("hook"),
+        "a dry run removes nothing"
+    );
+    let other = json(&cache, &["gc", "--crate", "not-stored", "--json"]);
+    assert_eq!(num(&other["entries_evicted"]), 0.0, "{other}");
+    let done = json(&cache, &["gc", "--crate", "hook", "--json"]);
+    assert_eq!(num(&done["entries_evicted"]), 1.0, "{done}");
+    assert!(num(&done["blobs_removed"]) >= 1.0, "{done}");
+    assert_eq!(ok(&cache, &["list"]).trim(), "no entries");
+    assert!(blob_files(&cache).is_empty(), "the crate's blobs are gone");
+    ok(&cache, &["verify"]);
+}
+
+/// Issue 10 item 12: `kache doctor` checks the set-up and fails when cargo does not use kache.
+#[test]
+fn doctor_checks_the_setup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let cargo_home = dir.path().join("cargo-home");
+    std::fs::create_dir_all(&cargo_home).expect("mkdir");
+    let o = wrapped_rustc(&cache, dir.path())
+        .output()
+        .expect("run kache");
+    assert!(o.status.success(), "{o:?}");
+    let doctor = |wrapper: Option<&str>| {
+        let mut cmd = kache_cmd(&cache, &["doctor"]);
+        cmd.env("CARGO_HOME", &cargo_home)
+            .env_remove("RUSTC_WRAPPER");
+        if let Some(w) = wrapper {
+            cmd.env("RUSTC_WRAPPER", w);
+        }
+        cmd.output().expect("run kache doctor")
+    };
+    let o = doctor(None);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("FAIL  wrapper"), "{}", stdout(&o));
+    let o = doctor(Some(kache_exe().to_str().expect("UTF-8 path")));
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    for check in ["wrapper", "cache dir", "reflinks", "toolchain", "remote"] {
+        assert!(text.contains(&format!("  {check}: ")), "{check}:\n{text}");
+    }
 }

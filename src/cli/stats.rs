@@ -13,7 +13,6 @@ use serde::Serialize;
 use super::format::{self, truncate};
 use crate::config::{Config, parse_duration_secs};
 use crate::events::{self, BuildEvent, Outcome};
-use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
@@ -23,6 +22,9 @@ pub struct StatsArgs {
     /// Print the figures as JSON
     #[arg(long)]
     json: bool,
+    /// Zero the counters: later reports count only what happens from now on
+    #[arg(long, conflicts_with_all = ["since", "json"])]
+    zero: bool,
 }
 
 /// How many slowest misses the report keeps.
@@ -163,14 +165,26 @@ pub fn summarize(events: &[BuildEvent]) -> Stats {
     reasons.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
     s.passthrough_reasons = reasons;
     misses.sort_by(|a, b| b.compile_time_ms.total_cmp(&a.compile_time_ms));
+    // One line per crate (its slowest compile): a crate rebuilt five times is one finding.
+    let mut seen = std::collections::HashSet::new();
+    misses.retain(|m| seen.insert(m.crate_name.clone()));
     misses.truncate(SLOWEST);
     s.slowest_misses = misses;
     s
 }
 
 pub fn run(config: &Config, args: StatsArgs) -> anyhow::Result<ExitCode> {
+    if args.zero {
+        super::zero::zero(&config.dir)
+            .with_context(|| format!("zeroing the counters in {}", config.dir.display()))?;
+        println!("statistics zeroed");
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut events = events::read_all(&config.dir)
         .with_context(|| format!("reading the event log in {}", config.dir.display()))?;
+    if let Some(zeroed) = super::zero::zeroed_at(&config.dir) {
+        events.retain(|e| e.ts >= zeroed);
+    }
     if let Some(secs) = args.since {
         let cutoff = events::now_ms().saturating_sub(secs.saturating_mul(1000));
         events.retain(|e| e.ts >= cutoff);
@@ -179,8 +193,7 @@ pub fn run(config: &Config, args: StatsArgs) -> anyhow::Result<ExitCode> {
     s.since_secs = args.since;
     s.store.limit = config.max_size;
     // Reading figures must not create a store where there is none.
-    if config.dir.join("index.db").exists() {
-        let store = Store::open(&config.dir).context("opening the store")?;
+    if let Some(store) = super::open_existing(config)? {
         let totals = store.totals().context("reading the store's totals")?;
         s.store.size = totals.size;
         s.store.entries = totals.entries;
@@ -385,6 +398,22 @@ mod tests {
         evs[3].copied_bytes = 24;
         evs[7].ts = 61_000;
         evs
+    }
+
+    /// Issue 10 item 11: a crate missed several times is listed once among the slowest.
+    #[test]
+    fn slowest_misses_name_each_crate_once() {
+        let evs = vec![
+            event("syn", Outcome::Miss, 5000.0),
+            event("syn", Outcome::Miss, 4000.0),
+            event("serde", Outcome::Miss, 3000.0),
+        ];
+        let names: Vec<_> = summarize(&evs)
+            .slowest_misses
+            .into_iter()
+            .map(|m| (m.crate_name, m.compile_time_ms))
+            .collect();
+        assert_eq!(names, [("syn".into(), 5000.0), ("serde".into(), 3000.0)]);
     }
 
     #[test]

@@ -8,7 +8,6 @@ use anyhow::{Context, bail};
 
 use super::progress::Bar;
 use crate::config::Config;
-use crate::store::Store;
 use crate::store::maintenance::Progress;
 use crate::sync::{fetch, upload};
 
@@ -50,8 +49,7 @@ pub fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     remote_config.budget = remote_config.budget.max(SYNC_BUDGET);
-    let store = Store::open(&config.dir)
-        .with_context(|| format!("opening the cache at {}", config.dir.display()))?;
+    let store = super::open_store(config)?;
     let remote =
         crate::remote::connect(&remote_config, &config.dir).context("connecting to the remote")?;
     let mut report = serde_json::Map::new();
