@@ -824,3 +824,51 @@ fn doctor_checks_the_setup() {
         assert!(text.contains(&format!("  {check}: ")), "{check}:\n{text}");
     }
 }
+
+/// Issue 10 item 10: every help screen fits 80 columns, even on a wide terminal or a pipe
+/// (clap did not wrap at all: lines reached 129 characters), and completions do not offer
+/// the hidden flags kache's own detached processes use (`gc --auto`, `sync --background`).
+#[test]
+fn help_fits_80_columns_and_completions_hide_internal_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let mut screens = vec![vec!["--help"], vec!["-h"]];
+    for command in [
+        "stats",
+        "explain",
+        "list",
+        "gc",
+        "clear",
+        "verify",
+        "monitor",
+        "init",
+        "sync",
+        "config",
+        "doctor",
+        "completions",
+    ] {
+        screens.push(vec![command, "--help"]);
+        screens.push(vec![command, "-h"]);
+    }
+    for args in &screens {
+        let o = kache_cmd(&cache, args)
+            .env("COLUMNS", "200")
+            .output()
+            .expect("run kache");
+        let text = stdout(&o);
+        assert!(o.status.success() && !text.is_empty(), "{args:?}");
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "{args:?}: too wide: {line:?}");
+        }
+    }
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = ok(&cache, &["completions", shell]);
+        assert!(
+            script.contains("dry-run") && script.contains("pull"),
+            "{shell}"
+        );
+        for hidden in ["--auto", "--background", "'auto'", "'background'"] {
+            assert!(!script.contains(hidden), "{shell} completes {hidden}");
+        }
+    }
+}

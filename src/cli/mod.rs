@@ -40,7 +40,9 @@ use crate::store::{Store, StoreError};
         `kache init` once to make every cargo build use it.",
     after_help = "Settings come from KACHE_* environment variables and \
         ~/.config/kache/config.toml; see docs/configuration.md.",
-    arg_required_else_help = true
+    arg_required_else_help = true,
+    // Help fits 80 columns even on a wider terminal or a pipe (clap's default is 100).
+    max_term_width = 80
 )]
 struct Cli {
     #[command(subcommand)]
@@ -131,7 +133,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     finish(match cli.command {
         // These two need neither settings nor a cache, so a broken one does not stop them.
         Command::Completions { shell } => {
-            let mut cmd = Cli::command();
+            let mut cmd = without_hidden_flags(Cli::command());
             clap_complete::generate(shell, &mut cmd, "kache", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
@@ -146,6 +148,41 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Command::Clear(a) => with_config(|c| clear::run(c, a)),
         Command::Verify(a) => with_config(|c| verify::run(c, a)),
         Command::Monitor(a) => with_config(|c| monitor::run(c, a)),
+    })
+}
+
+/// The command line as completions offer it: clap's generators list hidden flags too, and
+/// `gc --auto` and `sync --background` are for kache's own detached processes, not people.
+fn without_hidden_flags(cmd: clap::Command) -> clap::Command {
+    // Every subcommand is in COMMANDS (a unit test checks), whose names are `'static` as a
+    // new `Command` wants them.
+    let names: Vec<&'static str> = COMMANDS
+        .iter()
+        .copied()
+        .filter(|name| cmd.find_subcommand(name).is_some())
+        .collect();
+    names.into_iter().fold(cmd, |cmd, name| {
+        cmd.mut_subcommand(name, |sub| {
+            let visible: Vec<clap::Arg> = sub
+                .get_arguments()
+                .filter(|a| !a.is_hide_set())
+                .cloned()
+                .collect();
+            // Groups that name a dropped flag go too (derive makes one per Args struct).
+            let groups: Vec<clap::ArgGroup> = sub
+                .get_groups()
+                .filter(|g| {
+                    g.get_args()
+                        .all(|id| visible.iter().any(|a| a.get_id() == id))
+                })
+                .cloned()
+                .collect();
+            let mut lean = clap::Command::new(name).args(visible).groups(groups);
+            if let Some(about) = sub.get_about() {
+                lean = lean.about(about.clone());
+            }
+            lean
+        })
     })
 }
 
@@ -275,5 +312,6 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+        without_hidden_flags(Cli::command()).debug_assert();
     }
 }

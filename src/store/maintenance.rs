@@ -116,13 +116,7 @@ impl Store {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         let age_cutoff = max_age.map(|a| now_secs() - a.as_secs() as i64);
-        let blob_sizes: HashMap<String, u64> = self
-            .conn()
-            .prepare("SELECT hash, size FROM blobs")?
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-            })?
-            .collect::<Result<_, _>>()?;
+        let blob_sizes = self.blob_sizes()?;
 
         let tx = write_tx(self.conn())?;
         let mut size = report.size_before;
@@ -353,6 +347,18 @@ impl Store {
         out
     }
 
+    /// Every indexed blob's size, to count what evicting entries frees.
+    fn blob_sizes(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let sizes = self
+            .conn()
+            .prepare("SELECT hash, size FROM blobs")?
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(sizes)
+    }
+
     /// Removes every entry of one crate (`gc --crate`), as [`Store::gc`] evicts: index rows in
     /// one transaction, then the blobs no other entry uses, under the exclusive lock. With
     /// `dry_run`, counts without removing.
@@ -367,13 +373,7 @@ impl Store {
             .prepare("SELECT key FROM entries WHERE crate_name = ?1")?
             .query_map([crate_name], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        let blob_sizes: HashMap<String, u64> = self
-            .conn()
-            .prepare("SELECT hash, size FROM blobs")?
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-            })?
-            .collect::<Result<_, _>>()?;
+        let blob_sizes = self.blob_sizes()?;
         let tx = write_tx(self.conn())?;
         let mut freed = Vec::new();
         for key in &keys {
