@@ -872,3 +872,35 @@ fn help_fits_80_columns_and_completions_hide_internal_flags() {
         }
     }
 }
+
+/// Issue 10 item 7: `KACHE_LOG=debug` says what a miss hashed and stored and what a hit
+/// restored (it was nearly silent), without colour codes when stderr is not a terminal.
+#[test]
+fn debug_log_says_what_was_hashed_stored_and_restored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let run = || {
+        let o = wrapped_rustc(&cache, dir.path())
+            .env("KACHE_LOG", "debug")
+            .output()
+            .expect("run kache");
+        assert!(o.status.success(), "{o:?}");
+        stderr(&o)
+    };
+    let miss = run();
+    for needle in [
+        "invocation key",
+        "key field",
+        "miss: stored entry",
+        "hashed",
+        "hook.rs",
+    ] {
+        assert!(miss.contains(needle), "miss log lacks {needle:?}:\n{miss}");
+    }
+    let hit = run();
+    assert!(hit.contains("restored"), "hit log:\n{hit}");
+    assert!(
+        !miss.contains('\u{1b}') && !hit.contains('\u{1b}'),
+        "colour codes in a pipe:\n{miss}"
+    );
+}
