@@ -904,3 +904,36 @@ fn debug_log_says_what_was_hashed_stored_and_restored() {
         "colour codes in a pipe:\n{miss}"
     );
 }
+
+/// The docs match the binary: every command and flag in getting-started's command table is
+/// one `kache <command> --help` lists.
+#[test]
+fn every_documented_command_and_flag_exists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/getting-started.md"),
+    )
+    .expect("read getting-started.md");
+    let mut checked = 0;
+    for row in doc.lines().filter(|l| l.starts_with("| `kache ")) {
+        let usage = row.split('`').nth(1).expect("a usage in backticks");
+        let mut words = usage.split_whitespace().skip(1);
+        let command = words.next().expect("a command");
+        let help = ok(&cache, &[command, "--help"]);
+        for flag in usage
+            .split(|c: char| c.is_whitespace() || "[]|\\".contains(c))
+            .filter(|w| w.starts_with("--"))
+        {
+            assert!(
+                help.contains(flag),
+                "docs name `kache {command} {flag}`, which --help does not list:\n{help}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 12,
+        "the command table was found ({checked} rows)"
+    );
+}
