@@ -543,6 +543,13 @@ fn bad_input_is_one_clear_line_and_exit_2() {
         assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
         assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
     }
+    let o = kache_cmd(&cache, &["sync", "--push"])
+        .env("KACHE_REMOTE", "http://not-s3")
+        .output()
+        .expect("run kache");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("KACHE_REMOTE"), "{}", stderr(&o));
     let o = kache_cmd(&cache, &["stats"])
         .env("KACHE_MAX_SIZE", "banana")
         .output()

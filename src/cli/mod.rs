@@ -217,7 +217,7 @@ fn with_config(
     command(&config)
 }
 
-/// A cache directory a command cannot use: bad usage (exit 2), said in one line.
+/// A cache directory or setting a command cannot use: bad usage (exit 2), said in one line.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Unusable(String);

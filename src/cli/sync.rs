@@ -37,7 +37,12 @@ pub struct SyncArgs {
 }
 
 pub fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
-    let Some(mut remote_config) = config.remote.clone()? else {
+    // A bad remote setting is bad usage (exit 2), like any other setting.
+    let remote = config
+        .remote
+        .clone()
+        .map_err(|e| super::Unusable(e.to_string()))?;
+    let Some(mut remote_config) = remote else {
         bail!("no remote configured: set KACHE_REMOTE=s3://bucket/prefix (see docs/remote.md)");
     };
     if args.push && remote_config.read_only && !args.dry_run {
