@@ -14,6 +14,22 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
+/// Every command people run (not `help`).
+const COMMANDS: [&str; 12] = [
+    "stats",
+    "explain",
+    "list",
+    "gc",
+    "clear",
+    "verify",
+    "monitor",
+    "init",
+    "sync",
+    "config",
+    "doctor",
+    "completions",
+];
+
 /// The kache binary under test (never another wrapper: these tests are about its commands).
 fn kache_exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kache"))
@@ -579,17 +595,7 @@ fn bad_input_is_one_clear_line_and_exit_2() {
     assert_eq!(num(&s["invocations"]), 0.0);
     assert_eq!(ok(&cache, &["list"]).trim(), "no entries");
     let help = ok(&cache, &["--help"]);
-    for command in [
-        "stats",
-        "explain",
-        "list",
-        "gc",
-        "clear",
-        "verify",
-        "monitor",
-        "init",
-        "completions",
-    ] {
+    for command in COMMANDS {
         assert!(help.contains(command), "--help lists {command}:\n{help}");
     }
     let bash = ok(&cache, &["completions", "bash"]);
@@ -840,20 +846,7 @@ fn help_fits_80_columns_and_completions_hide_internal_flags() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = dir.path().join("cache");
     let mut screens = vec![vec!["--help"], vec!["-h"]];
-    for command in [
-        "stats",
-        "explain",
-        "list",
-        "gc",
-        "clear",
-        "verify",
-        "monitor",
-        "init",
-        "sync",
-        "config",
-        "doctor",
-        "completions",
-    ] {
+    for command in COMMANDS {
         screens.push(vec![command, "--help"]);
         screens.push(vec![command, "-h"]);
     }
