@@ -1,30 +1,234 @@
 //! Settings: environment variables over `$XDG_CONFIG_HOME/kache/config.toml` over defaults.
 //!
+//! The one settings loader: [`Sources`] reads the config file once and answers every lookup
+//! (the file's value, then the environment's, an empty variable counting as unset), with one
+//! set of parsers (bool, size, duration) and errors that name where the bad value came from.
+//! The remote's settings ([`crate::remote::RemoteConfig`]) are read through it too.
+//!
 //! Read once per process from an injectable environment, so tests need not touch the real one.
 //! Must not create directories or open the store.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use crate::remote::RemoteConfig;
 
 /// Default store size limit: 10 GiB.
 pub const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024 * 1024;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read config file {path}: {message}")]
+    Read { path: PathBuf, message: String },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("invalid {name}={value:?}: {message}")]
+    #[error("invalid {}: {message}", origin.with_value(value))]
     Value {
-        name: &'static str,
+        origin: Origin,
         value: String,
         message: String,
     },
+    /// A problem with settings taken together (half an AWS key pair, ...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Where a setting's value came from: named in every error, shown by `kache config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    Env(String),
+    /// `key` is dotted for tables: `remote.url`.
+    File {
+        path: PathBuf,
+        key: String,
+    },
+}
+
+impl Origin {
+    /// `KACHE_MAX_SIZE="x"`, or `max_size = "x" in /path/config.toml`.
+    fn with_value(&self, value: &str) -> String {
+        match self {
+            Origin::Default => format!("default {value:?}"),
+            Origin::Env(name) => format!("{name}={value:?}"),
+            Origin::File { path, key } => format!("{key} = {value:?} in {}", path.display()),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::Env(name) => write!(f, "environment ({name})"),
+            Origin::File { path, key } => write!(f, "{} ({key})", path.display()),
+        }
+    }
+}
+
+/// A setting's text and where it came from.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    pub value: String,
+    pub origin: Origin,
+}
+
+impl Setting {
+    /// Parses the text, naming the origin on failure.
+    pub fn parse<T>(&self, parser: impl Fn(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        parser(&self.value).map_err(|message| self.error(message))
+    }
+
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Value {
+            origin: self.origin.clone(),
+            value: self.value.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Keys the config file may hold; anything else is an error (a typo would otherwise be
+/// silently ignored).
+const FILE_KEYS: &[&str] = &[
+    "dir",
+    "max_size",
+    "log",
+    "disable",
+    "incremental",
+    "key_env_vars",
+    "remote",
+];
+/// Keys of the file's `[remote]` table (credentials stay in the environment or AWS's files).
+pub const REMOTE_FILE_KEYS: &[&str] = &[
+    "url",
+    "endpoint",
+    "region",
+    "path_style",
+    "read_only",
+    "budget_ms",
+    "breaker_failures",
+    "breaker_cooldown_secs",
+    "miss_ttl_secs",
+    "no_credentials",
+];
+
+/// The environment and the config file, read once.
+pub struct Sources<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    file: Option<(PathBuf, toml::Table)>,
+}
+
+impl<'a> Sources<'a> {
+    /// Reads the config file (`KACHE_CONFIG`, else the default path). A missing file at the
+    /// default path is fine; a `KACHE_CONFIG` that names nothing, or a directory, is an error,
+    /// as is an unreadable or invalid file or an unknown key in it.
+    pub fn load(env: &'a dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let named = env("KACHE_CONFIG").is_some_and(|s| !s.is_empty());
+        let file = match config_file_path(env) {
+            // `/dev/null` is fine: it reads as an empty file (the tests use it for "none").
+            Some(path) if path.exists() && !path.is_dir() => Some(read_file(&path)?),
+            Some(path) if named || path.exists() => {
+                let message = if path.exists() {
+                    "it is a directory"
+                } else {
+                    "no such file (named by KACHE_CONFIG)"
+                };
+                return Err(ConfigError::Read {
+                    path,
+                    message: message.into(),
+                });
+            }
+            _ => None,
+        };
+        Ok(Sources { env, file })
+    }
+
+    /// The environment alone, no file.
+    pub fn env_only(env: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Sources { env, file: None }
+    }
+
+    /// The config file read, if any.
+    pub fn file_path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    /// A non-empty environment variable (empty counts as unset).
+    pub fn var(&self, name: &str) -> Option<Setting> {
+        (self.env)(name)
+            .filter(|v| !v.trim().is_empty())
+            .map(|value| Setting {
+                value,
+                origin: Origin::Env(name.to_owned()),
+            })
+    }
+
+    /// The first of `vars` that is set and not empty, else the file's `key` (dotted for a
+    /// table: `remote.url`; `""` for none). File values are strings, numbers or booleans.
+    pub fn get(&self, vars: &[&str], key: &str) -> Result<Option<Setting>, ConfigError> {
+        if let Some(s) = vars.iter().find_map(|v| self.var(v)) {
+            return Ok(Some(s));
+        }
+        let Some((path, value)) = self.file_value(key) else {
+            return Ok(None);
+        };
+        let origin = Origin::File {
+            path: path.to_owned(),
+            key: key.to_owned(),
+        };
+        let value = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Float(x) => x.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(ConfigError::Value {
+                    origin,
+                    value: other.to_string(),
+                    message: "expected a string, a number or a boolean".into(),
+                });
+            }
+        };
+        Ok(Some(Setting { value, origin }))
+    }
+
+    /// [`Sources::get`], parsed.
+    pub fn parse<T>(
+        &self,
+        vars: &[&str],
+        key: &str,
+        parser: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.get(vars, key)?.map(|s| s.parse(parser)).transpose()
+    }
+
+    fn file_value(&self, key: &str) -> Option<(&Path, &toml::Value)> {
+        let (path, table) = self.file.as_ref()?;
+        let mut parts = key.split('.');
+        let mut value = table.get(parts.next()?)?;
+        for part in parts {
+            value = value.as_table()?.get(part)?;
+        }
+        Some((path.as_path(), value))
+    }
+}
+
+/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`, any case: the one boolean syntax.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected 1/0, true/false, yes/no or on/off".into()),
+    }
+}
+
+/// A whole number of at least `min`.
+pub fn parse_whole(text: &str, min: u64) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!("expected a whole number >= {min}")),
+    }
 }
 
 /// What to do with `-C incremental` (see docs/how-it-works.md, "Incremental compiles").
@@ -40,6 +244,30 @@ pub enum IncrementalMode {
     Strip,
 }
 
+fn parse_incremental(text: &str) -> Result<IncrementalMode, String> {
+    match text.trim() {
+        "cache" => Ok(IncrementalMode::Cache),
+        "passthrough" | "pass" => Ok(IncrementalMode::Passthrough),
+        "strip" => Ok(IncrementalMode::Strip),
+        _ => Err("expected \"cache\", \"pass\" or \"strip\"".into()),
+    }
+}
+
+/// The cache directory must be absolute: cargo runs the wrapper in each crate's directory,
+/// so a relative one would be a different cache per crate.
+fn parse_dir(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(
+            "the cache directory must be an absolute path (cargo runs kache in each crate's \
+             directory, so a relative one would split the cache)"
+                .into(),
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub dir: PathBuf,
@@ -49,20 +277,10 @@ pub struct Config {
     pub incremental: IncrementalMode,
     /// Variables that proc-macros read behind rustc's back, added to every key.
     pub key_env_vars: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    dir: Option<PathBuf>,
-    max_size: Option<toml::Value>,
-    log: Option<String>,
-    disable: Option<bool>,
-    incremental: Option<String>,
-    key_env_vars: Option<Vec<String>>,
-    /// Read by the remote module; accepted here so the file validates as a whole.
-    #[allow(dead_code)]
-    remote: Option<toml::Table>,
+    /// The remote's settings (`None`: no remote). Kept apart so that a bad remote setting
+    /// only costs the remote: builds go on with the local cache, commands other than `sync`
+    /// still work.
+    pub remote: Result<Option<RemoteConfig>, ConfigError>,
 }
 
 impl Config {
@@ -73,85 +291,94 @@ impl Config {
 
     /// Loads with `env` standing in for the process environment.
     pub fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let file = match config_file_path(env) {
-            Some(path) if path.is_file() => read_file(&path)?,
-            _ => FileConfig::default(),
+        Self::from_sources(&Sources::load(env)?)
+    }
+
+    pub fn from_sources(s: &Sources) -> Result<Self, ConfigError> {
+        let dir = match s.parse(&["KACHE_DIR"], "dir", parse_dir)? {
+            Some(dir) => dir,
+            None => default_dir(s.env),
         };
-        let dir = env("KACHE_DIR")
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .or(file.dir)
-            .unwrap_or_else(|| default_dir(env));
-        let max_size = match env("KACHE_MAX_SIZE").filter(|s| !s.is_empty()) {
-            Some(v) => parse_size(&v).map_err(|message| ConfigError::Value {
-                name: "KACHE_MAX_SIZE",
-                value: v,
-                message,
-            })?,
-            None => match file.max_size {
-                Some(toml::Value::Integer(n)) if n >= 0 => n as u64,
-                Some(toml::Value::String(s)) => {
-                    parse_size(&s).map_err(|message| ConfigError::Value {
-                        name: "max_size",
-                        value: s,
-                        message,
-                    })?
-                }
-                Some(other) => {
-                    return Err(ConfigError::Value {
-                        name: "max_size",
-                        value: other.to_string(),
-                        message: "expected a size such as \"10G\"".into(),
-                    });
-                }
-                None => DEFAULT_MAX_SIZE,
-            },
-        };
-        let incremental_text = env("KACHE_INCREMENTAL").or(file.incremental);
-        let incremental = match incremental_text.as_deref() {
-            None | Some("") | Some("cache") => IncrementalMode::Cache,
-            Some("passthrough") | Some("pass") => IncrementalMode::Passthrough,
-            Some("strip") => IncrementalMode::Strip,
-            Some(other) => {
-                return Err(ConfigError::Value {
-                    name: "KACHE_INCREMENTAL",
-                    value: other.to_owned(),
-                    message: "expected \"cache\", \"pass\" or \"strip\"".into(),
-                });
-            }
-        };
-        let key_env_vars = match env("KACHE_KEY_ENV_VARS") {
+        let max_size = s
+            .parse(&["KACHE_MAX_SIZE"], "max_size", parse_size)?
+            .unwrap_or(DEFAULT_MAX_SIZE);
+        let incremental = s
+            .parse(&["KACHE_INCREMENTAL"], "incremental", parse_incremental)?
+            .unwrap_or_default();
+        // A set variable replaces the file's list even when empty (documented): it is the
+        // way to clear the list for one build.
+        let key_env_vars = match (s.env)("KACHE_KEY_ENV_VARS") {
             Some(list) => list
                 .split([',', ' ', ':'])
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            None => file.key_env_vars.unwrap_or_default(),
+            None => file_list(s, "key_env_vars")?,
         };
-        let disabled = match env("KACHE_DISABLE") {
-            Some(v) => !matches!(v.as_str(), "" | "0" | "false" | "no"),
-            None => file.disable.unwrap_or(false),
-        };
+        let disabled = s
+            .parse(&["KACHE_DISABLE"], "disable", parse_bool)?
+            .unwrap_or(false);
+        let log_filter = s.get(&["KACHE_LOG"], "log")?.map(|l| l.value);
         Ok(Config {
             dir,
             max_size,
-            log_filter: env("KACHE_LOG").filter(|s| !s.is_empty()).or(file.log),
+            log_filter,
             disabled,
             incremental,
             key_env_vars,
+            remote: RemoteConfig::load(s),
         })
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+/// The file's array of strings at `key`, or empty.
+fn file_list(s: &Sources, key: &str) -> Result<Vec<String>, ConfigError> {
+    let Some((path, value)) = s.file_value(key) else {
+        return Ok(Vec::new());
+    };
+    let bad = || ConfigError::Value {
+        origin: Origin::File {
+            path: path.to_owned(),
+            key: key.to_owned(),
+        },
+        value: value.to_string(),
+        message: "expected an array of names".into(),
+    };
+    value
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
+        .collect()
+}
+
+fn read_file(path: &Path) -> Result<(PathBuf, toml::Table), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        message: e.to_string(),
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    let parse_error = |message: String| ConfigError::Parse {
         path: path.to_owned(),
-        message: e.message().to_owned(),
-    })
+        message,
+    };
+    let table: toml::Table = toml::from_str(&text).map_err(|e| parse_error(e.message().into()))?;
+    for (key, value) in &table {
+        if !FILE_KEYS.contains(&key.as_str()) {
+            return Err(parse_error(format!("unknown key `{key}`")));
+        }
+        if key == "remote" {
+            let remote = value
+                .as_table()
+                .ok_or_else(|| parse_error("`remote` must be a table ([remote])".into()))?;
+            if let Some(k) = remote
+                .keys()
+                .find(|k| !REMOTE_FILE_KEYS.contains(&k.as_str()))
+            {
+                return Err(parse_error(format!("unknown key `remote.{k}`")));
+            }
+        }
+    }
+    Ok((path.to_owned(), table))
 }
 
 /// `$KACHE_CONFIG`, else `$XDG_CONFIG_HOME/kache/config.toml`, else `~/.config/kache/config.toml`.
@@ -212,17 +439,48 @@ fn passwd_home() -> Option<PathBuf> {
     (!dir.is_empty()).then(|| PathBuf::from(dir))
 }
 
-/// Parses `10G`, `512M`, `1.5GiB`, `4096` (bytes). Units are powers of 1024.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+/// The largest size accepted: what the index can hold (SQLite integers are signed 64-bit).
+pub const MAX_SIZE_BYTES: u64 = i64::MAX as u64;
+
+/// The longest duration accepted: 100 years. Longer is a typo, and it keeps every later
+/// computation (`now - age`, seconds to milliseconds) far from overflowing.
+pub const MAX_DURATION_SECS: u64 = 100 * 365 * 86_400;
+
+/// `number × unit`, exactly for whole numbers, `None` when the product exceeds `max`.
+/// `number` is digits with at most one `.`; the caller has checked it is not empty.
+fn scale(number: &str, unit: u64, max: u64) -> Option<u64> {
+    let product = match number.parse::<u64>() {
+        Ok(whole) => whole.checked_mul(unit)?,
+        // A fraction such as `1.5`: f64 is exact enough for a size or a duration, and the
+        // comparison below happens before the cast, which would otherwise saturate.
+        Err(_) => {
+            let v = number.parse::<f64>().ok()? * unit as f64;
+            if !v.is_finite() || v > max as f64 {
+                return None;
+            }
+            v as u64
+        }
+    };
+    (product <= max).then_some(product)
+}
+
+/// Splits `12.5G` into `("12.5", "G")`; `Err` unless the number is digits with at most one dot.
+fn split_number(text: &str) -> Option<(&str, &str)> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (try 10G, 512M or 4096)"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    (digits > 0 && number.matches('.').count() <= 1).then_some((number, unit.trim()))
+}
+
+/// Parses `10G`, `512M`, `1.5GiB`, `4096` (bytes). Units are powers of 1024. Sizes above
+/// [`MAX_SIZE_BYTES`] are errors, never a wrapped or saturated number.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (number, unit) = split_number(text)
+        .ok_or_else(|| format!("{text:?} is not a size (try 10G, 512M or 4096)"))?;
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
@@ -230,20 +488,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "t" | "tb" | "tib" => 1 << 40,
         _ => return Err(format!("unknown size unit in {text:?} (use K, M, G or T)")),
     };
-    if !number.is_finite() || number < 0.0 {
-        return Err(format!("{text:?} is not a size"));
-    }
-    Ok((number * multiplier as f64) as u64)
+    scale(number, multiplier, MAX_SIZE_BYTES)
+        .ok_or_else(|| format!("{text:?} is out of range (at most 8388607T)"))
 }
 
-/// Parses `30d`, `24h`, `15m`, `90s` into seconds.
+/// Parses `30d`, `1.5h`, `15m`, `90s`, `2w` (a bare number is days) into seconds. Durations
+/// above [`MAX_DURATION_SECS`] are errors: an overflow here once made `gc --max-age` evict
+/// everything.
 pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (try 30d, 24h or 15m)"))?;
+    let (number, unit) = split_number(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (try 30d, 1.5h or 15m)"))?;
     let unit_secs = match unit {
         "s" => 1,
         "m" => 60,
@@ -256,7 +510,8 @@ pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
             ));
         }
     };
-    Ok(n * unit_secs)
+    scale(number, unit_secs, MAX_DURATION_SECS)
+        .ok_or_else(|| format!("{text:?} is out of range (at most 36500d)"))
 }
 
 #[cfg(test)]
@@ -279,13 +534,51 @@ mod tests {
         assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
         assert!(parse_size("banana").is_err());
         assert!(parse_size("10Q").is_err());
+        assert!(parse_size(".").is_err());
+        assert_eq!(parse_size("0.5K"), Ok(512));
     }
 
     #[test]
     fn durations() {
         assert_eq!(parse_duration_secs("30d"), Ok(30 * 86_400));
         assert_eq!(parse_duration_secs("24h"), Ok(86_400));
+        assert_eq!(parse_duration_secs("1.5h"), Ok(5400));
+        assert_eq!(parse_duration_secs("7"), Ok(7 * 86_400));
         assert!(parse_duration_secs("soon").is_err());
+        assert!(parse_duration_secs("h").is_err());
+        assert!(parse_duration_secs("1.2.3h").is_err());
+        assert!(parse_duration_secs("-1d").is_err());
+    }
+
+    /// Issue 9 item 4: `999999999999999d` wrapped around to a few seconds and `gc --max-age`
+    /// evicted the whole store. Out of range is an error, at the exact limit and beyond.
+    #[test]
+    fn out_of_range_durations_and_sizes_are_errors() {
+        assert_eq!(parse_duration_secs("36500d"), Ok(MAX_DURATION_SECS));
+        assert_eq!(parse_duration_secs("3153600000s"), Ok(MAX_DURATION_SECS));
+        for text in [
+            "36501d",
+            "3153600001s",
+            "36500.1d",
+            "999999999999999d",
+            "18446744073709551616s",
+            "99999999999999999999999999999w",
+        ] {
+            let err = parse_duration_secs(text).expect_err(text);
+            assert!(err.contains("out of range"), "{text}: {err}");
+        }
+        assert_eq!(parse_size("8388607T"), Ok(8_388_607 << 40));
+        assert_eq!(parse_size("9223372036854775807"), Ok(MAX_SIZE_BYTES));
+        for text in [
+            "8388608T",
+            "9223372036854775808",
+            "18446744073709551616",
+            "99999999999999999999T",
+            "8388608.5T",
+        ] {
+            let err = parse_size(text).expect_err(text);
+            assert!(err.contains("out of range"), "{text}: {err}");
+        }
     }
 
     #[test]
@@ -343,6 +636,103 @@ mod tests {
         assert_eq!(c.incremental, IncrementalMode::Cache);
         let pass = Config::load(&env_of(&[("KACHE_INCREMENTAL", "pass")])).expect("load");
         assert_eq!(pass.incremental, IncrementalMode::Passthrough);
+    }
+
+    /// Issue 10 item 2: one loader, one set of parsers, errors naming their source.
+    #[test]
+    fn one_loader_one_set_of_rules() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.toml");
+        let path = file.to_string_lossy().into_owned();
+        let write = |text: &str| std::fs::write(&file, text).expect("write");
+
+        // Booleans: the same words everywhere (`off` used to disable kache).
+        for (value, disabled) in [("off", false), ("0", false), ("on", true), ("YES", true)] {
+            let c = Config::load(&env_of(&[("KACHE_DISABLE", value)])).expect("load");
+            assert_eq!(c.disabled, disabled, "KACHE_DISABLE={value}");
+        }
+        let err = Config::load(&env_of(&[("KACHE_DISABLE", "maybe")])).expect_err("maybe");
+        assert!(err.to_string().contains("KACHE_DISABLE=\"maybe\""), "{err}");
+
+        // An empty variable counts as unset: the file's value stands.
+        write("dir = \"/from/file\"\nincremental = \"strip\"\ndisable = true\n");
+        let c = Config::load(&env_of(&[
+            ("KACHE_CONFIG", &path),
+            ("KACHE_DIR", ""),
+            ("KACHE_INCREMENTAL", ""),
+            ("KACHE_DISABLE", ""),
+        ]))
+        .expect("load");
+        assert_eq!(c.dir, PathBuf::from("/from/file"));
+        assert_eq!(c.incremental, IncrementalMode::Strip);
+        assert!(c.disabled);
+
+        // A bad file value is reported under the file's key and path, not a variable's name.
+        write("max_size = \"banana\"\n");
+        let err = Config::load(&env_of(&[("KACHE_CONFIG", &path)])).expect_err("banana");
+        let text = err.to_string();
+        assert!(
+            text.contains("max_size = \"banana\" in ") && text.contains(&path),
+            "{text}"
+        );
+        assert!(!text.contains("KACHE_MAX_SIZE"), "{text}");
+        write("incremental = \"maybe\"\n");
+        let err = Config::load(&env_of(&[("KACHE_CONFIG", &path)])).expect_err("maybe");
+        assert!(err.to_string().contains("incremental = \"maybe\""), "{err}");
+
+        // KACHE_CONFIG naming nothing, or a directory, is an error; so is an unknown key.
+        let missing = dir
+            .path()
+            .join("missing.toml")
+            .to_string_lossy()
+            .into_owned();
+        assert!(Config::load(&env_of(&[("KACHE_CONFIG", &missing)])).is_err());
+        let a_dir = dir.path().to_string_lossy().into_owned();
+        assert!(Config::load(&env_of(&[("KACHE_CONFIG", &a_dir)])).is_err());
+        write("[remote]\nbucket = \"typo\"\n");
+        let err = Config::load(&env_of(&[("KACHE_CONFIG", &path)])).expect_err("unknown");
+        assert!(err.to_string().contains("remote.bucket"), "{err}");
+
+        // The file's [remote] table is read, and the environment wins over it.
+        write("[remote]\nurl = \"s3://team-cache/ci\"\nread_only = true\nbudget_ms = 500\n");
+        let base = [
+            ("KACHE_CONFIG", path.as_str()),
+            ("KACHE_S3_NO_CREDENTIALS", "1"),
+        ];
+        let c = Config::load(&env_of(&base)).expect("load");
+        let remote = c.remote.expect("remote settings").expect("a remote");
+        assert_eq!(
+            (remote.bucket.as_str(), remote.prefix.as_str()),
+            ("team-cache", "ci")
+        );
+        assert!(remote.read_only);
+        assert_eq!(remote.budget, std::time::Duration::from_millis(500));
+        let mut env = base.to_vec();
+        env.push(("KACHE_REMOTE_READONLY", "off"));
+        let c = Config::load(&env_of(&env)).expect("load");
+        assert!(!c.remote.expect("ok").expect("a remote").read_only);
+        write("[remote]\nurl = \"s3://team-cache\"\nbudget_ms = 0\n");
+        let err = Config::load(&env_of(&base))
+            .expect("load")
+            .remote
+            .expect_err("0");
+        assert!(
+            err.to_string().contains("remote.budget_ms = \"0\" in "),
+            "{err}"
+        );
+    }
+
+    /// Issue 10 item 9: a relative cache dir would be a different cache in every crate's
+    /// directory (cargo runs the wrapper there), so it is refused, from either source.
+    #[test]
+    fn a_relative_cache_dir_is_refused() {
+        let err = Config::load(&env_of(&[("KACHE_DIR", "cache")])).expect_err("relative");
+        assert!(err.to_string().contains("absolute"), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "dir = \"./cache\"\n").expect("write");
+        let path = file.to_string_lossy().into_owned();
+        assert!(Config::load(&env_of(&[("KACHE_CONFIG", &path)])).is_err());
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! A fault injector for the crash tests (`tests/faults.rs`): with
 //! `KACHE_TEST_CRASH_AT=<stage>` (or `<stage>:<crate name>`) set, the process kills itself with
-//! SIGKILL, exactly as `kill -9` would, when it reaches that stage (for that crate). Inert
-//! unless the variable is set: one environment lookup per stage reached.
+//! SIGKILL, exactly as `kill -9` would, when it reaches that stage (for that crate).
+//!
+//! Compiled in only with the `fault-injection` cargo feature (off by default; `e2e/run-tests`
+//! turns it on): in the binary people install, [`crash_point`] is an empty function and the
+//! variable does nothing. With the feature but without the variable, it costs one environment
+//! lookup per stage reached.
 //!
 //! Stages, in the order an invocation meets them:
 //! - `mid_restore`: a hit's outputs are in place, the shared maintenance lock is held, cargo
@@ -13,6 +17,7 @@
 //! - `after_commit`: the entry is visible, the event is not logged.
 
 /// Kills the process if `KACHE_TEST_CRASH_AT` names this stage (and this crate, if it names one).
+#[cfg(feature = "fault-injection")]
 pub fn crash_point(stage: &str, crate_name: &str) {
     let Some(spec) = std::env::var_os("KACHE_TEST_CRASH_AT") else {
         return;
@@ -29,3 +34,8 @@ pub fn crash_point(stage: &str, crate_name: &str) {
         }
     }
 }
+
+/// Without the `fault-injection` feature: nothing, whatever the environment says.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn crash_point(_stage: &str, _crate_name: &str) {}

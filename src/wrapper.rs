@@ -109,6 +109,8 @@ fn init_logging(filter: Option<&str>) {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(f))
             .with_writer(std::io::stderr)
+            // Colour only on a terminal: cargo and pipes would show the escape codes.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
             .try_init();
     }
@@ -257,6 +259,11 @@ impl Wrapper {
             &mut stat,
         )?;
         self.event.key_ms = ms(key_start.elapsed());
+        // What went into the key, so a debug log can tell why two builds differ.
+        tracing::debug!("invocation key {inv_key} from {} fields", key_fields.len());
+        for f in &key_fields {
+            tracing::debug!("  key field {} = {}", f.label, f.value);
+        }
         let prepared = Prepared {
             args,
             cwd,
@@ -297,7 +304,7 @@ impl Wrapper {
     /// The configured remote, if any. A configuration that does not work is reported once
     /// per invocation and the build goes on without the remote.
     fn open_remote(&mut self, cache_dir: &Path) -> Option<Remote> {
-        let config = match RemoteConfig::from_process_env() {
+        let config = match self.config.remote.clone() {
             Ok(c) => c?,
             Err(e) => {
                 eprintln!("kache: warning: {e}; not using the remote");
@@ -305,11 +312,8 @@ impl Wrapper {
                 return None;
             }
         };
-        match S3Remote::new(&config) {
-            Ok(s3) => Some(Remote {
-                store: Guarded::new(s3, cache_dir, &config),
-                config,
-            }),
+        match crate::remote::connect(&config, cache_dir) {
+            Ok(store) => Some(Remote { store, config }),
             Err(e) => {
                 eprintln!("kache: warning: {e}; not using the remote");
                 self.event.warning = Some(e.to_string());
@@ -464,6 +468,14 @@ impl Wrapper {
         self.event.hardlinked_bytes = stats.hardlinked;
         self.event.copied_bytes = stats.copied;
         install_build_script_launcher(p);
+        tracing::debug!(
+            "{outcome:?}: entry {} restored ({} outputs; reflinked {} B, hardlinked {} B, copied {} B)",
+            entry.key,
+            entry.outputs.len(),
+            stats.reflinked,
+            stats.hardlinked,
+            stats.copied
+        );
         Ok(Some(0))
     }
 
@@ -590,6 +602,19 @@ impl Wrapper {
         }
         committed?;
         crate::testhook::crash_point("after_commit", crate_name);
+        tracing::debug!(
+            "miss: stored entry {} ({} outputs, {} B) with {} hashed input files",
+            entry.key,
+            entry.outputs.len(),
+            entry.size(),
+            manifest.files.len()
+        );
+        for f in &manifest.files {
+            tracing::debug!("  hashed {} = {}", f.path, f.hash);
+        }
+        for o in &entry.outputs {
+            tracing::debug!("  stored {} ({} B) as blob {}", o.name, o.size, o.blob);
+        }
         // Past the size limit, a detached `kache gc --auto` makes room; the build never waits.
         crate::store::maintenance::maybe_start_background_gc(store, self.config.max_size);
         self.event.cache_key = Some(entry.key.clone());

@@ -44,7 +44,7 @@ fn push(cache_dir: &std::path::Path, server: &MotoServer) -> Value {
     let mut cmd = Command::new(kache_bin_under_test());
     cmd.args(["sync", "--push", "--json"])
         .env("KACHE_DIR", cache_dir)
-        .env("KACHE_CONFIG", cache_dir.join("no-such-config.toml"));
+        .env("KACHE_CONFIG", "/dev/null");
     for (k, v) in remote_env(server) {
         cmd.env(k, v);
     }
@@ -152,10 +152,7 @@ fn pull_fills_an_empty_store_for_offline_builds() {
     let mut cmd = Command::new(kache_bin_under_test());
     cmd.args(["sync", "--pull", "--json"])
         .env("KACHE_DIR", machine_b.cache_dir())
-        .env(
-            "KACHE_CONFIG",
-            machine_b.cache_dir().join("no-such-config.toml"),
-        );
+        .env("KACHE_CONFIG", "/dev/null");
     for (k, v) in remote_env(&server) {
         cmd.env(k, v);
     }

@@ -1,5 +1,6 @@
-//! Zero-copy restore, verified on real filesystems (loop-mounted by the test; needs root,
-//! and skips with a printed reason where it cannot mount):
+//! Zero-copy restore, verified on real filesystems (loop-mounted by the test). Every test here
+//! needs root, so each is `#[ignore = "needs root: …"]`; `e2e/run-tests` runs them as root,
+//! where a mount that fails is a failure:
 //!
 //! - ext4 (no reflinks): `.rlib`/`.rmeta`, proc-macro libraries and build scripts come back
 //!   as hardlinks of their blob (same inode) when no other checkout links that blob, and as
@@ -33,23 +34,20 @@ fn fs_magic(path: &Path) -> Option<i64> {
     (rc == 0).then_some(buf.f_type as i64)
 }
 
-/// A fresh `fstype` filesystem for the test, or `None` (with the reason printed).
-fn mounted(fstype: &str, magic: i64) -> Option<(tempfile::TempDir, Mount)> {
+/// A fresh `fstype` filesystem for the test; panics with the reason when it cannot mount one.
+fn mounted(fstype: &str, magic: i64) -> (tempfile::TempDir, Mount) {
     let dir = tempfile::Builder::new()
         .prefix("kache-e2e-mnt-")
         .tempdir()
         .expect("create a mount point dir");
-    match Mount::image(fstype, 512, &dir.path().join("fs")) {
-        Ok(mount) if fs_magic(mount.path()) == Some(magic) => Some((dir, mount)),
-        Ok(_) => {
-            println!("SKIPPED: the mounted image is not {fstype}");
-            None
-        }
-        Err(e) => {
-            println!("SKIPPED: cannot loop-mount a {fstype} image here: {e}");
-            None
-        }
-    }
+    let mount = Mount::image(fstype, 512, &dir.path().join("fs"))
+        .unwrap_or_else(|e| panic!("cannot loop-mount a {fstype} image here: {e}"));
+    assert_eq!(
+        fs_magic(mount.path()),
+        Some(magic),
+        "the mounted image is not {fstype}"
+    );
+    (dir, mount)
 }
 
 /// Outputs in `target/debug/deps` (and the build script's dir) with their blobs.
@@ -128,10 +126,9 @@ fn assert_a_miss_after_a_hit_leaves_blobs_alone(ws: &Workspace, context: &str) {
 }
 
 #[test]
+#[ignore = "needs root: loop-mounts an ext4 image"]
 fn ext4_hardlinks_libraries_and_copies_executables() {
-    let Some((_dir, mount)) = mounted("ext4", EXT4_SUPER_MAGIC) else {
-        return;
-    };
+    let (_dir, mount) = mounted("ext4", EXT4_SUPER_MAGIC);
     let sandbox = Sandbox::new_in(mount.path());
     let a = sandbox.checkout("a/ws");
     let mut log = sandbox.cursor();
@@ -205,10 +202,9 @@ fn ext4_hardlinks_libraries_and_copies_executables() {
 }
 
 #[test]
+#[ignore = "needs root: loop-mounts a btrfs image (and mkfs.btrfs from btrfs-progs)"]
 fn btrfs_reflinks_every_output() {
-    let Some((_dir, mount)) = mounted("btrfs", BTRFS_SUPER_MAGIC) else {
-        return;
-    };
+    let (_dir, mount) = mounted("btrfs", BTRFS_SUPER_MAGIC);
     let sandbox = Sandbox::new_in(mount.path());
     let ws = sandbox.checkout("ws");
     let mut log = sandbox.cursor();
@@ -272,6 +268,7 @@ fn assert_empty(dir: &Path, context: &str) {
 }
 
 #[test]
+#[ignore = "needs root: chowns the planted symlinks to another user"]
 fn planted_symlinks_are_refused() {
     let sandbox = Sandbox::new();
     let mut ws = sandbox.checkout("ws");

@@ -267,7 +267,7 @@ impl ScriptRun {
                 Outcome::LocalHit,
             );
         }
-        let remote = self.open_remote(store.dir());
+        let remote = self.open_remote(config, store.dir());
         if let Some((remote, remote_config)) = &remote {
             let fetched = crate::sync::fetch::fetch(
                 remote,
@@ -330,8 +330,12 @@ impl ScriptRun {
 
     /// The configured remote behind its circuit breaker, if any; a configuration that does
     /// not work is one warning, and the run goes on without the remote.
-    fn open_remote(&mut self, cache_dir: &Path) -> Option<(Guarded<S3Remote>, RemoteConfig)> {
-        let config = match RemoteConfig::from_process_env() {
+    fn open_remote(
+        &mut self,
+        config: &Config,
+        cache_dir: &Path,
+    ) -> Option<(Guarded<S3Remote>, RemoteConfig)> {
+        let config = match config.remote.clone() {
             Ok(c) => c?,
             Err(e) => {
                 eprintln!("kache: warning: {e}; not using the remote");
@@ -339,8 +343,8 @@ impl ScriptRun {
                 return None;
             }
         };
-        match S3Remote::new(&config) {
-            Ok(s3) => Some((Guarded::new(s3, cache_dir, &config), config)),
+        match crate::remote::connect(&config, cache_dir) {
+            Ok(remote) => Some((remote, config)),
             Err(e) => {
                 eprintln!("kache: warning: {e}; not using the remote");
                 self.event.warning = Some(e.to_string());

@@ -9,7 +9,6 @@ use anyhow::Context;
 use super::format;
 use super::progress::Bar;
 use crate::config::Config;
-use crate::store::Store;
 use crate::store::maintenance::ClearReport;
 
 #[derive(Debug, clap::Args)]
@@ -39,8 +38,7 @@ pub fn run(config: &Config, args: ClearArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let store = Store::open(&config.dir)
-        .with_context(|| format!("opening the cache at {}", config.dir.display()))?;
+    let store = super::open_store(config)?;
     if !args.yes {
         let totals = store.totals().context("reading the store's totals")?;
         eprint!(

@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::events::{self, BuildEvent, Outcome};
 use crate::key::KeyField;
 use crate::key::manifest::Manifest;
-use crate::store::Store;
 use crate::store::catalog::StoredCompile;
 
 #[derive(Debug, clap::Args)]
@@ -571,14 +570,11 @@ fn inputs(c: &StoredCompile) -> Inputs<'_> {
 pub fn run(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let events = events::read_all(&config.dir)
         .with_context(|| format!("reading the event log in {}", config.dir.display()))?;
-    let store = if config.dir.join("index.db").exists() {
-        let store = Store::open(&config.dir).context("opening the store")?;
+    let store = super::open_existing(config)?;
+    if let Some(store) = &store {
         // Hits are recorded in the event log; fold them in so the counts shown are current.
         store.fold_usage(&events).context("folding usage")?;
-        Some(store)
-    } else {
-        None
-    };
+    }
     let mut name = args.crate_name.clone();
     let known = |n: &str| -> anyhow::Result<bool> {
         let in_log = events.iter().any(|e| e.crate_name.as_deref() == Some(n));

@@ -24,8 +24,11 @@ pub fn duration_ms(ms: f64) -> String {
         format!("{:.1} s", ms / 1000.0)
     } else if ms < 3_600_000.0 {
         format!("{:.1} min", ms / 60_000.0)
-    } else {
+    } else if ms < 172_800_000.0 {
         format!("{:.1} h", ms / 3_600_000.0)
+    } else {
+        // From two days on, days: `stats --since 7d` says "7.0 d", not "168.0 h".
+        format!("{:.1} d", ms / 86_400_000.0)
     }
 }
 
@@ -77,6 +80,8 @@ mod tests {
         assert_eq!(duration_ms(0.25), "250 µs");
         assert_eq!(duration_ms(12.34), "12.3 ms");
         assert_eq!(duration_ms(90_000.0), "1.5 min");
+        assert_eq!(duration_ms(5_400_000.0), "1.5 h");
+        assert_eq!(duration_ms(7.0 * 86_400_000.0), "7.0 d");
         assert_eq!(percent(1.0, 4.0), "25.0%");
         assert_eq!(percent(1.0, 0.0), "-");
         assert_eq!(ago(0), "just now");

@@ -9,7 +9,6 @@ use anyhow::Context;
 use super::format;
 use super::progress::Bar;
 use crate::config::{Config, parse_duration_secs, parse_size};
-use crate::store::Store;
 use crate::store::maintenance::GcReport;
 
 #[derive(Debug, clap::Args)]
@@ -20,6 +19,9 @@ pub struct GcArgs {
     /// Also evict entries not used for this long, e.g. 30d or 12h
     #[arg(long, value_name = "AGE", value_parser = parse_duration_secs)]
     max_age: Option<u64>,
+    /// Remove every entry of this crate instead (`serde_json`; `serde-json` works too)
+    #[arg(long = "crate", value_name = "NAME", conflicts_with_all = ["max_size", "max_age"])]
+    crate_name: Option<String>,
     /// Report what would be removed without removing it
     #[arg(long)]
     dry_run: bool,
@@ -28,16 +30,33 @@ pub struct GcArgs {
     json: bool,
     /// Run as the background gc: only when no other runs and the store is past its limit,
     /// down to 90% of it
-    #[arg(long, hide = true, conflicts_with_all = ["max_age", "dry_run"])]
+    #[arg(long, hide = true, conflicts_with_all = ["max_age", "dry_run", "crate_name"])]
     auto: bool,
 }
 
 pub fn run(config: &Config, args: GcArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.dir)
-        .with_context(|| format!("opening the cache at {}", config.dir.display()))?;
+    // Never a fresh store at a mistyped path; a dry run also works on a read-only one.
+    let mut store = super::open_required(config)?;
+    let mut scratch = None;
+    if store.is_read_only() {
+        if !args.dry_run {
+            return Err(super::read_only(config));
+        }
+        // A dry run rolls its evictions back, but SQLite will not even begin them on a
+        // read-only index: run it on a copy.
+        let (copy, path) = store
+            .scratch_copy()
+            .context("copying the index for a dry run")?;
+        store = copy;
+        scratch = Some(path);
+    }
     let limit = args.max_size.unwrap_or(config.max_size);
     let bar = Bar::stderr();
-    let report = if args.auto {
+    let report = if let Some(name) = &args.crate_name {
+        store
+            .remove_crate(&name.replace('-', "_"), args.dry_run)
+            .context("removing the crate's entries")?
+    } else if args.auto {
         match store.auto_gc(limit, &bar).context("collecting garbage")? {
             Some(r) => r,
             None => return Ok(ExitCode::SUCCESS),
@@ -53,6 +72,10 @@ pub fn run(config: &Config, args: GcArgs) -> anyhow::Result<ExitCode> {
             .context("collecting garbage")?
     };
     drop(bar);
+    if let Some(path) = scratch {
+        drop(store);
+        let _ = std::fs::remove_file(path);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -71,6 +71,24 @@ fn current(doc: &DocumentMut, path: &str) -> Result<Option<String>, InitError> {
     }
 }
 
+/// cargo's config file and its `build.rustc-wrapper`, if set (for `kache doctor`).
+pub(super) fn wrapper_setting() -> anyhow::Result<(PathBuf, Option<String>)> {
+    let path = config_path(&cargo_home()?);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((path, None)),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let shown = path.display().to_string();
+    let value = current(&parse(&text, &shown)?, &shown)?;
+    Ok((path, value))
+}
+
+/// Whether a wrapper setting names a kache binary (ours, or one installed elsewhere).
+pub(super) fn names_kache(value: &str) -> bool {
+    is_kache(value)
+}
+
 /// Whether a wrapper setting names a kache binary (ours, or one installed elsewhere).
 fn is_kache(value: &str) -> bool {
     Path::new(value).file_name().is_some_and(|n| n == "kache")
@@ -199,7 +217,12 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
             .context("the kache binary's path is not valid UTF-8")?;
         set_wrapper(&text, &shown, exe, args.force)?
     };
-    if new_text != text {
+    if args.undo && outcome == Outcome::Removed && new_text.trim().is_empty() && !path.is_symlink()
+    {
+        // Nothing left but what `kache init` wrote (an empty cargo config means the same as
+        // none): remove the file rather than leave an empty one behind.
+        std::fs::remove_file(&path).with_context(|| format!("removing {shown}"))?;
+    } else if new_text != text {
         write_atomically(&path, &new_text)?;
     }
     match &outcome {

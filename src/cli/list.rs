@@ -7,7 +7,6 @@ use anyhow::Context;
 use super::format::{self, truncate};
 use crate::config::Config;
 use crate::events;
-use crate::store::Store;
 use crate::store::catalog::EntrySummary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,8 +35,7 @@ pub struct ListArgs {
 }
 
 pub fn run(config: &Config, args: ListArgs) -> anyhow::Result<ExitCode> {
-    let mut entries = if config.dir.join("index.db").exists() {
-        let store = Store::open(&config.dir).context("opening the store")?;
+    let mut entries = if let Some(store) = super::open_existing(config)? {
         // Hits are recorded in the event log; fold them in so counts and ages are current.
         if let Ok(events) = events::read_all(&config.dir) {
             store.fold_usage(&events).context("folding usage")?;
@@ -81,10 +79,12 @@ pub fn render(entries: &[EntrySummary], now: i64) -> String {
         o.push_str("no entries\n");
         return o;
     }
+    // The key column tells apart variants (features, profile, flags) of one crate, which
+    // otherwise print as identical rows; `kache explain` compares them.
     let _ = writeln!(
         o,
-        "{:<30} {:<10} {:>10} {:>6} {:>11} {:>8}",
-        "crate", "type", "size", "hits", "used", "compile"
+        "{:<21} {:<8} {:<10} {:>10} {:>6} {:>10} {:>8}",
+        "crate", "key", "type", "size", "hits", "used", "compile"
     );
     for e in entries {
         let name = match &e.crate_version {
@@ -98,8 +98,9 @@ pub fn render(entries: &[EntrySummary], now: i64) -> String {
         };
         let _ = writeln!(
             o,
-            "{:<30} {:<10} {:>10} {:>6} {:>11} {:>8}",
-            truncate(&name, 30),
+            "{:<21} {:<8} {:<10} {:>10} {:>6} {:>10} {:>8}",
+            truncate(&name, 21),
+            e.key.get(..8).unwrap_or(&e.key),
             truncate(&types, 10),
             format::bytes(e.size),
             e.hits,
@@ -166,5 +167,21 @@ mod tests {
             assert!(line.chars().count() <= 80, "too wide: {line:?}");
         }
         assert!(text.contains("1 entry,"), "{text}");
+    }
+
+    /// Issue 10 item 11: two variants of one crate used to print as identical rows.
+    #[test]
+    fn variants_of_a_crate_are_told_apart() {
+        let mut a = e("serde", 10, 1, 0);
+        let mut b = e("serde", 10, 1, 0);
+        a.key = "0123456789abcdef".into();
+        b.key = "fedcba9876543210".into();
+        let text = render(&[a, b], 0);
+        let rows: Vec<_> = text.lines().skip(1).take(2).collect();
+        assert_ne!(rows[0], rows[1], "{text}");
+        assert!(
+            rows[0].contains("01234567") && rows[1].contains("fedcba98"),
+            "{text}"
+        );
     }
 }

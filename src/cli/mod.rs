@@ -7,6 +7,7 @@
 //! bad value, unusable cache directory or settings, a confirmation that cannot be asked).
 
 mod clear;
+mod doctor;
 mod explain;
 mod format;
 mod gc;
@@ -14,9 +15,11 @@ mod init;
 mod list;
 mod monitor;
 mod progress;
+mod settings;
 mod stats;
 mod sync;
 mod verify;
+mod zero;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -24,6 +27,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
+use crate::store::{Store, StoreError};
 
 /// A build cache for Rust.
 #[derive(Debug, Parser)]
@@ -36,7 +40,9 @@ use crate::config::Config;
         `kache init` once to make every cargo build use it.",
     after_help = "Settings come from KACHE_* environment variables and \
         ~/.config/kache/config.toml; see docs/configuration.md.",
-    arg_required_else_help = true
+    arg_required_else_help = true,
+    // Help fits 80 columns even on a wider terminal or a pipe (clap's default is 100).
+    max_term_width = 80
 )]
 struct Cli {
     #[command(subcommand)]
@@ -61,8 +67,12 @@ enum Command {
     Monitor(monitor::MonitorArgs),
     /// Make cargo use kache: set build.rustc-wrapper in $CARGO_HOME/config.toml
     Init(init::InitArgs),
-    /// Upload entries queued for the remote (KACHE_REMOTE) and wait for them
+    /// Move entries to (--push) or from (--pull) the remote (KACHE_REMOTE)
     Sync(sync::SyncArgs),
+    /// Show the cache location and the effective settings, with where each came from
+    Config(settings::ConfigArgs),
+    /// Check the set-up: wrapper wired into cargo, cache dir, reflinks, remote, toolchain
+    Doctor(doctor::DoctorArgs),
     /// Print a shell completion script
     Completions {
         /// The shell to complete for
@@ -81,6 +91,8 @@ const COMMANDS: &[&str] = &[
     "monitor",
     "init",
     "completions",
+    "config",
+    "doctor",
     "help",
     "--help",
     "-h",
@@ -121,11 +133,13 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     finish(match cli.command {
         // These two need neither settings nor a cache, so a broken one does not stop them.
         Command::Completions { shell } => {
-            let mut cmd = Cli::command();
+            let mut cmd = without_hidden_flags(Cli::command());
             clap_complete::generate(shell, &mut cmd, "kache", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
         Command::Init(a) => init::run(a),
+        Command::Config(a) => settings::run(a),
+        Command::Doctor(a) => with_config(|c| doctor::run(c, a)),
         Command::Sync(a) => with_config(|c| sync::run(c, a)),
         Command::Stats(a) => with_config(|c| stats::run(c, a)),
         Command::Explain(a) => with_config(|c| explain::run(c, a)),
@@ -134,6 +148,41 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Command::Clear(a) => with_config(|c| clear::run(c, a)),
         Command::Verify(a) => with_config(|c| verify::run(c, a)),
         Command::Monitor(a) => with_config(|c| monitor::run(c, a)),
+    })
+}
+
+/// The command line as completions offer it: clap's generators list hidden flags too, and
+/// `gc --auto` and `sync --background` are for kache's own detached processes, not people.
+fn without_hidden_flags(cmd: clap::Command) -> clap::Command {
+    // Every subcommand is in COMMANDS (a unit test checks), whose names are `'static` as a
+    // new `Command` wants them.
+    let names: Vec<&'static str> = COMMANDS
+        .iter()
+        .copied()
+        .filter(|name| cmd.find_subcommand(name).is_some())
+        .collect();
+    names.into_iter().fold(cmd, |cmd, name| {
+        cmd.mut_subcommand(name, |sub| {
+            let visible: Vec<clap::Arg> = sub
+                .get_arguments()
+                .filter(|a| !a.is_hide_set())
+                .cloned()
+                .collect();
+            // Groups that name a dropped flag go too (derive makes one per Args struct).
+            let groups: Vec<clap::ArgGroup> = sub
+                .get_groups()
+                .filter(|g| {
+                    g.get_args()
+                        .all(|id| visible.iter().any(|a| a.get_id() == id))
+                })
+                .cloned()
+                .collect();
+            let mut lean = clap::Command::new(name).args(visible).groups(groups);
+            if let Some(about) = sub.get_about() {
+                lean = lean.about(about.clone());
+            }
+            lean
+        })
     })
 }
 
@@ -149,9 +198,18 @@ fn with_config(
             return Ok(ExitCode::from(2));
         }
     };
-    if config.dir.exists() && !config.dir.is_dir() {
+    // The directory, or the nearest part of its path that exists, must be a directory: a
+    // path under a regular file can never become a cache.
+    if let Some(blocker) = config.dir.ancestors().find(|p| p.exists())
+        && !blocker.is_dir()
+    {
+        let what = if blocker == config.dir {
+            String::new()
+        } else {
+            format!(" ({} is a file)", blocker.display())
+        };
         eprintln!(
-            "kache: error: cache directory {} is not a directory (set KACHE_DIR)",
+            "kache: error: cache directory {} is not a directory{what} (set KACHE_DIR)",
             config.dir.display()
         );
         return Ok(ExitCode::from(2));
@@ -168,9 +226,63 @@ fn with_config(
     command(&config)
 }
 
+/// A cache directory or setting a command cannot use: bad usage (exit 2), said in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unusable(String);
+
+fn unusable(dir: &std::path::Path, e: StoreError) -> anyhow::Error {
+    let message = match e {
+        StoreError::Sqlite(e) => format!("cache index in {}: {e}", dir.display()),
+        other => other.to_string(),
+    };
+    Unusable(message).into()
+}
+
+/// The store, for a command that changes it (created when missing). A store that cannot be
+/// written is unusable for it.
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::open(&config.dir).map_err(|e| unusable(&config.dir, e))?;
+    if store.is_read_only() {
+        return Err(read_only(config));
+    }
+    Ok(store)
+}
+
+/// The error for a command that must write to a read-only store.
+fn read_only(config: &Config) -> anyhow::Error {
+    Unusable(format!(
+        "cache directory {} is read-only",
+        config.dir.display()
+    ))
+    .into()
+}
+
+/// The store, for a command that only reads it: opened read-only when it cannot be written,
+/// never created. `None` when nothing is stored there yet.
+fn open_existing(config: &Config) -> anyhow::Result<Option<Store>> {
+    Store::open_existing(&config.dir).map_err(|e| unusable(&config.dir, e))
+}
+
+/// [`open_existing`] for a command that is pointless without a store (`verify`, `gc`): a
+/// mistyped `KACHE_DIR` is an error rather than a fresh, empty, healthy-looking store.
+fn open_required(config: &Config) -> anyhow::Result<Store> {
+    open_existing(config)?.ok_or_else(|| {
+        Unusable(format!(
+            "no cache at {} (set KACHE_DIR)",
+            config.dir.display()
+        ))
+        .into()
+    })
+}
+
 fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<Unusable>().is_some() => {
+            eprintln!("kache: error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("kache: error: {e:#}");
             ExitCode::from(1)
@@ -209,5 +321,6 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+        without_hidden_flags(Cli::command()).debug_assert();
     }
 }

@@ -171,8 +171,14 @@ pub fn draw(frame: &mut Frame, state: &MonitorState) {
         top,
     );
 
-    let [left, right] =
-        Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(middle);
+    // On a narrow terminal the tables stack and the age column goes: side by side at 40
+    // columns the result column got no room at all.
+    let narrow = middle.width < 60;
+    let [left, right] = if narrow {
+        Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(middle)
+    } else {
+        Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(middle)
+    };
     let recent_rows = state.recent.iter().map(|e| {
         let (label, style) = result_style(e.result);
         let time = match e.result {
@@ -187,24 +193,40 @@ pub fn draw(frame: &mut Frame, state: &MonitorState) {
                 .unwrap_or_default(),
         };
         let age = state.now_ms.saturating_sub(e.ts) as i64 / 1000;
-        Row::new(vec![
+        let mut cells = vec![
             Cell::from(format::ago(age).replace(" ago", "")),
             Cell::from(label).style(style),
             Cell::from(e.crate_name.clone().unwrap_or_else(|| "?".into())),
             Cell::from(time),
-        ])
+        ];
+        if narrow {
+            cells.remove(0);
+        }
+        Row::new(cells)
     });
-    let recent = Table::new(
-        recent_rows,
-        [
-            Constraint::Length(8),
-            Constraint::Length(6),
-            Constraint::Min(10),
-            Constraint::Length(16),
-        ],
-    )
-    .header(Row::new(vec!["age", "result", "crate", "time"]).style(bold))
-    .block(Block::bordered().title(" recent "));
+    let (widths, header) = if narrow {
+        (
+            vec![
+                Constraint::Length(6),
+                Constraint::Min(8),
+                Constraint::Length(14),
+            ],
+            vec!["result", "crate", "time"],
+        )
+    } else {
+        (
+            vec![
+                Constraint::Length(8),
+                Constraint::Length(6),
+                Constraint::Min(10),
+                Constraint::Length(16),
+            ],
+            vec!["age", "result", "crate", "time"],
+        )
+    };
+    let recent = Table::new(recent_rows, widths)
+        .header(Row::new(header).style(bold))
+        .block(Block::bordered().title(" recent "));
     frame.render_widget(recent, left);
 
     let slow_rows = state.slowest.iter().map(|(name, ms)| {
@@ -278,7 +300,11 @@ mod tests {
     use ratatui::backend::TestBackend;
 
     fn screen(state: &MonitorState) -> String {
-        let mut terminal = Terminal::new(TestBackend::new(80, 20)).expect("terminal");
+        screen_of(state, 80)
+    }
+
+    fn screen_of(state: &MonitorState, width: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, 20)).expect("terminal");
         terminal.draw(|f| draw(f, state)).expect("draw");
         let buffer = terminal.backend().buffer();
         let mut text = String::new();
@@ -329,6 +355,13 @@ mod tests {
         assert!(syn_line.contains("9.1 s"), "{text}");
         assert!(text.contains("saved 300.0 ms"), "{text}");
         assert!(text.contains("10 s"), "ages are relative to now: {text}");
+        // Issue 10 item 10: at 40 columns the result column used to vanish.
+        let narrow = screen_of(&state, 40);
+        let syn_line = narrow.lines().find(|l| l.contains("syn")).expect("syn");
+        assert!(
+            syn_line.contains("miss") && syn_line.contains("9.1 s"),
+            "{narrow}"
+        );
 
         std::fs::write(&path, b"").expect("truncate");
         state.apply(tail.poll());

@@ -23,10 +23,11 @@ impl Bar {
 
 impl Progress for Bar {
     fn phase(&self, name: &'static str, total: u64, bytes: bool) {
+        // At most 80 columns with the widest figures: 24 + 22 + "1023.99 GiB/1023.99 GiB" + eta.
         let template = if bytes {
-            "{msg:<24} [{bar:30}] {bytes}/{total_bytes} ({eta})"
+            "{msg:<24} [{bar:20}] {bytes}/{total_bytes} ({eta})"
         } else {
-            "{msg:<24} [{bar:30}] {pos}/{len} ({eta})"
+            "{msg:<24} [{bar:20}] {pos}/{len} ({eta})"
         };
         // The templates are constants; a bad one would only lose the bar, never the command.
         if let Ok(style) = ProgressStyle::with_template(template) {

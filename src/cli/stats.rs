@@ -13,7 +13,6 @@ use serde::Serialize;
 use super::format::{self, truncate};
 use crate::config::{Config, parse_duration_secs};
 use crate::events::{self, BuildEvent, Outcome};
-use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
@@ -23,6 +22,9 @@ pub struct StatsArgs {
     /// Print the figures as JSON
     #[arg(long)]
     json: bool,
+    /// Zero the counters: later reports count only what happens from now on
+    #[arg(long, conflicts_with_all = ["since", "json"])]
+    zero: bool,
 }
 
 /// How many slowest misses the report keeps.
@@ -189,14 +191,26 @@ pub fn summarize(events: &[BuildEvent]) -> Stats {
     reasons.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
     s.passthrough_reasons = reasons;
     misses.sort_by(|a, b| b.compile_time_ms.total_cmp(&a.compile_time_ms));
+    // One line per crate (its slowest compile): a crate rebuilt five times is one finding.
+    let mut seen = std::collections::HashSet::new();
+    misses.retain(|m| seen.insert(m.crate_name.clone()));
     misses.truncate(SLOWEST);
     s.slowest_misses = misses;
     s
 }
 
 pub fn run(config: &Config, args: StatsArgs) -> anyhow::Result<ExitCode> {
+    if args.zero {
+        super::zero::zero(&config.dir)
+            .with_context(|| format!("zeroing the counters in {}", config.dir.display()))?;
+        println!("statistics zeroed");
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut events = events::read_all(&config.dir)
         .with_context(|| format!("reading the event log in {}", config.dir.display()))?;
+    if let Some(zeroed) = super::zero::zeroed_at(&config.dir) {
+        events.retain(|e| e.ts >= zeroed);
+    }
     if let Some(secs) = args.since {
         let cutoff = events::now_ms().saturating_sub(secs.saturating_mul(1000));
         events.retain(|e| e.ts >= cutoff);
@@ -205,15 +219,14 @@ pub fn run(config: &Config, args: StatsArgs) -> anyhow::Result<ExitCode> {
     s.since_secs = args.since;
     s.store.limit = config.max_size;
     // Reading figures must not create a store where there is none.
-    if config.dir.join("index.db").exists() {
-        let store = Store::open(&config.dir).context("opening the store")?;
+    if let Some(store) = super::open_existing(config)? {
         let totals = store.totals().context("reading the store's totals")?;
         s.store.size = totals.size;
         s.store.entries = totals.entries;
         s.store.blobs = totals.blobs;
         s.store.dedup_saved_bytes = totals.dedup_saved();
     }
-    let configured = std::env::var_os("KACHE_REMOTE").is_some_and(|v| !v.is_empty());
+    let configured = matches!(config.remote, Ok(Some(_)));
     let uploaded = crate::sync::upload::uploaded_bytes(&config.dir);
     let queued = crate::sync::upload::queue_len(&config.dir);
     if configured || uploaded > 0 || queued > 0 {
@@ -313,11 +326,12 @@ pub fn render(s: &Stats) -> String {
     }
     let _ = writeln!(o);
     let restored = s.reflinked_bytes + s.hardlinked_bytes + s.copied_bytes;
+    // The methods on a line of their own: with GiB figures they do not fit beside the total.
+    let _ = writeln!(o, "{:<LABEL$}{:>10}", "restored", format::bytes(restored));
     let _ = writeln!(
         o,
-        "{:<LABEL$}{:>10}   reflink {} · hardlink {} · copy {}",
-        "restored",
-        format::bytes(restored),
+        "{:<LABEL$}reflink {} · hardlink {} · copy {}",
+        "",
         format::bytes(s.reflinked_bytes),
         format::bytes(s.hardlinked_bytes),
         format::bytes(s.copied_bytes)
@@ -425,6 +439,22 @@ mod tests {
         evs
     }
 
+    /// Issue 10 item 11: a crate missed several times is listed once among the slowest.
+    #[test]
+    fn slowest_misses_name_each_crate_once() {
+        let evs = vec![
+            event("syn", Outcome::Miss, 5000.0),
+            event("syn", Outcome::Miss, 4000.0),
+            event("serde", Outcome::Miss, 3000.0),
+        ];
+        let names: Vec<_> = summarize(&evs)
+            .slowest_misses
+            .into_iter()
+            .map(|m| (m.crate_name, m.compile_time_ms))
+            .collect();
+        assert_eq!(names, [("syn".into(), 5000.0), ("serde".into(), 3000.0)]);
+    }
+
     #[test]
     fn figures() {
         let s = summarize(&sample());
@@ -481,6 +511,9 @@ mod tests {
     fn report_fits_80_columns() {
         let mut s = summarize(&sample());
         s.slowest_misses[0].crate_name = "a_crate_with_a_very_long_name_indeed_yes".into();
+        // The widest figures: "1023.9 GiB" (the restored line once reached 82 columns).
+        let widest = (1u64 << 40) - (100 << 20);
+        (s.reflinked_bytes, s.hardlinked_bytes, s.copied_bytes) = (widest, widest, widest);
         s.store = StoreFigures {
             size: 9 << 30,
             limit: 10 << 30,

@@ -8,10 +8,6 @@ use anyhow::{Context, bail};
 
 use super::progress::Bar;
 use crate::config::Config;
-use crate::remote::RemoteConfig;
-use crate::remote::guard::Guarded;
-use crate::remote::s3::S3Remote;
-use crate::store::Store;
 use crate::store::maintenance::Progress;
 use crate::sync::{fetch, upload};
 
@@ -41,8 +37,12 @@ pub struct SyncArgs {
 }
 
 pub fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
-    let Some(mut remote_config) = RemoteConfig::from_process_env().context("remote settings")?
-    else {
+    // A bad remote setting is bad usage (exit 2), like any other setting.
+    let remote = config
+        .remote
+        .clone()
+        .map_err(|e| super::Unusable(e.to_string()))?;
+    let Some(mut remote_config) = remote else {
         bail!("no remote configured: set KACHE_REMOTE=s3://bucket/prefix (see docs/remote.md)");
     };
     if args.push && remote_config.read_only && !args.dry_run {
@@ -54,13 +54,9 @@ pub fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     remote_config.budget = remote_config.budget.max(SYNC_BUDGET);
-    let store = Store::open(&config.dir)
-        .with_context(|| format!("opening the cache at {}", config.dir.display()))?;
-    let remote = Guarded::new(
-        S3Remote::new(&remote_config).context("connecting to the remote")?,
-        &config.dir,
-        &remote_config,
-    );
+    let store = super::open_store(config)?;
+    let remote =
+        crate::remote::connect(&remote_config, &config.dir).context("connecting to the remote")?;
     let mut report = serde_json::Map::new();
     let mut failed = false;
     if args.pull {

@@ -6,7 +6,6 @@ use anyhow::Context;
 
 use super::progress::Bar;
 use crate::config::Config;
-use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
@@ -19,8 +18,11 @@ pub struct VerifyArgs {
 }
 
 pub fn run(config: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.dir)
-        .with_context(|| format!("opening the cache at {}", config.dir.display()))?;
+    let store = if args.repair {
+        super::open_store(config)?
+    } else {
+        super::open_required(config)?
+    };
     let report = store
         .verify(args.repair, &Bar::stderr())
         .context("verifying the store")?;

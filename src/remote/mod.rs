@@ -1,7 +1,7 @@
 //! Sharing the cache through object storage (S3 first).
 //!
 //! Owns the [`RemoteStore`] trait and its [`RemoteError`], the remote settings
-//! ([`RemoteConfig`], read from an injectable environment), the object layout under
+//! ([`RemoteConfig`], read through the settings loader in [`crate::config`]), the object layout under
 //! `<prefix>/v1/`, and through its submodules the S3 client ([`s3`]), the one-file entry
 //! format ([`bundle`]), the circuit breaker and miss cache ([`breaker`]), the failure policy
 //! that combines them with a store ([`guard`]) and an in-memory store for tests ([`memory`]).
@@ -28,6 +28,8 @@ pub mod s3;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::config::{ConfigError, Sources, parse_bool, parse_whole};
 
 /// A place to share cache objects. `key` is an object name relative to the store's root,
 /// as made by [`entry_object`] or [`manifest_object`]; implementations add their own prefix.
@@ -205,7 +207,7 @@ pub(crate) fn redact_key_id(id: &str) -> String {
     }
 }
 
-/// Remote settings. Built by [`RemoteConfig::from_env`]; `Debug` is safe to log.
+/// Remote settings. Built by [`RemoteConfig::load`]; `Debug` is safe to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteConfig {
     pub bucket: String,
@@ -227,49 +229,71 @@ pub struct RemoteConfig {
 }
 
 impl RemoteConfig {
-    /// Reads the process environment; see [`RemoteConfig::from_env`].
-    pub fn from_process_env() -> Result<Option<Self>, RemoteError> {
-        Self::from_env(&|name| std::env::var(name).ok())
+    /// Reads the settings with `env` standing in for the environment and no config file.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+        Self::load(&Sources::env_only(env))
     }
 
-    /// Reads the settings with `env` standing in for the environment. `Ok(None)` when no
-    /// remote is configured (`KACHE_REMOTE` unset or empty). Touches no file and no network,
-    /// so it is cheap enough for every invocation.
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, RemoteError> {
-        // Empty values count as unset, as shells and CI systems produce them for "no value".
-        let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-
-        let Some(url) = var("KACHE_REMOTE") else {
+    /// Reads the settings through the one settings loader: each from its environment
+    /// variable(s), else the config file's `[remote]` table. `Ok(None)` when no remote is
+    /// configured (`KACHE_REMOTE` and `remote.url` unset or empty). Touches no file beyond the
+    /// config file already read and no network, so it is cheap enough for every invocation.
+    pub fn load(s: &Sources) -> Result<Option<Self>, ConfigError> {
+        let Some(url) = s.get(&["KACHE_REMOTE"], "remote.url")? else {
             return Ok(None);
         };
-        let (bucket, prefix) = parse_s3_url(url.trim())?;
-
-        let endpoint = var("KACHE_S3_ENDPOINT")
-            .or_else(|| var("AWS_ENDPOINT_URL_S3"))
-            .or_else(|| var("AWS_ENDPOINT_URL"))
-            .map(|e| parse_endpoint(e.trim()))
-            .transpose()?;
-        let region = var("AWS_REGION")
-            .or_else(|| var("AWS_DEFAULT_REGION"))
-            .map(|r| r.trim().to_string())
+        let (bucket, prefix) = url.parse(|u| parse_s3_url(u.trim()))?;
+        let endpoint = s.parse(
+            &[
+                "KACHE_S3_ENDPOINT",
+                "AWS_ENDPOINT_URL_S3",
+                "AWS_ENDPOINT_URL",
+            ],
+            "remote.endpoint",
+            |e| parse_endpoint(e.trim()),
+        )?;
+        let region = s
+            .get(&["AWS_REGION", "AWS_DEFAULT_REGION"], "remote.region")?
+            .map(|r| r.value.trim().to_string())
             .unwrap_or_else(|| "us-east-1".to_string());
         // Self-hosted servers rarely have wildcard DNS for virtual-hosted buckets; AWS prefers
         // virtual-hosted. So the default follows whether an endpoint was given.
-        let path_style = parse_bool(&var, "KACHE_S3_PATH_STYLE")?.unwrap_or(endpoint.is_some());
-        let read_only = parse_bool(&var, "KACHE_REMOTE_READONLY")?.unwrap_or(false);
-        let budget = parse_u64(&var, "KACHE_REMOTE_BUDGET_MS", 1)?
+        let path_style = s
+            .parse(&["KACHE_S3_PATH_STYLE"], "remote.path_style", parse_bool)?
+            .unwrap_or(endpoint.is_some());
+        let read_only = s
+            .parse(&["KACHE_REMOTE_READONLY"], "remote.read_only", parse_bool)?
+            .unwrap_or(false);
+        let whole = |min| move |t: &str| parse_whole(t, min);
+        let budget = s
+            .parse(&["KACHE_REMOTE_BUDGET_MS"], "remote.budget_ms", whole(1))?
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_BUDGET);
-        let breaker_failures = parse_u64(&var, "KACHE_REMOTE_BREAKER_FAILURES", 1)?
+        let breaker_failures = s
+            .parse(
+                &["KACHE_REMOTE_BREAKER_FAILURES"],
+                "remote.breaker_failures",
+                whole(1),
+            )?
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
             .unwrap_or(DEFAULT_BREAKER_FAILURES);
-        let breaker_cooldown = parse_u64(&var, "KACHE_REMOTE_BREAKER_COOLDOWN_SECS", 0)?
+        let breaker_cooldown = s
+            .parse(
+                &["KACHE_REMOTE_BREAKER_COOLDOWN_SECS"],
+                "remote.breaker_cooldown_secs",
+                whole(0),
+            )?
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_BREAKER_COOLDOWN);
-        let miss_ttl = parse_u64(&var, "KACHE_REMOTE_MISS_TTL_SECS", 0)?
+        let miss_ttl = s
+            .parse(
+                &["KACHE_REMOTE_MISS_TTL_SECS"],
+                "remote.miss_ttl_secs",
+                whole(0),
+            )?
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_MISS_TTL);
-        let credentials = read_credentials(&var)?;
+        let credentials = read_credentials(s)?;
 
         Ok(Some(RemoteConfig {
             bucket,
@@ -297,10 +321,30 @@ impl RemoteConfig {
     }
 }
 
-fn read_credentials(var: &dyn Fn(&str) -> Option<String>) -> Result<Credentials, RemoteError> {
-    if parse_bool(var, "KACHE_S3_NO_CREDENTIALS")?.unwrap_or(false) {
+/// The S3 remote behind its failure policy: the one place a remote is set up (the wrapper and
+/// `kache sync` both come here).
+pub fn connect(
+    config: &RemoteConfig,
+    cache_dir: &std::path::Path,
+) -> Result<guard::Guarded<s3::S3Remote>, RemoteError> {
+    Ok(guard::Guarded::new(
+        s3::S3Remote::new(config)?,
+        cache_dir,
+        config,
+    ))
+}
+
+fn read_credentials(s: &Sources) -> Result<Credentials, ConfigError> {
+    if s.parse(
+        &["KACHE_S3_NO_CREDENTIALS"],
+        "remote.no_credentials",
+        parse_bool,
+    )?
+    .unwrap_or(false)
+    {
         return Ok(Credentials::Anonymous);
     }
+    let var = |name: &str| s.var(name).map(|v| v.value);
     match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
         (Some(access_key_id), Some(secret_access_key)) => Ok(Credentials::Static {
             access_key_id: access_key_id.trim().to_string(),
@@ -308,10 +352,10 @@ fn read_credentials(var: &dyn Fn(&str) -> Option<String>) -> Result<Credentials,
             session_token: var("AWS_SESSION_TOKEN").map(|t| t.trim().to_string()),
         }),
         // Half a key pair is a mistake worth reporting rather than silently using a profile.
-        (Some(_), None) => Err(RemoteError::Config(
+        (Some(_), None) => Err(ConfigError::Invalid(
             "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".into(),
         )),
-        (None, Some(_)) => Err(RemoteError::Config(
+        (None, Some(_)) => Err(ConfigError::Invalid(
             "AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".into(),
         )),
         (None, None) => {
@@ -321,7 +365,7 @@ fn read_credentials(var: &dyn Fn(&str) -> Option<String>) -> Result<Credentials,
                 None => match var("HOME") {
                     Some(home) => PathBuf::from(home).join(".aws").join("credentials"),
                     None => {
-                        return Err(RemoteError::Config(
+                        return Err(ConfigError::Invalid(
                             "no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
                              AWS_SHARED_CREDENTIALS_FILE, or KACHE_S3_NO_CREDENTIALS=1"
                                 .into(),
@@ -335,11 +379,10 @@ fn read_credentials(var: &dyn Fn(&str) -> Option<String>) -> Result<Credentials,
 }
 
 /// Splits `s3://bucket[/prefix]` into bucket and normalised prefix.
-fn parse_s3_url(url: &str) -> Result<(String, String), RemoteError> {
-    let bad = |why: &str| RemoteError::Config(format!("KACHE_REMOTE={url:?}: {why}"));
+fn parse_s3_url(url: &str) -> Result<(String, String), String> {
     let rest = url
         .strip_prefix("s3://")
-        .ok_or_else(|| bad("expected s3://bucket[/prefix]"))?;
+        .ok_or("expected s3://bucket[/prefix]")?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let bucket_ok = !bucket.is_empty()
         && bucket.len() <= 255
@@ -347,7 +390,7 @@ fn parse_s3_url(url: &str) -> Result<(String, String), RemoteError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
     if !bucket_ok {
-        return Err(bad("invalid bucket name"));
+        return Err("invalid bucket name".into());
     }
     let prefix = prefix.trim_matches('/');
     // The prefix is pasted into object names: keep it to characters that need no escaping and
@@ -362,61 +405,26 @@ fn parse_s3_url(url: &str) -> Result<(String, String), RemoteError> {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
         });
     if !prefix_ok {
-        return Err(bad(
-            "invalid prefix (allowed: A-Z a-z 0-9 . - _ and single /)",
-        ));
+        return Err("invalid prefix (allowed: A-Z a-z 0-9 . - _ and single /)".into());
     }
     Ok((bucket.to_string(), prefix.to_string()))
 }
 
 /// Accepts `http(s)://host[:port][/]`; a path would be silently dropped by the client, so it is
 /// refused instead.
-fn parse_endpoint(endpoint: &str) -> Result<String, RemoteError> {
-    let bad = |why: &str| RemoteError::Config(format!("S3 endpoint {endpoint:?}: {why}"));
+fn parse_endpoint(endpoint: &str) -> Result<String, String> {
     let rest = endpoint
         .strip_prefix("http://")
         .or_else(|| endpoint.strip_prefix("https://"))
-        .ok_or_else(|| bad("expected http://host[:port] or https://host[:port]"))?;
+        .ok_or("expected http://host[:port] or https://host[:port]")?;
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() {
-        return Err(bad("missing host"));
+        return Err("missing host".into());
     }
     if authority.contains(['/', '?', '#', '@', ' ']) {
-        return Err(bad("only scheme://host[:port] is supported"));
+        return Err("only scheme://host[:port] is supported".into());
     }
     Ok(endpoint.trim_end_matches('/').to_string())
-}
-
-fn parse_bool(
-    var: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-) -> Result<Option<bool>, RemoteError> {
-    let Some(value) = var(name) else {
-        return Ok(None);
-    };
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(Some(true)),
-        "0" | "false" | "no" | "off" => Ok(Some(false)),
-        _ => Err(RemoteError::Config(format!(
-            "{name}={value:?}: expected 1/0, true/false, yes/no or on/off"
-        ))),
-    }
-}
-
-fn parse_u64(
-    var: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-    min: u64,
-) -> Result<Option<u64>, RemoteError> {
-    let Some(value) = var(name) else {
-        return Ok(None);
-    };
-    match value.trim().parse::<u64>() {
-        Ok(n) if n >= min => Ok(Some(n)),
-        _ => Err(RemoteError::Config(format!(
-            "{name}={value:?}: expected a whole number >= {min}"
-        ))),
-    }
 }
 
 #[cfg(test)]
@@ -424,7 +432,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn config(vars: &[(&str, &str)]) -> Result<Option<RemoteConfig>, RemoteError> {
+    fn config(vars: &[(&str, &str)]) -> Result<Option<RemoteConfig>, ConfigError> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -495,7 +503,7 @@ mod tests {
             "s3://bu cket",
         ] {
             let r = config(&[("KACHE_REMOTE", url), KEYS[0], KEYS[1]]);
-            assert!(matches!(r, Err(RemoteError::Config(_))), "{url}: {r:?}");
+            assert!(r.is_err(), "{url}: {r:?}");
         }
     }
 
@@ -545,7 +553,7 @@ mod tests {
                 KEYS[1],
                 ("KACHE_S3_ENDPOINT", e),
             ]);
-            assert!(matches!(r, Err(RemoteError::Config(_))), "{e}: {r:?}");
+            assert!(r.is_err(), "{e}: {r:?}");
         }
     }
 
@@ -584,7 +592,7 @@ mod tests {
             ("KACHE_REMOTE_BREAKER_FAILURES", "0"),
         ] {
             let r = config(&[("KACHE_REMOTE", "s3://b"), KEYS[0], KEYS[1], (name, value)]);
-            assert!(matches!(r, Err(RemoteError::Config(_))), "{name}={value}");
+            assert!(r.is_err(), "{name}={value}");
         }
     }
 
@@ -628,11 +636,11 @@ mod tests {
         ]);
         assert_eq!(c.credentials, Credentials::Anonymous);
         let r = config(&[("KACHE_REMOTE", "s3://b"), KEYS[0]]);
-        assert!(matches!(r, Err(RemoteError::Config(_))));
+        assert!(r.is_err());
         let r = config(&[("KACHE_REMOTE", "s3://b"), KEYS[1]]);
-        assert!(matches!(r, Err(RemoteError::Config(_))));
+        assert!(r.is_err());
         let r = config(&[("KACHE_REMOTE", "s3://b")]);
-        assert!(matches!(r, Err(RemoteError::Config(_))));
+        assert!(r.is_err());
     }
 
     #[test]

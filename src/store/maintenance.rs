@@ -119,13 +119,7 @@ impl Store {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         let age_cutoff = max_age.map(|a| now_secs() - a.as_secs() as i64);
-        let blob_sizes: HashMap<String, u64> = self
-            .conn()
-            .prepare("SELECT hash, size FROM blobs")?
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-            })?
-            .collect::<Result<_, _>>()?;
+        let blob_sizes = self.blob_sizes()?;
 
         let tx = write_tx(self.conn())?;
         let mut size = report.size_before;
@@ -353,6 +347,54 @@ impl Store {
             }
         }
         out
+    }
+
+    /// Every indexed blob's size, to count what evicting entries frees.
+    fn blob_sizes(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let sizes = self
+            .conn()
+            .prepare("SELECT hash, size FROM blobs")?
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(sizes)
+    }
+
+    /// Removes every entry of one crate (`gc --crate`), as [`Store::gc`] evicts: index rows in
+    /// one transaction, then the blobs no other entry uses, under the exclusive lock. With
+    /// `dry_run`, counts without removing.
+    pub fn remove_crate(&self, crate_name: &str, dry_run: bool) -> Result<GcReport, StoreError> {
+        let mut report = GcReport {
+            dry_run,
+            size_before: self.size()?,
+            ..GcReport::default()
+        };
+        let keys: Vec<String> = self
+            .conn()
+            .prepare("SELECT key FROM entries WHERE crate_name = ?1")?
+            .query_map([crate_name], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let blob_sizes = self.blob_sizes()?;
+        let tx = write_tx(self.conn())?;
+        let mut freed = Vec::new();
+        for key in &keys {
+            freed.extend(remove_entry_in(&tx, key)?);
+        }
+        report.entries_evicted = keys.len();
+        report.blobs_removed = freed.len();
+        report.bytes_freed = freed.iter().filter_map(|b| blob_sizes.get(b)).sum();
+        report.size_after = report.size_before.saturating_sub(report.bytes_freed);
+        if dry_run {
+            tx.rollback()?;
+        } else {
+            tx.commit()?;
+            let _lock = self.lock_exclusive();
+            for blob in &freed {
+                let _ = fs::remove_file(self.blob_path(blob));
+            }
+        }
+        Ok(report)
     }
 
     /// Blobs are linked into place while this shared lock is held; maintenance takes it

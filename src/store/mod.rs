@@ -136,6 +136,88 @@ impl Store {
         })
     }
 
+    /// Opens the store at `dir` for a command that only reads it: never creates anything
+    /// (`None` when there is no index yet) and never repairs. A store that cannot be written
+    /// (a read-only mount, another user's files) is opened read-only, and
+    /// [`Store::is_read_only`] says so.
+    pub fn open_existing(dir: &Path) -> Result<Option<Store>, StoreError> {
+        for sub in [dir.to_owned(), dir.join("blobs"), dir.join("tmp")] {
+            if fsutil::is_foreign_symlink(&sub) {
+                return Err(StoreError::ForeignSymlink(sub));
+            }
+        }
+        if dir.exists() && !dir.is_dir() {
+            return Err(StoreError::NotADirectory(dir.to_owned()));
+        }
+        let db = dir.join("index.db");
+        if !db.is_file() {
+            return Ok(None);
+        }
+        use rusqlite::OpenFlags;
+        let rw = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // SQLite opens a file it may not write read-only by itself; a read-only WAL database
+        // on a read-only mount may still fail to open its shared-memory file, and then only
+        // `immutable` reads it (nobody can be writing to a read-only mount).
+        let immutable = || {
+            let uri = format!(
+                "file:{}?immutable=1",
+                db.to_string_lossy()
+                    .replace('%', "%25")
+                    .replace('?', "%3f")
+                    .replace('#', "%23")
+            );
+            Connection::open_with_flags(uri, ro | OpenFlags::SQLITE_OPEN_URI)
+        };
+        let usable = |conn: &Connection| -> rusqlite::Result<i64> {
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        };
+        let mut conn = Connection::open_with_flags(&db, rw).or_else(|_| immutable())?;
+        let version = match usable(&conn) {
+            Ok(v) => v,
+            Err(_) => {
+                conn = immutable()?;
+                usable(&conn)?
+            }
+        };
+        if version != INDEX_SCHEMA {
+            // Another version's index, or one never finished: nothing this kache stored.
+            return Ok(None);
+        }
+        Ok(Some(Store {
+            dir: dir.to_owned(),
+            conn,
+        }))
+    }
+
+    /// A writable copy of the index in a temporary file (`VACUUM INTO` works on a read-only
+    /// database), with the same cache dir: a dry run of maintenance on a read-only store runs
+    /// on it. The caller removes the returned file when done.
+    pub fn scratch_copy(&self) -> Result<(Store, PathBuf), StoreError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("kache-scratch-{}-{nanos}.db", std::process::id()));
+        self.conn
+            .execute("VACUUM INTO ?1", [path.to_string_lossy()])?;
+        let conn = Connection::open(&path)?;
+        Ok((
+            Store {
+                dir: self.dir.clone(),
+                conn,
+            },
+            path,
+        ))
+    }
+
+    /// Whether the index cannot be written (opened by [`Store::open_existing`] on a
+    /// read-only store); usage is then not folded into it.
+    pub fn is_read_only(&self) -> bool {
+        self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -257,6 +339,10 @@ impl Store {
     /// Maintenance folds it in before it needs LRU order. Events already folded are skipped by
     /// their timestamp.
     pub fn fold_usage(&self, events: &[crate::events::BuildEvent]) -> Result<(), StoreError> {
+        // A read-only store (a reader on a read-only mount) shows the counts as last folded.
+        if self.is_read_only() {
+            return Ok(());
+        }
         let tx = write_tx(&self.conn)?;
         let folded_until: i64 = tx
             .query_row(

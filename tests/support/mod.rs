@@ -1009,7 +1009,7 @@ pub fn kache_command(cache_dir: &Path, args: &[&str]) -> Output {
             cmd.env_remove(key);
         }
     }
-    cmd.env("KACHE_CONFIG", cache_dir.join("no-such-config.toml"));
+    cmd.env("KACHE_CONFIG", "/dev/null");
     cmd.env("KACHE_DIR", cache_dir);
     cmd.output()
         .unwrap_or_else(|e| panic!("run kache {args:?}: {e}"))
