@@ -235,6 +235,7 @@ impl CcRun<'_> {
         p: &Prepared,
         inv_key: &str,
     ) -> Result<Option<i32>, CcFault> {
+        let lookup_start = Instant::now();
         let env = |name: &str| std::env::var(name).ok();
         for (entry_key, manifest) in store.manifests(inv_key)? {
             if let Err(why) = manifest.check(&p.roots, &p.cwd, stat, &env) {
@@ -244,6 +245,7 @@ impl CcRun<'_> {
             let Some(entry) = self.load_entry_or_drop(store, &entry_key)? else {
                 continue;
             };
+            self.event.lookup_ms = ms(lookup_start.elapsed());
             return self.restore_hit(store, stat, p, entry, Outcome::LocalHit);
         }
         Ok(None)

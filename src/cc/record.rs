@@ -194,28 +194,39 @@ fn scan(bytes: &[u8], assembly: bool, sde_set: bool, probes: &mut Vec<Probe>) ->
     None
 }
 
-/// The include search path in order, each directory spelled as the compiler spells the
-/// headers it finds there (no trailing `/`; `""` is the working directory).
-fn search_dirs(inp: &RecordInputs, deps: &[String]) -> Vec<String> {
-    let mut dirs: Vec<String> = Vec::new();
-    let push = |d: &str, dirs: &mut Vec<String>| {
-        let trimmed = d.trim_end_matches('/');
-        let d = if trimmed.is_empty() && d.starts_with('/') {
-            "/"
-        } else {
-            trimmed
-        };
-        if !dirs.iter().any(|x| x == d) {
-            dirs.push(d.to_owned());
-        }
-    };
-    // Each including file's own directory (searched first for `"..."` includes).
+/// The include search path: the including files' own directories (searched first for
+/// `"..."` includes, and only relative to the file that includes), then the ordered list.
+/// Each directory is spelled as the compiler spells the headers it finds there (no trailing
+/// `/`; `""` is the working directory).
+struct SearchPath {
+    includers: Vec<String>,
+    ordered: Vec<String>,
+}
+
+fn normalize(d: &str) -> String {
+    let trimmed = d.trim_end_matches('/');
+    if trimmed.is_empty() && d.starts_with('/') {
+        "/".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+fn push_unique(dirs: &mut Vec<String>, d: &str) {
+    let d = normalize(d);
+    if !dirs.contains(&d) {
+        dirs.push(d);
+    }
+}
+
+fn search_dirs(inp: &RecordInputs, deps: &[String]) -> SearchPath {
+    let mut includers = Vec::new();
     for d in deps {
         let parent = Path::new(d)
             .parent()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        push(&parent, &mut dirs);
+        push_unique(&mut includers, &parent);
     }
     let user = |kind: DirKind| {
         inp.args
@@ -230,11 +241,11 @@ fn search_dirs(inp: &RecordInputs, deps: &[String]) -> Vec<String> {
             .unwrap_or_default()
     };
     let lang_vars = include_path_vars(inp.args.lang);
-    let mut ordered: Vec<String> = user(DirKind::Quote).chain(user(DirKind::Angle)).collect();
-    ordered.extend(env_dirs(lang_vars[0]));
-    ordered.extend(user(DirKind::System));
+    let mut all: Vec<String> = user(DirKind::Quote).chain(user(DirKind::Angle)).collect();
+    all.extend(env_dirs(lang_vars[0]));
+    all.extend(user(DirKind::System));
     for v in &lang_vars[1..] {
-        ordered.extend(env_dirs(v));
+        all.extend(env_dirs(v));
     }
     if !inp.args.no_std_inc {
         let lang = match inp.args.lang {
@@ -242,14 +253,15 @@ fn search_dirs(inp: &RecordInputs, deps: &[String]) -> Vec<String> {
             _ => "c",
         };
         if let Some((_, sys)) = inp.info.system_dirs.iter().find(|(l, _)| l == lang) {
-            ordered.extend(sys.iter().cloned());
+            all.extend(sys.iter().cloned());
         }
     }
-    ordered.extend(user(DirKind::After));
-    for d in &ordered {
-        push(d, &mut dirs);
+    all.extend(user(DirKind::After));
+    let mut ordered = Vec::new();
+    for d in &all {
+        push_unique(&mut ordered, d);
     }
-    dirs
+    SearchPath { includers, ordered }
 }
 
 fn join(dir: &str, rel: &str) -> String {
@@ -264,25 +276,41 @@ fn exists(cwd: &Path, p: &str) -> bool {
     std::fs::symlink_metadata(cwd.join(p)).is_ok()
 }
 
-/// Records, for header `h`, the absent paths that would shadow it.
-fn shadows_of(h: &str, search: &[String], cwd: &Path, absent: &mut BTreeSet<String>) {
-    let mut matched = false;
-    for (j, d) in search.iter().enumerate() {
-        let rel = match d.as_str() {
-            "" if !h.starts_with('/') => Some(h),
-            "" => None,
-            "/" => h.strip_prefix('/'),
-            _ => h.strip_prefix(d.as_str()).and_then(|r| r.strip_prefix('/')),
-        };
-        let Some(rel) = rel.filter(|r| !r.is_empty()) else {
-            continue;
-        };
-        matched = true;
-        for earlier in &search[..j] {
-            let candidate = join(earlier, rel);
+/// The name `h` is found by in directory `d`, when `d` prefixes it.
+fn relative_to<'h>(h: &'h str, d: &str) -> Option<&'h str> {
+    let rel = match d {
+        "" if !h.starts_with('/') => Some(h),
+        "" => None,
+        "/" => h.strip_prefix('/'),
+        _ => h.strip_prefix(d).and_then(|r| r.strip_prefix('/')),
+    };
+    rel.filter(|r| !r.is_empty())
+}
+
+/// Records, for header `h`, the absent paths that would shadow it: for every directory `D`
+/// that may be where it was found, the same name in every includer directory and in every
+/// directory of the ordered list before `D`.
+fn shadows_of(h: &str, search: &SearchPath, cwd: &Path, absent: &mut BTreeSet<String>) {
+    let record = |earlier: &[String], rel: &str, absent: &mut BTreeSet<String>| {
+        for e in earlier {
+            let candidate = join(e, rel);
             if candidate != h && !exists(cwd, &candidate) {
                 absent.insert(candidate);
             }
+        }
+    };
+    let mut matched = false;
+    for (j, d) in search.ordered.iter().enumerate() {
+        if let Some(rel) = relative_to(h, d) {
+            matched = true;
+            record(&search.includers, rel, absent);
+            record(&search.ordered[..j], rel, absent);
+        }
+    }
+    for d in &search.includers {
+        if let Some(rel) = relative_to(h, d) {
+            matched = true;
+            record(&search.includers, rel, absent);
         }
     }
     if !matched {
@@ -290,12 +318,8 @@ fn shadows_of(h: &str, search: &[String], cwd: &Path, absent: &mut BTreeSet<Stri
         let parts: Vec<&str> = h.split('/').filter(|p| !p.is_empty()).collect();
         for start in 0..parts.len() {
             let rel = parts[start..].join("/");
-            for d in search {
-                let candidate = join(d, &rel);
-                if candidate != h && !exists(cwd, &candidate) {
-                    absent.insert(candidate);
-                }
-            }
+            record(&search.includers, &rel, absent);
+            record(&search.ordered, &rel, absent);
         }
     }
 }
@@ -304,7 +328,7 @@ fn shadows_of(h: &str, search: &[String], cwd: &Path, absent: &mut BTreeSet<Stri
 /// recorded absent, and the one present (if any) is returned to be recorded with its content.
 fn pin_probe(
     probe: &Probe,
-    search: &[String],
+    search: &SearchPath,
     cwd: &Path,
     absent: &mut BTreeSet<String>,
     pinned: &mut Vec<String>,
@@ -317,7 +341,7 @@ fn pin_probe(
         }
         return;
     }
-    for d in search {
+    for d in search.includers.iter().chain(&search.ordered) {
         let candidate = join(d, &probe.name);
         if exists(cwd, &candidate) {
             if std::fs::metadata(cwd.join(&candidate)).is_ok_and(|m| m.is_file()) {
@@ -378,12 +402,17 @@ mod tests {
     #[test]
     fn a_header_is_shadowed_by_earlier_directories_only() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let search = vec!["src".to_owned(), "inc1".to_owned(), "inc2".to_owned()];
+        // inc2/sub/x.h was read (so inc2/sub includes), found as `sub/x.h` in inc2 or as
+        // `x.h` next to its includer.
+        let search = SearchPath {
+            includers: vec!["src".to_owned(), "inc2/sub".to_owned()],
+            ordered: vec!["inc1".to_owned(), "inc2".to_owned(), "inc3".to_owned()],
+        };
         let mut absent = BTreeSet::new();
         shadows_of("inc2/sub/x.h", &search, dir.path(), &mut absent);
         assert_eq!(
             absent.into_iter().collect::<Vec<_>>(),
-            vec!["inc1/sub/x.h", "src/sub/x.h"]
+            vec!["inc1/sub/x.h", "inc2/sub/sub/x.h", "src/sub/x.h", "src/x.h"]
         );
         let mut absent = BTreeSet::new();
         shadows_of("/elsewhere/y.h", &search, dir.path(), &mut absent);
