@@ -380,6 +380,33 @@ fn failures_warnings_and_probes_replay_exactly() {
 }
 
 #[test]
+fn assembly_is_cached_unless_it_pulls_in_unreported_files() {
+    let mut p = CProject::new();
+    fs::create_dir_all(p.path("out")).expect("mkdir");
+    // `.s` (no preprocessor, so no depfile) and `.S` (preprocessed) are cached.
+    p.write("src/f.s", ".text\n.globl f\nf: ret\n");
+    p.write("src/g.S", "#define RET ret\n.text\n.globl g\ng: RET\n");
+    for src in ["src/f.s", "src/g.S"] {
+        let args = ["-c", src, "-o", "out/asm.o"];
+        for want in ["miss", "local_hit"] {
+            let o = p.kache(&args, &[]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+            assert_eq!(p.results(), [want], "{src}");
+        }
+    }
+    // `.incbin` reads a file the compiler does not report: never stored.
+    p.write("src/blob.bin", "data");
+    p.write("src/h.S", ".section .rodata\n.incbin \"src/blob.bin\"\n");
+    let args = ["-c", "src/h.S", "-o", "out/h.o"];
+    for _ in 0..2 {
+        let o = p.kache(&args, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(p.results(), ["miss"]);
+    }
+}
+
+#[test]
 fn a_relocated_checkout_hits_and_embeds_neither_path() {
     let mut p = CProject::new();
     // Two checkouts of one package (a Cargo.toml marks the workspace root, as in a build

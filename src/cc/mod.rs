@@ -428,7 +428,15 @@ impl CcRun<'_> {
             return Ok(0);
         }
         let store_start = Instant::now();
-        let depfile_text = depfile_text.map_err(io_fault("reading the compiler's depfile"))?;
+        let depfile_text = match depfile_text {
+            Ok(t) => t,
+            // `.s` is not preprocessed: the compiler writes no depfile, and the source is the
+            // only input it reports (`.include`/`.incbin` are refused by `record`).
+            Err(_) if p.args.lang == args::Lang::Asm => {
+                format!("x.o: {}\n", p.args.source.replace(' ', "\\ "))
+            }
+            Err(e) => return Err(io_fault("reading the compiler's depfile")(e)),
+        };
         let env = |name: &str| std::env::var(name).ok();
         let recorded = record::record(
             &depfile_text,
