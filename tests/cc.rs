@@ -448,6 +448,41 @@ fn a_relocated_checkout_hits_and_embeds_neither_path() {
         objects.push(bytes);
     }
     assert_eq!(objects[0], objects[1]);
+
+    // Reached through a symlink (`$PWD` spells it), gcc records that spelling as the compile
+    // directory, so an object stored from the real path (which names `.`) must not stand in.
+    // Relative arguments, so only the compile directory differs.
+    let args = [
+        "-g",
+        "-O1",
+        "-Icsrc/include",
+        "-c",
+        "csrc/main.c",
+        "-o",
+        "out/rel.o",
+    ];
+    let real = p.path("one/ws");
+    let o = p.kache_in(
+        &real,
+        "gcc",
+        &args,
+        &[("PWD", real.to_str().expect("utf-8"))],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(p.results(), ["miss"]);
+    let link = p.path("three");
+    std::os::unix::fs::symlink(p.path("one"), &link).expect("symlink");
+    let dir = link.join("ws");
+    let o = p.kache_in(&dir, "gcc", &args, &[("PWD", dir.to_str().expect("utf-8"))]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(p.results(), ["miss"]);
+    let out = format!("{}/out/rel.o", dir.display());
+    let bytes = fs::read(&out).expect("object");
+    assert!(
+        memchr_find(&bytes, b"three/ws").is_some(),
+        "gcc names the symlinked spelling"
+    );
+    assert_eq!(p.link_and_run(&out), "hi\n");
 }
 
 fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {

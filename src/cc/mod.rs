@@ -187,7 +187,7 @@ impl CcRun<'_> {
                 resolved: &resolved,
                 info: &info,
                 remap: remap.then_some(&roots),
-                cwd: &cwd,
+                cwd: &compile_dir(&cwd),
                 env: &env,
             },
             &mut stat,
@@ -492,6 +492,24 @@ impl CcRun<'_> {
         self.event.size = entry.size();
         self.event.store_ms = ms(store_start.elapsed());
         Ok(0)
+    }
+}
+
+/// The directory the compiler records as the compile directory in debug info: `$PWD` when
+/// it names the working directory (what gcc's `getpwd` and clang do, so a checkout reached
+/// through a symlink is recorded by that spelling), else the working directory.
+fn compile_dir(cwd: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let same =
+        |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    match (std::env::var_os("PWD"), std::fs::metadata(".")) {
+        (Some(pwd), Ok(here))
+            if Path::new(&pwd).is_absolute()
+                && std::fs::metadata(&pwd).is_ok_and(|m| same(&m, &here)) =>
+        {
+            PathBuf::from(pwd)
+        }
+        _ => cwd.to_owned(),
     }
 }
 
