@@ -564,6 +564,41 @@ fn parallel_compiles_and_faults_never_break_the_build() {
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert_eq!(&fs::read(p.path("out/f1.o")).expect("obj"), &stored[1]);
 
+    // A read-only cache dir (root cannot write either), warm and empty, and a source it has
+    // not seen: the lookup misses and the compile runs (its depfile must not go in the store).
+    p.write("src/new.c", "int fresh(void) { return 7; }\n");
+    let r = p.plain(
+        "gcc",
+        &["-O1", "-c", "src/new.c", "-o", "out/new-ref.o"],
+        &[],
+    );
+    assert!(r.status.success());
+    let want = fs::read(p.path("out/new-ref.o")).expect("obj");
+    let empty = p.path("empty-cache");
+    fs::create_dir_all(&empty).expect("mkdir");
+    match (
+        support::Mount::read_only_bind(&p.cache),
+        support::Mount::read_only_bind(&empty),
+    ) {
+        (Ok(_warm), Ok(_empty)) => {
+            for dir in [&p.cache, &empty] {
+                let mut cmd = Command::new(kache_bin_under_test());
+                cmd.args(["gcc", "-O1", "-c", "src/new.c", "-o", "out/new.o"])
+                    .current_dir(&p.root);
+                clean_env(&mut cmd);
+                let o = cmd
+                    .env("KACHE_DIR", dir)
+                    .env("KACHE_CONFIG", p.root.join("no-config.toml"))
+                    .output()
+                    .expect("run");
+                assert!(o.status.success(), "{}: {}", dir.display(), stderr(&o));
+                assert!(stderr(&o).lines().count() <= 1, "{}", stderr(&o));
+                assert_eq!(fs::read(p.path("out/new.o")).expect("obj"), want);
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => println!("SKIPPED: read-only bind mount ({e})"),
+    }
+
     // kache killed between compiling and storing: the next run compiles and stores.
     let o = p.kache(
         &["-c", "src/f2.c", "-o", "out/f2.o"],

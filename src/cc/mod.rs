@@ -388,8 +388,11 @@ impl CcRun<'_> {
             "removing old output {}",
             output.display()
         )))?;
-        let depfile = store.dir().join("tmp").join(format!(
-            "cc-depfile.{}.{:x}.d",
+        // Next to the object, not in the store: the compiler can write there (it must write
+        // the object), while a read-only store would make the compile itself fail.
+        let depfile = p.out_dir.join(format!(
+            ".{}.kache-{}-{:x}.d",
+            p.out_name,
             std::process::id(),
             fsutil::unique_suffix()
         ));
