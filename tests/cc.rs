@@ -297,6 +297,38 @@ fn compiler_identity_and_time_macros() {
     assert_eq!(p.results(), ["miss"]);
     assert_eq!(p.link_and_run("out/swap.o"), "hello swapped\n");
 
+    // Another assembler first in PATH (gcc runs `as` from PATH here): a miss, then hits.
+    let as_dir = p.path("asbin");
+    fs::create_dir_all(&as_dir).expect("mkdir");
+    let real_as = Path::new("/usr/bin/as").canonicalize().expect("as");
+    fs::write(
+        as_dir.join("as"),
+        format!("#!/bin/sh\nexec {} \"$@\"\n", real_as.display()),
+    )
+    .expect("write as");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(as_dir.join("as"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        as_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cc_args = [
+        "-c",
+        "src/main.c",
+        "-o",
+        "out/as.o",
+        "-Isrc",
+        "-Iinc1",
+        "-Iinc2",
+        "-O1",
+    ];
+    for want in ["miss", "local_hit"] {
+        let o = p.kache_in(&p.root, "gcc", &cc_args, &[("PATH", &path)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(p.results(), [want], "another as");
+    }
+
     // __DATE__ without SOURCE_DATE_EPOCH is never stored; with it, it is, and keyed.
     p.write(
         "src/main.c",
@@ -310,8 +342,8 @@ fn compiler_identity_and_time_macros() {
     );
     assert_eq!(
         p.entries(),
-        4,
-        "gcc, cc, the stand-in before and after the swap"
+        5,
+        "gcc, cc, the stand-in before and after the swap, another as"
     );
     let sde = [("SOURCE_DATE_EPOCH", "0")];
     assert_eq!(

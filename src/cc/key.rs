@@ -83,6 +83,9 @@ pub struct CompilerInfo {
     pub machine: String,
     /// Internal programs (`cc1`, `cc1plus`) that `-print-prog-name` names by path.
     pub internals: Vec<PathBuf>,
+    /// The assembler as `-print-prog-name=as` names it: a path, or a name looked up in
+    /// `PATH` when the compile runs (so it is resolved per invocation, not memoised).
+    pub assembler: String,
     /// Accepts `-ffile-prefix-map=` (gcc ≥ 8, clang ≥ 10).
     pub prefix_map: bool,
     /// The system include directories, per language name, in search order.
@@ -170,6 +173,7 @@ fn compute(compiler: &Path) -> Result<CompilerInfo, CcKeyError> {
             internals.push(p);
         }
     }
+    let assembler = text(&["-print-prog-name=as"])?.trim().to_owned();
     let prefix_map = output(
         compiler,
         &[
@@ -197,6 +201,7 @@ fn compute(compiler: &Path) -> Result<CompilerInfo, CcKeyError> {
         version,
         machine,
         internals,
+        assembler,
         prefix_map,
         system_dirs,
     })
@@ -231,6 +236,8 @@ pub struct CcKeyInputs<'a> {
     pub remap: Option<&'a Roots>,
     pub cwd: &'a Path,
     pub env: &'a [(String, Option<String>)],
+    /// The assembler the driver will run, resolved through `PATH` (`None`: not found).
+    pub assembler: Option<&'a Path>,
 }
 
 /// The invocation key and its readable fields.
@@ -262,6 +269,12 @@ pub fn invocation_key(
             p.file_name().unwrap_or_default().to_string_lossy()
         );
         k.field(label, hash(hasher, p)?);
+    }
+    // gcc runs `as` for every object (clang only with -fno-integrated-as, so keying it there
+    // costs at most a miss when binutils change).
+    match inputs.assembler {
+        Some(p) => k.field("assembler", hash(hasher, p)?),
+        None => k.field("assembler", "none"),
     }
     k.field("language", a.lang.name());
     let relative = |text: &str| match inputs.remap {

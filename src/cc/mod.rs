@@ -179,6 +179,8 @@ impl CcRun<'_> {
         // as they are (no relocation hits) rather than risk an object naming another checkout.
         let remap = info.prefix_map && !args.lang.is_assembly();
         let env = key::keyed_vars(std::env::vars(), &self.config.key_env_vars);
+        let assembler = resolve_program(Path::new(&info.assembler), &cwd, path_var.as_deref())
+            .and_then(|p| p.canonicalize().ok());
         let mut stat = StatCache::new(store.conn());
         let (inv_key, key_fields) = key::invocation_key(
             &CcKeyInputs {
@@ -189,6 +191,7 @@ impl CcRun<'_> {
                 remap: remap.then_some(&roots),
                 cwd: &compile_dir(&cwd),
                 env: &env,
+                assembler: assembler.as_deref(),
             },
             &mut stat,
         )?;
