@@ -7,6 +7,7 @@
 //! registry), with `RUSTC_WRAPPER` as a bare name and as an absolute path.
 
 mod support;
+mod support_s3;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -739,4 +740,54 @@ fn cargo_build_script_with_cc_crate() {
     assert_eq!(run(abs, None), "hi from C 42\n");
     assert_eq!(run_with(abs, None, &["--release"]), "hi from C 42\n");
     assert_eq!(c_of(log.take()), ["local_hit"; 4]);
+}
+
+/// C entries travel through S3 like rustc's: machine A compiles and pushes, machine B (an
+/// empty cache) gets a remote hit with the same object, without running the compiler.
+#[test]
+fn c_entries_are_shared_through_s3() {
+    let server = support_s3::MotoServer::start("kache-cc-e2e");
+    let remote = [
+        ("KACHE_REMOTE", format!("s3://{}/shared", server.bucket)),
+        ("KACHE_S3_ENDPOINT", server.endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ];
+    let mut p = CProject::new();
+    fs::create_dir_all(p.path("out")).expect("mkdir");
+    let args = ["-O1", "-Iinc2", "-c", "src/main.c", "-o", "out/main.o"];
+    let env_a: Vec<(&str, &str)> = remote.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = p.kache(&args, &env_a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(p.results(), ["miss"]);
+    let built = fs::read(p.path("out/main.o")).expect("object");
+
+    let mut push = Command::new(kache_bin_under_test());
+    push.args(["sync", "--push", "--json"]);
+    clean_env(&mut push);
+    push.env("KACHE_DIR", &p.cache)
+        .env("KACHE_CONFIG", p.root.join("no-config.toml"));
+    for (k, v) in &remote {
+        push.env(k, v);
+    }
+    let out = push.output().expect("kache sync --push");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["push"]["failed"], 0, "{report}");
+    assert_eq!(report["push"]["remaining"], 0, "{report}");
+
+    let cache_b = p.path("machine-b-cache");
+    fs::create_dir_all(&cache_b).expect("mkdir");
+    fs::remove_file(p.path("out/main.o")).expect("rm");
+    let mut env_b = env_a.clone();
+    let cache_b_s = cache_b.to_str().expect("utf-8").to_owned();
+    env_b.push(("KACHE_DIR", &cache_b_s));
+    let o = p.kache(&args, &env_b);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let events = support::events(&cache_b);
+    assert_eq!(events.len(), 1);
+    assert_eq!(result(&events[0]), "remote_hit", "{}", events[0]);
+    assert_eq!(events[0]["compiler_runs"], 0);
+    assert_eq!(fs::read(p.path("out/main.o")).expect("object"), built);
 }
