@@ -86,7 +86,7 @@ pub fn run(inv: &Invocation, config: &Config, event: &mut BuildEvent) -> i32 {
 }
 
 /// Runs the compiler exactly as given, output inherited.
-pub fn plain(inv: &Invocation) -> i32 {
+fn plain(inv: &Invocation) -> i32 {
     match compile::run_plain(&inv.compiler_chain, &inv.raw_args) {
         Ok(code) => code,
         Err(e) => {
