@@ -4,10 +4,12 @@
 //! [`invocation`] (how we were called) → [`key`] (what could change the output) →
 //! [`store`] (lookup) → [`restore`] (hit) or [`compile`] → [`store`] (miss) → [`events`]
 //! (what happened). [`remote`] and [`sync`] share entries through object storage.
-//! [`wrapper`] glues them together; [`cli`] holds the commands people run.
+//! [`wrapper`] glues them together; [`cli`] holds the commands people run. [`cc`] is the
+//! same pipeline for the C/C++ compiles build scripts run through the `cc` crate.
 //! See `docs/architecture.md`.
 
 pub mod buildscript;
+pub mod cc;
 pub mod cli;
 pub mod compile;
 pub mod config;

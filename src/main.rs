@@ -11,8 +11,9 @@ fn main() -> ExitCode {
         let code = kache::buildscript::run::main(args.split_off(1));
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
-    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
-    if args.len() > 1 && !kache::cli::is_command(first) {
+    // A non-UTF-8 word keeps its `/` through the lossy conversion, so a path stays a path.
+    let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
+    if first.is_some_and(|w| !kache::cli::is_command(&w)) {
         let code = kache::wrapper::run(args.split_off(1));
         return ExitCode::from(code.clamp(0, 255) as u8);
     }

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 use crate::compile::{self, outputs};
 use crate::config::{Config, IncrementalMode};
 use crate::events::{self, BuildEvent, Outcome};
-use crate::invocation::{EmitKind, Invocation, PassthroughReason, RustcArgs};
+use crate::invocation::{CompilerFamily, EmitKind, Invocation, PassthroughReason, RustcArgs};
 use crate::key::depinfo::DepInfo;
 use crate::key::invocation_key::{KeyInputs, invocation_key};
 use crate::key::manifest::{Manifest, ManifestEnv, ManifestFile};
@@ -85,7 +85,25 @@ pub fn run(wrapper_args: Vec<OsString>) -> i32 {
         rustc_ran: None,
         outputs: Vec::new(),
     };
-    let code = w.run();
+    let family = w
+        .inv
+        .compiler_chain
+        .first()
+        .and_then(|c| CompilerFamily::classify(c.as_os_str()))
+        .unwrap_or(CompilerFamily::Rust);
+    let code = match family {
+        CompilerFamily::Rust => w.run(),
+        CompilerFamily::C => {
+            w.event.compiler = events::Compiler::C;
+            crate::cc::run(&w.inv, &w.config, &mut w.event)
+        }
+        CompilerFamily::Other => {
+            w.event.compiler = events::Compiler::Other;
+            w.event.passthrough_reason = Some("not_a_compiler".into());
+            w.event.compiler_runs = 1;
+            plain(&w.inv)
+        }
+    };
     w.event.elapsed_ms = ms(started.elapsed());
     w.event.exit_code = code;
     if let Err(e) = events::append(&w.config.dir, &w.event) {

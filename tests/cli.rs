@@ -937,3 +937,36 @@ fn every_documented_command_and_flag_exists() {
         "the command table was found ({checked} rows)"
     );
 }
+
+/// Issue 9 item 12: a first word that is neither a command nor a compiler is an unknown
+/// command (exit 2), never a program to run. Before the fix `kache ls` listed the directory
+/// and `kache stat x` ran stat(1), because any name found in PATH counted as a compiler.
+#[test]
+fn a_word_that_is_no_command_and_no_compiler_runs_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let marker = dir.path().join("marker-file-listed-by-ls");
+    std::fs::write(&marker, "x").expect("write");
+    for args in [
+        &["ls", dir.path().to_str().expect("utf-8")][..],
+        &["stat", marker.to_str().expect("utf-8")][..],
+        &["true"][..],
+    ] {
+        let o = kache(&cache, args);
+        assert_eq!(o.status.code(), Some(2), "kache {args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("unrecognized subcommand"),
+            "kache {args:?}: {}",
+            stderr(&o)
+        );
+        assert!(
+            !stdout(&o).contains("marker-file"),
+            "kache {args:?} ran a program:\n{}",
+            stdout(&o)
+        );
+    }
+    // A path to a program that is no compiler still runs unchanged (cargo may hand one over).
+    let o = kache(&cache, &["/bin/echo", "ran"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "ran\n");
+}

@@ -19,6 +19,12 @@ pub struct InitArgs {
     /// Replace another wrapper (such as sccache) already set there
     #[arg(long, conflicts_with = "undo")]
     force: bool,
+    /// Also cache C/C++ from build scripts whose `cc` crate does not know kache: set
+    /// CC="kache cc", CXX="kache c++" and CC_KNOWN_WRAPPER_CUSTOM=kache in cargo's [env]
+    /// (never replacing a CC or CXX already set there; cargo's [env] never overrides a
+    /// variable set in the environment)
+    #[arg(long)]
+    cc: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,6 +33,8 @@ pub enum InitError {
     Parse { path: String, message: String },
     #[error("`build` in {path} is not a table")]
     BuildNotATable { path: String },
+    #[error("`env` in {path} is not a table")]
+    EnvNotATable { path: String },
     #[error(
         "build.rustc-wrapper is already set to {current} in {path}; remove it or run `kache init --force` to replace it"
     )]
@@ -155,6 +163,70 @@ pub fn unset_wrapper(text: &str, path: &str) -> Result<(String, Outcome), InitEr
     Ok((doc.to_string(), Outcome::Removed))
 }
 
+/// The `[env]` entries `--cc` manages, and the compiler each wraps (`None`: a plain value).
+const CC_ENV: [(&str, Option<&str>); 3] = [
+    ("CC", Some("cc")),
+    ("CXX", Some("c++")),
+    ("CC_KNOWN_WRAPPER_CUSTOM", None),
+];
+
+/// The `[env]` value `--cc` gives `name`.
+fn cc_env_value(wrapper: &str, compiler: Option<&str>) -> String {
+    match compiler {
+        Some(c) => format!("{wrapper} {c}"),
+        None => "kache".to_owned(),
+    }
+}
+
+/// Whether an `[env]` value is one `--cc` wrote (it starts with a kache binary).
+fn is_kache_env(value: &str) -> bool {
+    value == "kache" || value.split(' ').next().is_some_and(is_kache)
+}
+
+/// Adds (or, with `undo`, removes) the `[env]` entries that route older `cc` crates through
+/// kache. A `CC` or `CXX` that is not kache's is left alone and named in the second value.
+pub fn edit_cc_env(
+    text: &str,
+    path: &str,
+    wrapper: &str,
+    undo: bool,
+) -> Result<(String, Vec<String>), InitError> {
+    let mut doc = parse(text, path)?;
+    let mut left_alone = Vec::new();
+    if !doc.contains_key("env") {
+        if undo {
+            return Ok((text.to_owned(), left_alone));
+        }
+        doc.insert("env", Item::Table(toml_edit::Table::new()));
+    }
+    let Some(env) = doc.get_mut("env").and_then(Item::as_table_like_mut) else {
+        return Err(InitError::EnvNotATable {
+            path: path.to_owned(),
+        });
+    };
+    for (name, compiler) in CC_ENV {
+        let current = env.get(name).map(|v| match v.as_str() {
+            Some(s) => s.to_owned(),
+            None => v.to_string().trim().to_owned(),
+        });
+        match current {
+            Some(c) if !is_kache_env(&c) => left_alone.push(format!("{name} = {c}")),
+            Some(_) if undo => {
+                env.remove(name);
+            }
+            None if undo => {}
+            _ => {
+                env.insert(name, toml_edit::value(cc_env_value(wrapper, compiler)));
+            }
+        }
+    }
+    let empty = env.is_empty();
+    if undo && empty {
+        doc.remove("env");
+    }
+    Ok((doc.to_string(), left_alone))
+}
+
 /// `$CARGO_HOME`, else `~/.cargo`.
 fn cargo_home() -> anyhow::Result<PathBuf> {
     if let Some(h) = std::env::var_os("CARGO_HOME").filter(|h| !h.is_empty()) {
@@ -207,18 +279,27 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {shown}"))),
     };
-    let (new_text, outcome) = if args.undo {
+    let exe = std::env::current_exe().context("finding the kache binary")?;
+    let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+    let exe = exe
+        .to_str()
+        .context("the kache binary's path is not valid UTF-8")?;
+    let (mut new_text, outcome) = if args.undo {
         unset_wrapper(&text, &shown)?
     } else {
-        let exe = std::env::current_exe().context("finding the kache binary")?;
-        let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
-        let exe = exe
-            .to_str()
-            .context("the kache binary's path is not valid UTF-8")?;
         set_wrapper(&text, &shown, exe, args.force)?
     };
-    if args.undo && outcome == Outcome::Removed && new_text.trim().is_empty() && !path.is_symlink()
-    {
+    if args.cc || args.undo {
+        let (edited, left_alone) = edit_cc_env(&new_text, &shown, exe, args.undo)?;
+        new_text = edited;
+        for kept in left_alone {
+            println!("[env] {kept} in {shown} is not kache's; left alone");
+        }
+        if args.cc && !args.undo {
+            println!("set CC, CXX and CC_KNOWN_WRAPPER_CUSTOM in [env] of {shown}");
+        }
+    }
+    if args.undo && new_text.trim().is_empty() && new_text != text && !path.is_symlink() {
         // Nothing left but what `kache init` wrote (an empty cargo config means the same as
         // none): remove the file rather than leave an empty one behind.
         std::fs::remove_file(&path).with_context(|| format!("removing {shown}"))?;
@@ -238,6 +319,12 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         Outcome::NotSet(Some(other)) => {
             println!("build.rustc-wrapper in {shown} is {other}, not kache; left alone")
         }
+    }
+    if !args.undo && !args.cc {
+        println!(
+            "C/C++ from build scripts is cached when their cc crate knows kache (cc 1.2.66 and \
+             later); for older ones run `kache init --cc`"
+        );
     }
     if !args.undo
         && let Some(env) = std::env::var_os("RUSTC_WRAPPER").filter(|v| !v.is_empty())
@@ -274,6 +361,25 @@ mod tests {
         assert_eq!(outcome, Outcome::Set);
         assert_eq!(moved.matches("rustc-wrapper").count(), 1, "{moved}");
         assert!(moved.contains("\"/opt/kache\""));
+    }
+
+    #[test]
+    fn cc_env_is_added_and_removed_without_touching_the_users() {
+        let user = "[env]\nCC = \"clang\"\nFOO = \"bar\"\n";
+        let (set, kept) = edit_cc_env(user, "c", "/bin/kache", false).expect("set");
+        assert_eq!(kept, vec!["CC = clang".to_owned()]);
+        assert!(set.contains("CC = \"clang\""), "{set}");
+        assert!(set.contains("CXX = \"/bin/kache c++\""), "{set}");
+        assert!(set.contains("CC_KNOWN_WRAPPER_CUSTOM = \"kache\""), "{set}");
+        let (again, _) = edit_cc_env(&set, "c", "/bin/kache", false).expect("set");
+        assert_eq!(again, set, "idempotent");
+        let (undone, _) = edit_cc_env(&set, "c", "/bin/kache", true).expect("undo");
+        assert_eq!(undone, user);
+        let (fresh, kept) = edit_cc_env("", "c", "/bin/kache", false).expect("set");
+        assert!(kept.is_empty());
+        assert!(fresh.contains("CC = \"/bin/kache cc\""), "{fresh}");
+        let (gone, _) = edit_cc_env(&fresh, "c", "/bin/kache", true).expect("undo");
+        assert_eq!(gone.trim(), "");
     }
 
     #[test]

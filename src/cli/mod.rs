@@ -27,6 +27,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
+use crate::invocation::CompilerFamily;
 use crate::store::{Store, StoreError};
 
 /// A build cache for Rust.
@@ -102,23 +103,12 @@ const COMMANDS: &[&str] = &[
 
 /// Whether `word` (argv[1]) starts a command rather than naming a compiler to wrap.
 ///
-/// cargo always passes a compiler that exists: a path, or a name found in `PATH`. Any other
-/// word goes to the command-line parser, so `kache stat` says "unrecognized subcommand" (with
-/// a suggestion) instead of failing to run a program called `stat`.
+/// A word names a compiler when [`CompilerFamily::classify`] says so: a path, or a known
+/// compiler name (`rustc`, `gcc`, `clang++`, ...). Any other word goes to the command-line
+/// parser, so `kache stat` or `kache ls` says "unrecognized subcommand" (exit 2) instead of
+/// running a program called `stat` or `ls`.
 pub fn is_command(word: &str) -> bool {
-    COMMANDS.contains(&word) || !names_a_program(word)
-}
-
-fn names_a_program(word: &str) -> bool {
-    if word.starts_with('-') {
-        return false;
-    }
-    // `main` passes "" for a word that is not UTF-8: only a path can be that.
-    if word.is_empty() || word.contains('/') {
-        return true;
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(word).is_file()))
+    COMMANDS.contains(&word) || CompilerFamily::classify(std::ffi::OsStr::new(word)).is_none()
 }
 
 /// Runs a command and returns its exit code (see the module documentation).
@@ -309,9 +299,10 @@ mod tests {
     fn compilers_are_wrapped_and_typos_are_commands() {
         assert!(!is_command("/usr/bin/rustc"));
         assert!(!is_command("./rustc"));
+        assert!(!is_command("gcc") && !is_command("x86_64-linux-gnu-g++"));
         assert!(
-            !is_command("sh"),
-            "a program found in PATH is a compiler to wrap"
+            is_command("sh") && is_command("ls") && is_command("stat"),
+            "a program in PATH that is no compiler is not run"
         );
         assert!(is_command("stats"));
         assert!(is_command("--frobnicate"));

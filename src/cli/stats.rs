@@ -60,6 +60,8 @@ pub struct Stats {
     pub copied_bytes: u64,
     pub passthrough_reasons: Vec<ReasonCount>,
     pub slowest_misses: Vec<SlowMiss>,
+    /// The C/C++ compiles among the invocations (build scripts through the `cc` crate).
+    pub c_compiles: CFigures,
     pub store: StoreFigures,
     /// Present when a remote is configured or the log shows remote traffic.
     pub remote: Option<RemoteFigures>,
@@ -87,6 +89,16 @@ pub struct ReasonCount {
 pub struct SlowMiss {
     pub crate_name: String,
     pub compile_time_ms: f64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct CFigures {
+    pub invocations: usize,
+    pub hits: usize,
+    pub misses: usize,
+    pub passthrough: usize,
+    /// Compile time the C hits avoided.
+    pub hit_compile_time_ms: f64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -128,6 +140,19 @@ pub fn summarize(events: &[BuildEvent]) -> Stats {
             Outcome::Miss => s.misses += 1,
             Outcome::Error => s.errors += 1,
             Outcome::Passthrough => s.passthrough += 1,
+        }
+        if e.compiler == events::Compiler::C {
+            let c = &mut s.c_compiles;
+            c.invocations += 1;
+            match e.result {
+                Outcome::LocalHit | Outcome::RemoteHit => {
+                    c.hits += 1;
+                    c.hit_compile_time_ms += e.compile_time_ms;
+                }
+                Outcome::Miss => c.misses += 1,
+                Outcome::Passthrough => c.passthrough += 1,
+                Outcome::Error => {}
+            }
         }
         if e.result.is_hit() {
             s.hit_compile_time_ms += e.compile_time_ms;
@@ -324,6 +349,19 @@ pub fn render(s: &Stats) -> String {
             format::duration_ms(r.time_saved_ms.max(0.0))
         );
     }
+    let c = &s.c_compiles;
+    if c.invocations > 0 {
+        let _ = writeln!(
+            o,
+            "{:<LABEL$}{:>8}   {} hits ({} avoided) · {} misses · {} passthrough",
+            "C/C++ compiles",
+            c.invocations,
+            c.hits,
+            format::duration_ms(c.hit_compile_time_ms),
+            c.misses,
+            c.passthrough
+        );
+    }
     let _ = writeln!(o);
     let restored = s.reflinked_bytes + s.hardlinked_bytes + s.copied_bytes;
     // The methods on a line of their own: with GiB figures they do not fit beside the total.
@@ -497,6 +535,39 @@ mod tests {
         assert_eq!((runs.hits, runs.misses, runs.passthrough), (1, 0, 0));
         assert_eq!(runs.time_saved_ms, 890.0);
         assert!(render(&s).contains("script runs"));
+    }
+
+    #[test]
+    fn c_compiles_are_counted_apart() {
+        let mut evs = sample();
+        let mut c = |name: &str, result: Outcome, ms: f64| {
+            let mut e = event(name, result, ms);
+            e.compiler = events::Compiler::C;
+            evs.push(e);
+        };
+        c("sqlite3.c", Outcome::Miss, 9000.0);
+        c("sqlite3.c", Outcome::LocalHit, 9000.0);
+        c("?", Outcome::Passthrough, 0.0);
+        let s = summarize(&evs);
+        assert_eq!(
+            s.c_compiles,
+            CFigures {
+                invocations: 3,
+                hits: 1,
+                misses: 1,
+                passthrough: 1,
+                hit_compile_time_ms: 9000.0
+            }
+        );
+        assert_eq!(
+            (s.local_hits, s.misses),
+            (4, 3),
+            "C compiles count in the totals"
+        );
+        let text = render(&s);
+        assert!(text.contains("C/C++ compiles"), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+        assert!(!render(&summarize(&sample())).contains("C/C++"));
     }
 
     #[test]

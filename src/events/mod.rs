@@ -20,7 +20,9 @@ use crate::store::fsutil;
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a field changes meaning or is removed; adding a field does not bump it.
-pub const SCHEMA: u32 = 1;
+/// 2: events of C/C++ compiles (`compiler: "c"`) name the source file in `crate_name` and
+/// its language in `crate_types`.
+pub const SCHEMA: u32 = 2;
 /// Size past which the log is rotated.
 pub const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -51,6 +53,19 @@ impl Outcome {
     }
 }
 
+/// Which compiler an invocation wrapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Compiler {
+    /// rustc or clippy-driver (every event before schema 2).
+    #[default]
+    Rust,
+    /// A C/C++ driver (gcc, clang, cc, ...).
+    C,
+    /// A path to a program that is neither: run unchanged.
+    Other,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BuildEvent {
@@ -78,6 +93,7 @@ pub struct BuildEvent {
     pub passthrough_reason: Option<String>,
     pub warning: Option<String>,
     pub exit_code: i32,
+    pub compiler: Compiler,
 }
 
 /// Where the log lives in a cache directory.
@@ -206,7 +222,7 @@ mod tests {
         let names: Vec<_> = got.iter().filter_map(|e| e.crate_name.clone()).collect();
         assert_eq!(names, vec!["a", "b"]);
         let line = std::fs::read_to_string(log_path(dir.path())).expect("read");
-        assert!(line.starts_with("{\"schema\":1,"));
+        assert!(line.starts_with("{\"schema\":2,"));
         assert!(line.contains("\"result\":\"miss\""));
     }
 

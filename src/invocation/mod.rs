@@ -6,9 +6,11 @@
 //! Must not touch the store or hash anything.
 
 mod args;
+mod compiler;
 mod passthrough;
 
 pub use args::{Emit, EmitKind, Extern, NativeLib, RustcArgs};
+pub use compiler::CompilerFamily;
 pub use passthrough::PassthroughReason;
 
 use std::ffi::OsString;

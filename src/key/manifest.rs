@@ -20,8 +20,15 @@ use super::{ContentHash, FileHasher, KeyBuilder};
 pub struct ManifestFile {
     /// Relativised path (`${root}/…`, or relative to rustc's working directory).
     pub path: String,
+    /// The content hash, or [`ABSENT`]: the path must not exist.
     pub hash: ContentHash,
 }
+
+/// The hash recorded for a path that must not exist: a C header that, once created, would
+/// shadow one the compile read (see `cc::shadow`). No content hashes to it, so a reader that
+/// does not know the convention sees a mismatch whenever the path exists, and a miss when it
+/// does not: either way never a wrong hit.
+pub const ABSENT: &str = "absent";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEnv {
@@ -90,6 +97,13 @@ impl Manifest {
         for f in &self.files {
             let path = resolve(&f.path, roots, cwd)
                 .ok_or_else(|| Mismatch::UnknownRoot(f.path.clone()))?;
+            if f.hash == ABSENT {
+                // Anything there, even a directory or a dangling link, counts as present.
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    return Err(Mismatch::File(f.path.clone()));
+                }
+                continue;
+            }
             match hasher.hash_file(&path) {
                 Ok(h) if h == f.hash => {}
                 _ => return Err(Mismatch::File(f.path.clone())),
@@ -268,6 +282,28 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn an_absent_path_must_stay_absent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Manifest {
+            files: vec![ManifestFile {
+                path: "inc/shadow.h".into(),
+                hash: ABSENT.into(),
+            }],
+            env: Vec::new(),
+        };
+        let mut none = Fixed(HashMap::new());
+        let no_env = |_: &str| None;
+        let r = roots("/nowhere");
+        assert_eq!(m.check(&r, dir.path(), &mut none, &no_env), Ok(()));
+        std::fs::create_dir(dir.path().join("inc")).expect("mkdir");
+        std::fs::write(dir.path().join("inc/shadow.h"), "").expect("write");
+        assert_eq!(
+            m.check(&r, dir.path(), &mut none, &no_env),
+            Err(Mismatch::File("inc/shadow.h".into()))
+        );
     }
 
     #[test]

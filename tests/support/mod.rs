@@ -723,12 +723,14 @@ pub fn unit(event: &Value) -> String {
     )
 }
 
-/// The events that are real compilations: everything but `passthrough` (cargo's
-/// `-vV` / `--print` probes and other invocations kache does not cache).
+/// The events that are real rustc compilations: everything but `passthrough` (cargo's
+/// `-vV` / `--print` probes and other invocations kache does not cache) and but the C/C++
+/// compiles build scripts run through the `cc` crate (`compiler: "c"`, which follow the
+/// build script rather than the crate; `tests/cc.rs` checks those).
 pub fn compiles(events: &[Value]) -> Vec<Value> {
     events
         .iter()
-        .filter(|event| result(event) != "passthrough")
+        .filter(|event| result(event) != "passthrough" && event["compiler"] != "c")
         .cloned()
         .collect()
 }

@@ -1,0 +1,543 @@
+//! The C/C++ pipeline: `kache cc … -c x.c -o x.o`, as the `cc` crate runs it from build
+//! scripts when `RUSTC_WRAPPER` is kache (or as `CC="kache cc"`).
+//!
+//! parse ([`args`]) → key ([`key`]) → lookup of direct-mode manifests through the stat cache →
+//! restore (hit: the compiler and its preprocessor never run), or compile with `-MD -MF <tmp>`
+//! added → record what it read ([`record`]) → store (miss). Entries, blobs, manifests, events
+//! and the remote are the rustc pipeline's own, so `gc`, `verify`, `list`, `stats` and S3
+//! sharing treat C entries like any other. Objects are restored by reflink or copy, never
+//! hardlinked: a later plain compile or `ar` must not write through into a blob.
+//!
+//! Every fault here runs the compiler exactly as given, and its stdout passes through byte for
+//! byte. This file is glue; it must not parse arguments or decide what is keyed.
+
+pub mod args;
+pub mod key;
+pub mod record;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use self::args::{CcArgs, CcPassthrough};
+use self::key::{CcKeyError, CcKeyInputs, CompilerInfo};
+use self::record::RecordInputs;
+use crate::compile;
+use crate::config::Config;
+use crate::events::{BuildEvent, Outcome};
+use crate::invocation::Invocation;
+use crate::key::KeyField;
+use crate::key::invocation_key::resolve_program;
+use crate::key::manifest::Manifest;
+use crate::key::roots::{Roots, Spelling};
+use crate::remote::guard::Guarded;
+use crate::remote::s3::S3Remote;
+use crate::remote::{RemoteConfig, RemoteError};
+use crate::restore::{self, RestoreError};
+use crate::store::{Entry, StatCache, Store, StoreError, StoredOutput, fsutil};
+use crate::sync::{self, SyncError};
+
+/// A fault inside kache's C path; the compile goes on without the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum CcFault {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] CcKeyError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_fault(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CcFault {
+    let context = context.into();
+    move |source| CcFault::Io { context, source }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs one C/C++ compiler invocation through the cache; fills `event` and returns the exit
+/// code.
+pub fn run(inv: &Invocation, config: &Config, event: &mut BuildEvent) -> i32 {
+    let mut c = CcRun {
+        inv,
+        config,
+        event,
+        compiler_ran: None,
+    };
+    match c.cached() {
+        Ok(code) => code,
+        Err(fault) => {
+            if let CcFault::Store(e) = &fault
+                && e.is_corrupt_index()
+            {
+                crate::store::quarantine_if_corrupt(&config.dir);
+            }
+            c.degrade(fault)
+        }
+    }
+}
+
+/// Runs the compiler exactly as given, output inherited.
+fn plain(inv: &Invocation) -> i32 {
+    match compile::run_plain(&inv.compiler_chain, &inv.raw_args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kache: cannot run {}: {e}", inv.rustc().display());
+            1
+        }
+    }
+}
+
+struct CcRun<'a> {
+    inv: &'a Invocation,
+    config: &'a Config,
+    event: &'a mut BuildEvent,
+    /// Exit code once the compiler has run; a later fault must not run it again.
+    compiler_ran: Option<i32>,
+}
+
+/// What lookup and store need once the compile is known to be cacheable.
+struct Prepared {
+    args: CcArgs,
+    cwd: PathBuf,
+    out_dir: PathBuf,
+    out_name: String,
+    roots: Roots,
+    remap: bool,
+    info: CompilerInfo,
+}
+
+impl CcRun<'_> {
+    fn passthrough(&mut self, reason: CcPassthrough) -> i32 {
+        tracing::debug!("passthrough: {reason}");
+        self.event.result = Outcome::Passthrough;
+        self.event.passthrough_reason = Some(reason.to_string());
+        self.event.compiler_runs = 1;
+        plain(self.inv)
+    }
+
+    fn degrade(&mut self, fault: CcFault) -> i32 {
+        let message = fault.to_string().replace('\n', " ");
+        eprintln!("kache: warning: {message}; compiling without the cache");
+        self.event.result = Outcome::Error;
+        self.event.warning = Some(message);
+        if let Some(code) = self.compiler_ran {
+            return code;
+        }
+        self.event.compiler_runs = 1;
+        plain(self.inv)
+    }
+
+    fn cached(&mut self) -> Result<i32, CcFault> {
+        let key_start = Instant::now();
+        let cwd = std::env::current_dir().map_err(io_fault("current directory"))?;
+        let args = match CcArgs::parse(&self.inv.raw_args) {
+            Ok(a) => a,
+            Err(reason) => return Ok(self.passthrough(reason)),
+        };
+        // These make the compiler write a dependency file of its own.
+        if ["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some())
+        {
+            return Ok(self.passthrough(CcPassthrough::DependencyFlags));
+        }
+        self.event.crate_name = Some(
+            Path::new(&args.source)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        self.event.crate_types = vec![args.lang.name().to_owned()];
+        let store = Store::open(&self.config.dir)?;
+        let called_as = self.inv.compiler_chain[0].clone();
+        let path_var = std::env::var("PATH").ok();
+        let resolved = resolve_program(&called_as, &cwd, path_var.as_deref())
+            .and_then(|p| p.canonicalize().ok())
+            .ok_or_else(|| CcKeyError::NoCompiler(called_as.clone()))?;
+        let info = key::compiler_info(&resolved, store.dir())?;
+        let output = cwd.join(&args.output);
+        let (Some(out_dir), Some(out_name)) = (
+            output.parent().map(Path::to_owned),
+            output.file_name().map(|n| n.to_string_lossy().into_owned()),
+        ) else {
+            return Ok(self.passthrough(CcPassthrough::NoOutput));
+        };
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+        // A build script's compiles write under its OUT_DIR, whose place in cargo's layout
+        // names the target dir; objects elsewhere root at their own dir.
+        let script_out = std::env::var_os("OUT_DIR")
+            .map(PathBuf::from)
+            .filter(|d| out_dir.starts_with(d))
+            .unwrap_or_else(|| out_dir.clone());
+        let triple = std::env::var("TARGET").ok();
+        let roots =
+            Roots::for_script_run(&cwd, &script_out, triple.as_deref(), cargo_home.as_deref());
+        // The assembler does not take every prefix map gcc does, so assembly keys its paths
+        // as they are (no relocation hits) rather than risk an object naming another checkout.
+        let remap = info.prefix_map && !args.lang.is_assembly();
+        let env = key::keyed_vars(std::env::vars(), &self.config.key_env_vars);
+        let assembler = resolve_program(Path::new(&info.assembler), &cwd, path_var.as_deref())
+            .and_then(|p| p.canonicalize().ok());
+        let mut stat = StatCache::new(store.conn());
+        let (inv_key, key_fields) = key::invocation_key(
+            &CcKeyInputs {
+                args: &args,
+                called_as: &called_as,
+                resolved: &resolved,
+                info: &info,
+                remap: remap.then_some(&roots),
+                cwd: &compile_dir(&cwd),
+                env: &env,
+                assembler: assembler.as_deref(),
+            },
+            &mut stat,
+        )?;
+        self.event.key_ms = ms(key_start.elapsed());
+        let p = Prepared {
+            args,
+            cwd,
+            out_dir,
+            out_name,
+            roots,
+            remap,
+            info,
+        };
+
+        let lookup_start = Instant::now();
+        let maintenance = store.lock_shared();
+        if let Some(code) = self.try_hit(&store, &mut stat, &p, &inv_key)? {
+            return Ok(code);
+        }
+        let remote = self.open_remote(store.dir());
+        if let Some(r) = &remote
+            && let Some(code) = self.try_remote_hit(&store, &mut stat, &p, &inv_key, r)?
+        {
+            return Ok(code);
+        }
+        drop(maintenance);
+        self.event.lookup_ms = ms(lookup_start.elapsed());
+        let code = self.compile_and_store(&store, &mut stat, &p, &inv_key, key_fields)?;
+        if let (Some(r), Some(entry_key)) = (&remote, &self.event.cache_key)
+            && !r.1.read_only
+        {
+            match sync::upload::enqueue(store.dir(), entry_key, &inv_key) {
+                Ok(()) => sync::upload::spawn_worker(),
+                Err(e) => tracing::debug!("cannot queue the upload: {e}"),
+            }
+        }
+        Ok(code)
+    }
+
+    fn try_hit(
+        &mut self,
+        store: &Store,
+        stat: &mut StatCache,
+        p: &Prepared,
+        inv_key: &str,
+    ) -> Result<Option<i32>, CcFault> {
+        let lookup_start = Instant::now();
+        let env = |name: &str| std::env::var(name).ok();
+        for (entry_key, manifest) in store.manifests(inv_key)? {
+            if let Err(why) = manifest.check(&p.roots, &p.cwd, stat, &env) {
+                tracing::debug!("manifest for {entry_key} does not match: {why:?}");
+                continue;
+            }
+            let Some(entry) = self.load_entry_or_drop(store, &entry_key)? else {
+                continue;
+            };
+            self.event.lookup_ms = ms(lookup_start.elapsed());
+            return self.restore_hit(store, stat, p, entry, Outcome::LocalHit);
+        }
+        Ok(None)
+    }
+
+    fn load_entry_or_drop(&mut self, store: &Store, key: &str) -> Result<Option<Entry>, CcFault> {
+        match store.load_entry(key) {
+            Err(StoreError::Damaged { detail, .. }) => {
+                let detail = detail.replace('\n', " ");
+                eprintln!(
+                    "kache: warning: stored entry {key} is damaged ({detail}); dropping it and compiling"
+                );
+                self.event.warning = Some(format!("damaged entry {key} dropped"));
+                store.remove_entry(key)?;
+                Ok(None)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn open_remote(&mut self, cache_dir: &Path) -> Option<(Guarded<S3Remote>, RemoteConfig)> {
+        let config = match self.config.remote.clone() {
+            Ok(c) => c?,
+            Err(e) => {
+                eprintln!("kache: warning: {e}; not using the remote");
+                self.event.warning = Some(e.to_string());
+                return None;
+            }
+        };
+        match crate::remote::connect(&config, cache_dir) {
+            Ok(remote) => Some((remote, config)),
+            Err(e) => {
+                eprintln!("kache: warning: {e}; not using the remote");
+                self.event.warning = Some(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn try_remote_hit(
+        &mut self,
+        store: &Store,
+        stat: &mut StatCache,
+        p: &Prepared,
+        inv_key: &str,
+        remote: &(Guarded<S3Remote>, RemoteConfig),
+    ) -> Result<Option<i32>, CcFault> {
+        let env = |name: &str| std::env::var(name).ok();
+        let fetched = sync::fetch::fetch(
+            &remote.0,
+            store,
+            stat,
+            inv_key,
+            remote.1.max_object_bytes,
+            &mut |manifest, stat| manifest.check(&p.roots, &p.cwd, stat, &env).is_ok(),
+        );
+        match fetched {
+            Ok(Some(f)) => {
+                self.event.downloaded_bytes = f.downloaded_bytes;
+                let Some(entry) = self.load_entry_or_drop(store, &f.entry_key)? else {
+                    return Ok(None);
+                };
+                self.restore_hit(store, stat, p, entry, Outcome::RemoteHit)
+            }
+            Ok(None) | Err(SyncError::Remote(RemoteError::BreakerOpen)) => Ok(None),
+            Err(e) => {
+                let message = e.to_string().replace('\n', " ");
+                eprintln!("kache: warning: {message}; compiling locally");
+                self.event.warning = Some(message);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Puts the stored object at this invocation's `-o` and replays the compiler's output.
+    /// `None` when the entry turned out unusable (it is dropped, and the compile runs).
+    fn restore_hit(
+        &mut self,
+        store: &Store,
+        stat: &mut StatCache,
+        p: &Prepared,
+        mut entry: Entry,
+        outcome: Outcome,
+    ) -> Result<Option<i32>, CcFault> {
+        // The output path is not keyed: the object goes where this command asks for it.
+        let [output] = entry.outputs.as_mut_slice() else {
+            tracing::debug!("C entry {} has other than one output", entry.key);
+            return Ok(None);
+        };
+        output.name = p.out_name.clone();
+        let (Some(stdout), Some(stderr)) = (
+            p.roots
+                .fill(&String::from_utf8_lossy(&entry.stdout), Spelling::Plain),
+            p.roots
+                .fill(&String::from_utf8_lossy(&entry.stderr), Spelling::Plain),
+        ) else {
+            return Ok(None);
+        };
+        let restore_start = Instant::now();
+        let expected = restore::Expected {
+            outputs: std::slice::from_ref(&p.out_name),
+            depinfo: "",
+        };
+        let stats = match restore::restore_entry(
+            store, &entry, &p.out_dir, expected, &p.roots, stat,
+        ) {
+            Ok(s) => s,
+            Err(RestoreError::BadBlob { name, blob }) => {
+                eprintln!(
+                    "kache: warning: cached {name} was damaged (blob {blob}); dropping the entry and compiling"
+                );
+                self.event.warning = Some(format!("damaged blob {blob} dropped"));
+                store.remove_entry(&entry.key)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        crate::testhook::crash_point("mid_restore", &entry.crate_name);
+        let _ = std::io::stdout().write_all(stdout.as_bytes());
+        let _ = std::io::stderr().write_all(stderr.as_bytes());
+        self.event.restore_ms = ms(restore_start.elapsed());
+        if let Err(e) = store.flush_stat_cache(stat) {
+            tracing::debug!("cannot update the stat cache: {e}");
+        }
+        self.event.result = outcome;
+        self.event.cache_key = Some(entry.key.clone());
+        self.event.compile_time_ms = entry.compile_ms;
+        self.event.size = entry.size();
+        self.event.reflinked_bytes = stats.reflinked;
+        self.event.hardlinked_bytes = stats.hardlinked;
+        self.event.copied_bytes = stats.copied;
+        Ok(Some(0))
+    }
+
+    fn compile_and_store(
+        &mut self,
+        store: &Store,
+        stat: &mut StatCache,
+        p: &Prepared,
+        inv_key: &str,
+        key_fields: Vec<KeyField>,
+    ) -> Result<i32, CcFault> {
+        let output = p.out_dir.join(&p.out_name);
+        // The compiler must never write through a link into a blob.
+        restore::remove_if_present(&output).map_err(io_fault(format!(
+            "removing old output {}",
+            output.display()
+        )))?;
+        // Next to the object, not in the store: the compiler can write there (it must write
+        // the object), while a read-only store would make the compile itself fail.
+        let depfile = p.out_dir.join(format!(
+            ".{}.kache-{}-{:x}.d",
+            p.out_name,
+            std::process::id(),
+            fsutil::unique_suffix()
+        ));
+        let mut compile_args: Vec<OsString> = Vec::new();
+        if p.remap {
+            // Ours first: the user's own maps come later and win (the last match wins).
+            // Roots come longest first; the longest must be last to win where they nest.
+            let roots: Vec<_> = p.roots.iter().collect();
+            compile_args.extend(
+                roots.iter().rev().map(|r| {
+                    OsString::from(format!("-ffile-prefix-map={}={}", r.path, r.remap_to))
+                }),
+            );
+        }
+        compile_args.extend(self.inv.raw_args.iter().cloned());
+        compile_args.extend(["-MD".into(), "-MF".into(), depfile.clone().into_os_string()]);
+        let compile_start = SystemTime::now();
+        let compiled = compile::run_captured(&self.inv.compiler_chain, &compile_args)
+            .map_err(io_fault(format!("running {}", self.inv.rustc().display())))?;
+        self.compiler_ran = Some(compiled.exit_code);
+        self.event.compiler_runs = 1;
+        self.event.result = Outcome::Miss;
+        self.event.compile_time_ms = ms(compiled.elapsed);
+        let depfile_text = std::fs::read_to_string(&depfile);
+        let _ = std::fs::remove_file(&depfile);
+        if compiled.exit_code != 0 {
+            return Ok(compiled.exit_code);
+        }
+        let crate_name = self.event.crate_name.clone().unwrap_or_default();
+        crate::testhook::crash_point("after_compile", &crate_name);
+        // A hit replays the output as text; output that is not must not come back altered.
+        if std::str::from_utf8(&compiled.stdout).is_err()
+            || std::str::from_utf8(&compiled.stderr).is_err()
+        {
+            self.event.passthrough_reason = Some("not_stored (output not UTF-8)".into());
+            return Ok(0);
+        }
+        let store_start = Instant::now();
+        let depfile_text = match depfile_text {
+            Ok(t) => t,
+            // `.s` is not preprocessed: the compiler writes no depfile, and the source is the
+            // only input it reports (`.include`/`.incbin` are refused by `record`).
+            Err(_) if p.args.lang == args::Lang::Asm => {
+                format!("x.o: {}\n", p.args.source.replace(' ', "\\ "))
+            }
+            Err(e) => return Err(io_fault("reading the compiler's depfile")(e)),
+        };
+        let env = |name: &str| std::env::var(name).ok();
+        let recorded = record::record(
+            &depfile_text,
+            &RecordInputs {
+                args: &p.args,
+                cwd: &p.cwd,
+                roots: &p.roots,
+                info: &p.info,
+                env: &env,
+                compile_start,
+            },
+            stat,
+        )
+        .map_err(io_fault("recording the compile's inputs"))?;
+        let manifest: Manifest = match recorded {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::debug!("not storing: {why}");
+                self.event.passthrough_reason = Some(format!("not_stored ({why})"));
+                return Ok(0);
+            }
+        };
+        let meta = std::fs::metadata(&output)
+            .map_err(io_fault(format!("reading {}", output.display())))?;
+        let (blob, size) = store.ingest_blob(&output, false)?;
+        crate::testhook::crash_point("after_blob", &crate_name);
+        let _ = stat.record_trusted(&output, &blob);
+        let _ = stat.record_trusted(&store.blob_path(&blob), &blob);
+        use std::os::unix::fs::PermissionsExt;
+        let entry = Entry {
+            key: manifest.entry_key(inv_key),
+            invocation_key: inv_key.to_owned(),
+            crate_name: crate_name.clone(),
+            crate_version: self.event.crate_version.clone(),
+            crate_types: self.event.crate_types.clone(),
+            outputs: vec![StoredOutput {
+                name: p.out_name.clone(),
+                blob,
+                mode: meta.permissions().mode(),
+                size,
+            }],
+            stdout: template(&p.roots, &compiled.stdout),
+            stderr: template(&p.roots, &compiled.stderr),
+            depinfo: None,
+            compile_ms: ms(compiled.elapsed),
+            key_fields,
+        };
+        crate::testhook::crash_point("before_commit", &crate_name);
+        store.commit_entry(&entry, &manifest, stat)?;
+        crate::testhook::crash_point("after_commit", &crate_name);
+        crate::store::maintenance::maybe_start_background_gc(store, self.config.max_size);
+        self.event.cache_key = Some(entry.key.clone());
+        self.event.size = entry.size();
+        self.event.store_ms = ms(store_start.elapsed());
+        Ok(0)
+    }
+}
+
+/// The directory the compiler records as the compile directory in debug info: `$PWD` when
+/// it names the working directory (what gcc's `getpwd` and clang do, so a checkout reached
+/// through a symlink is recorded by that spelling), else the working directory.
+fn compile_dir(cwd: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let same =
+        |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    match (std::env::var_os("PWD"), std::fs::metadata(".")) {
+        (Some(pwd), Ok(here))
+            if Path::new(&pwd).is_absolute()
+                && std::fs::metadata(&pwd).is_ok_and(|m| same(&m, &here)) =>
+        {
+            PathBuf::from(pwd)
+        }
+        _ => cwd.to_owned(),
+    }
+}
+
+/// Output replayed on a hit, with this checkout's root paths turned into placeholders
+/// (`bytes` is UTF-8: other output is not stored).
+fn template(roots: &Roots, bytes: &[u8]) -> Vec<u8> {
+    roots
+        .template(&String::from_utf8_lossy(bytes), Spelling::Plain)
+        .into_owned()
+        .into_bytes()
+}
