@@ -155,18 +155,21 @@ mod tests {
     #[test]
     fn a_file_truncated_while_hashed_is_an_error_never_a_signal() {
         use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         const SIZE: u64 = 64 << 20;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("big.rlib");
         let file = std::fs::File::create(&path).expect("create");
         file.set_len(SIZE).expect("grow");
-        // Counts shrinks; `usize::MAX` tells the truncator to stop.
-        let shrinks = Arc::new(AtomicUsize::new(0));
+        // A flag of its own: a stop value stored in the counter could be counted past.
+        let (shrinks, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
         let truncator = {
-            let shrinks = shrinks.clone();
+            let (shrinks, stop) = (shrinks.clone(), stop.clone());
             std::thread::spawn(move || {
-                while shrinks.load(Ordering::Relaxed) != usize::MAX {
+                while !stop.load(Ordering::Relaxed) {
                     file.set_len(SIZE / 16).expect("truncate");
                     shrinks.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(std::time::Duration::from_millis(1));
@@ -185,7 +188,7 @@ mod tests {
                 Err(e) => panic!("unexpected error: {e}"),
             }
         }
-        shrinks.store(usize::MAX, Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
         truncator.join().expect("truncator");
         std::fs::File::options()
             .write(true)
