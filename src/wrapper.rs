@@ -398,6 +398,7 @@ impl Wrapper {
             stat,
             inv_key,
             remote.config.max_object_bytes,
+            &[],
             &mut |manifest, stat| manifest.check(&p.roots, &p.cwd, stat, &env).is_ok(),
         );
         match fetched {
@@ -432,9 +433,11 @@ impl Wrapper {
     ) -> Result<Option<i32>, Fault> {
         let restore_start = Instant::now();
         let depinfo_name = outputs::depinfo_name(&p.args);
+        let crate_name = p.args.crate_name.as_deref().unwrap_or_default();
         let expected = restore::Expected {
             outputs: &p.output_names,
             depinfo: &depinfo_name,
+            links: Some((crate_name, &self.event.crate_types)),
         };
         let stats = match restore::restore_entry(store, entry, &p.out_dir, expected, &p.roots, stat)
         {

@@ -194,7 +194,7 @@ impl Fixture {
         if kache {
             cmd.env("RUSTC_WRAPPER", kache_bin())
                 .env("KACHE_DIR", self.sandbox.cache_dir())
-                .env("KACHE_CONFIG", self.root().join("no-config.toml"));
+                .env("KACHE_CONFIG", "/dev/null");
         } else {
             cmd.env("RUSTC_WRAPPER", "");
         }
@@ -668,7 +668,7 @@ fn a_git_dependency_run_is_shared_through_the_remote() {
     let mut push = Command::new(kache_bin_under_test());
     push.args(["sync", "--push"])
         .env("KACHE_DIR", f.sandbox.cache_dir())
-        .env("KACHE_CONFIG", f.root().join("no-config.toml"));
+        .env("KACHE_CONFIG", "/dev/null");
     for (k, v) in &env {
         push.env(k, v);
     }

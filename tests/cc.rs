@@ -58,7 +58,7 @@ impl CProject {
         cmd.arg(compiler).args(args).current_dir(dir);
         clean_env(&mut cmd);
         cmd.env("KACHE_DIR", &self.cache)
-            .env("KACHE_CONFIG", self.root.join("no-config.toml"));
+            .env("KACHE_CONFIG", "/dev/null");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -523,6 +523,7 @@ fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 #[test]
+#[ignore = "needs root: bind-mounts the cache read-only (and --features fault-injection for its crash)"]
 fn parallel_compiles_and_faults_never_break_the_build() {
     let mut p = CProject::new();
     fs::create_dir_all(p.path("out")).expect("mkdir");
@@ -543,7 +544,7 @@ fn parallel_compiles_and_faults_never_break_the_build() {
                     .current_dir(&p.root);
                 clean_env(&mut cmd);
                 cmd.env("KACHE_DIR", &p.cache)
-                    .env("KACHE_CONFIG", p.root.join("no-config.toml"));
+                    .env("KACHE_CONFIG", "/dev/null");
                 cmd.spawn().expect("spawn")
             })
             .collect();
@@ -590,7 +591,7 @@ fn parallel_compiles_and_faults_never_break_the_build() {
     clean_env(&mut cmd);
     let o = cmd
         .env("KACHE_DIR", &file)
-        .env("KACHE_CONFIG", p.root.join("no-config.toml"))
+        .env("KACHE_CONFIG", "/dev/null")
         .output()
         .expect("run");
     assert!(o.status.success(), "{}", stderr(&o));
@@ -621,7 +622,7 @@ fn parallel_compiles_and_faults_never_break_the_build() {
                 clean_env(&mut cmd);
                 let o = cmd
                     .env("KACHE_DIR", dir)
-                    .env("KACHE_CONFIG", p.root.join("no-config.toml"))
+                    .env("KACHE_CONFIG", "/dev/null")
                     .output()
                     .expect("run");
                 assert!(o.status.success(), "{}: {}", dir.display(), stderr(&o));
@@ -629,7 +630,7 @@ fn parallel_compiles_and_faults_never_break_the_build() {
                 assert_eq!(fs::read(p.path("out/new.o")).expect("obj"), want);
             }
         }
-        (Err(e), _) | (_, Err(e)) => println!("SKIPPED: read-only bind mount ({e})"),
+        (Err(e), _) | (_, Err(e)) => panic!("cannot bind-mount the cache read-only: {e}"),
     }
 
     // kache killed between compiling and storing: the next run compiles and stores.
@@ -691,7 +692,7 @@ fn cargo_build_script_with_cc_crate() {
         clean_env(&mut cmd);
         cmd.env("RUSTC_WRAPPER", wrapper)
             .env("KACHE_DIR", &p.cache)
-            .env("KACHE_CONFIG", p.root.join("no-config.toml"))
+            .env("KACHE_CONFIG", "/dev/null")
             .env("CARGO_INCREMENTAL", "0");
         if let Some(dir) = extra_path {
             let path = std::env::var_os("PATH").unwrap_or_default();
@@ -767,7 +768,7 @@ fn c_entries_are_shared_through_s3() {
     push.args(["sync", "--push", "--json"]);
     clean_env(&mut push);
     push.env("KACHE_DIR", &p.cache)
-        .env("KACHE_CONFIG", p.root.join("no-config.toml"));
+        .env("KACHE_CONFIG", "/dev/null");
     for (k, v) in &remote {
         push.env(k, v);
     }

@@ -93,6 +93,7 @@ fn fetch_only(remote: &dyn RemoteStore, wanted: &Manifest) -> Option<String> {
         &mut stat,
         INVOCATION,
         1 << 30,
+        &[],
         &mut |m, _| m == wanted,
     )
     .expect("fetch")

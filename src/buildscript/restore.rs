@@ -66,8 +66,12 @@ pub fn restore_out_dir(
         } else {
             copy_fast(&blob, &dest).map_err(write_err)?;
         }
-        fs::set_permissions(&dest, fs::Permissions::from_mode(out.mode & 0o7777))
-            .map_err(write_err)?;
+        // As for rustc outputs: no setuid, setgid or sticky bit, nothing group- or other-writable.
+        fs::set_permissions(
+            &dest,
+            fs::Permissions::from_mode(out.mode & crate::restore::MODE_MASK),
+        )
+        .map_err(write_err)?;
         if out.mode & TEMPLATED == 0 {
             let _ = stat.record_trusted(&dest, &out.blob);
         }

@@ -105,6 +105,12 @@ pub fn main(args: Vec<OsString>) -> i32 {
     if config.disabled {
         return run.exec_plain();
     }
+    // As for compiles: a cache dir someone else could have written is not used at all, the
+    // event log included.
+    if let Err(e) = crate::store::trust_cache_dir(&config.dir, true) {
+        eprintln!("kache: warning: {e}; running the build script without the cache");
+        return run.exec_plain();
+    }
     let code = match run.cached(&config) {
         Ok(Some(code)) => code,
         Ok(None) => {
@@ -275,6 +281,7 @@ impl ScriptRun {
                 &mut stat,
                 &inv_key,
                 remote_config.max_object_bytes,
+                &[],
                 &mut |manifest, stat| {
                     let mut hasher = TreeHasher { stat, newest: None };
                     manifest
@@ -506,8 +513,14 @@ impl ScriptRun {
                         std::process::id(),
                         fsutil::unique_suffix()
                     ));
-                    std::fs::write(&tmp, text.as_bytes())
-                        .map_err(io_fault(format!("writing {}", tmp.display())))?;
+                    // Never through a link planted in the store's tmp dir.
+                    fsutil::open_below(
+                        store.dir(),
+                        &tmp,
+                        std::fs::OpenOptions::new().write(true).create_new(true),
+                    )
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+                    .map_err(io_fault(format!("writing {}", tmp.display())))?;
                     let ingested = store.ingest_blob(&tmp, false);
                     let _ = std::fs::remove_file(&tmp);
                     let (blob, size) = ingested?;

@@ -305,12 +305,17 @@ impl CcRun<'_> {
         remote: &(Guarded<S3Remote>, RemoteConfig),
     ) -> Result<Option<i32>, CcFault> {
         let env = |name: &str| std::env::var(name).ok();
+        // System headers sit in the compiler's own include dirs, under no root.
+        let system_dirs: Vec<String> = (p.info.system_dirs.iter())
+            .flat_map(|(_, dirs)| dirs.iter().cloned())
+            .collect();
         let fetched = sync::fetch::fetch(
             &remote.0,
             store,
             stat,
             inv_key,
             remote.1.max_object_bytes,
+            &system_dirs,
             &mut |manifest, stat| manifest.check(&p.roots, &p.cwd, stat, &env).is_ok(),
         );
         match fetched {
@@ -359,6 +364,7 @@ impl CcRun<'_> {
         let expected = restore::Expected {
             outputs: std::slice::from_ref(&p.out_name),
             depinfo: "",
+            links: None,
         };
         let stats = match restore::restore_entry(
             store, &entry, &p.out_dir, expected, &p.roots, stat,

@@ -120,7 +120,22 @@ impl Manifest {
     /// elsewhere that names one (`/dev/zero`, `${ws}/../../etc/…`) is refused before any
     /// file is looked at.
     pub fn stays_within_roots(&self) -> Result<(), Mismatch> {
+        self.stays_within(&[])
+    }
+
+    /// [`Manifest::stays_within_roots`], where an absolute path under one of `system_dirs`
+    /// (a C compiler's own include dirs, as this machine's compiler reports them) is allowed
+    /// too: nearly every C source includes a system header, which no root holds.
+    pub fn stays_within(&self, system_dirs: &[String]) -> Result<(), Mismatch> {
         for f in &self.files {
+            let in_system_dir = system_dirs.iter().any(|dir| {
+                f.path
+                    .strip_prefix(dir.trim_end_matches('/'))
+                    .is_some_and(|rest| rest.starts_with('/') && !climbs_out(rest))
+            });
+            if in_system_dir {
+                continue;
+            }
             let tail = match f.path.strip_prefix("${") {
                 Some(rest) => rest.split_once('}').map(|(_, tail)| tail),
                 None => Some(f.path.as_str()),
@@ -248,6 +263,32 @@ mod tests {
             manifest().check(&roots("/b"), Path::new("/b"), &mut files, &env),
             Err(Mismatch::File("${ws}/data.txt".into()))
         );
+    }
+
+    #[test]
+    fn system_dirs_allow_their_own_headers_only() {
+        let with = |path: &str| Manifest {
+            files: vec![ManifestFile {
+                path: path.into(),
+                hash: "h".into(),
+            }],
+            env: vec![],
+        };
+        let sys = [
+            "/usr/include".to_owned(),
+            "/usr/lib/gcc/x/12/include/".to_owned(),
+        ];
+        for ok in ["/usr/include/stdio.h", "/usr/lib/gcc/x/12/include/stddef.h"] {
+            assert_eq!(with(ok).stays_within(&sys), Ok(()), "{ok}");
+            assert!(with(ok).stays_within_roots().is_err(), "{ok}");
+        }
+        for bad in [
+            "/usr/include/../../dev/zero",
+            "/usr/includex/a.h",
+            "/dev/zero",
+        ] {
+            assert!(with(bad).stays_within(&sys).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct Expected<'a> {
     pub outputs: &'a [String],
     /// `compile::outputs::depinfo_name` for the invocation.
     pub depinfo: &'a str,
+    /// The invocation's crate name and types, which decide what may be hardlinked
+    /// ([`is_linkable`]); never the entry's, which come from outside. `None`: nothing is
+    /// (C objects: a later plain compile may write them in place).
+    pub links: Option<(&'a str, &'a [String])>,
 }
 
 /// The most a restored file's mode may be: no setuid, setgid or sticky bit, and nothing
@@ -121,7 +125,9 @@ pub fn restore_entry(
         let method = place(
             &blob,
             &dest,
-            is_linkable(&out.name, &entry.crate_name, &entry.crate_types),
+            expected
+                .links
+                .is_some_and(|(name, types)| is_linkable(&out.name, name, types)),
             out.mode & 0o111 != 0,
             &mut reflink_works,
         )

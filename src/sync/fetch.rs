@@ -20,7 +20,8 @@ pub struct Fetched {
 }
 
 /// Looks for `invocation_key` on the remote; on a match, puts the entry in the local store.
-/// `matches` checks a manifest against the current inputs. Candidates are read from their
+/// `matches` checks a manifest against the current inputs; `system_dirs` are the only
+/// absolute dirs a manifest may name files in (a C compiler's include dirs, else none). Candidates are read from their
 /// own objects (at most [`MAX_CANDIDATES`] of them), then from the one manifest object older
 /// versions wrote.
 pub fn fetch(
@@ -29,12 +30,18 @@ pub fn fetch(
     stat: &mut StatCache,
     invocation_key: &str,
     max_bundle_bytes: u64,
+    system_dirs: &[String],
     matches: &mut dyn FnMut(&Manifest, &mut StatCache) -> bool,
 ) -> Result<Option<Fetched>, SyncError> {
     let mut downloaded = 0;
     // A candidate object that does not parse only costs a miss, but is reported when
     // nothing else matched (it may be what this build needed).
     let mut rejected = None;
+    // Checking a manifest reads local files: only those under this invocation's roots (or a
+    // C compiler's system include dirs), checked before `matches` looks at any.
+    let mut matches = |m: &Manifest, stat: &mut StatCache| {
+        m.stays_within(system_dirs).is_ok() && matches(m, stat)
+    };
     let names = remote.list(&candidate_prefix(invocation_key)?)?;
     for name in names.into_iter().take(MAX_CANDIDATES) {
         let Some(bytes) = remote.get(&name)? else {
@@ -57,7 +64,7 @@ pub fn fetch(
             stat,
             invocation_key,
             max_bundle_bytes,
-            matches,
+            &mut matches,
             &candidate,
         )?;
         if let Some(bundle_bytes) = taken {
@@ -84,7 +91,7 @@ pub fn fetch(
             stat,
             invocation_key,
             max_bundle_bytes,
-            matches,
+            &mut matches,
             &candidate,
         )?;
         if let Some(bundle_bytes) = taken {
@@ -108,9 +115,7 @@ fn take_candidate(
     matches: &mut dyn FnMut(&Manifest, &mut StatCache) -> bool,
     candidate: &Candidate,
 ) -> Result<Option<u64>, SyncError> {
-    // Checking a manifest reads local files: only those under this invocation's roots.
     if candidate.manifest.entry_key(invocation_key) != candidate.entry
-        || candidate.manifest.stays_within_roots().is_err()
         || !matches(&candidate.manifest, stat)
     {
         return Ok(None);
