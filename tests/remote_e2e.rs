@@ -356,7 +356,7 @@ fn a_crafted_remote_entry_writes_nothing_outside_target_and_no_setuid_file() {
 #[test]
 fn a_remote_manifest_naming_a_device_or_a_fifo_never_hangs_the_build() {
     use kache::key::manifest::ManifestFile;
-    use kache::remote::manifest_object;
+    use kache::remote::{candidate_object, manifest_object};
     use kache::sync::{Candidate, RemoteManifests};
     let server = MotoServer::start(BUCKET);
     let machine_a = Sandbox::new();
@@ -382,21 +382,26 @@ fn a_remote_manifest_naming_a_device_or_a_fifo_never_hangs_the_build() {
         )
         .expect("core's invocation key");
     drop(conn);
-    let object = manifest_object(&invocation_key).expect("object name");
+    // Each candidate is its own object; the crafted ones go beside the genuine one, which is
+    // moved to the older single-object layout (read after every candidate object): so every
+    // crafted candidate is looked at before the genuine one matches.
     let remote = s3(&server);
+    let genuine_object = candidate_object(&invocation_key, core_entry).expect("object name");
     let bytes = remote
-        .get(&object)
+        .get(&genuine_object)
         .expect("get")
-        .expect("manifest uploaded");
-    let mut manifests: RemoteManifests = serde_json::from_slice(&bytes).expect("manifest JSON");
-    let genuine = manifests.candidates[0].manifest.clone();
+        .expect("candidate uploaded");
+    let genuine: Candidate = serde_json::from_slice(&bytes).expect("candidate JSON");
+    retried("hide the genuine candidate", || {
+        remote.put(&genuine_object, b"not a candidate")
+    });
     let mut crafted = Vec::new();
     for path in [
         "${ws}/fifo",
         "/dev/zero",
         "crates/core/../../../../../../dev/zero",
     ] {
-        let mut manifest = genuine.clone();
+        let mut manifest = genuine.manifest.clone();
         manifest.files.insert(
             0,
             ManifestFile {
@@ -404,15 +409,22 @@ fn a_remote_manifest_naming_a_device_or_a_fifo_never_hangs_the_build() {
                 hash: "0".repeat(64),
             },
         );
-        crafted.push(Candidate {
+        let candidate = Candidate {
             entry: manifest.entry_key(&invocation_key),
             manifest,
-        });
+        };
+        let object = candidate_object(&invocation_key, &candidate.entry).expect("object name");
+        let json = serde_json::to_vec(&candidate).expect("JSON");
+        retried("put a crafted candidate", || remote.put(&object, &json));
+        crafted.push(candidate);
     }
-    crafted.append(&mut manifests.candidates);
-    manifests.candidates = crafted;
-    let crafted = serde_json::to_vec(&manifests).expect("JSON");
-    retried("put the crafted manifest", || remote.put(&object, &crafted));
+    crafted.push(genuine);
+    let manifests = RemoteManifests {
+        candidates: crafted,
+    };
+    let json = serde_json::to_vec(&manifests).expect("JSON");
+    let object = manifest_object(&invocation_key).expect("object name");
+    retried("put the crafted manifest", || remote.put(&object, &json));
 
     let machine_b = Sandbox::new();
     let mut b = machine_b.checkout("b/ws");

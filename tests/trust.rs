@@ -24,11 +24,6 @@ use support::*;
 /// The uid and gid of the "other user" (no such account is needed).
 const INTRUDER: u32 = 4242;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no failure mode and touches no memory.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// A one-file program, compiled through `kache <rustc>` into `out`.
 struct Program {
     src: PathBuf,
@@ -72,7 +67,7 @@ impl Program {
                 cmd.env_remove(key);
             }
         }
-        cmd.env("KACHE_CONFIG", cache_dir.join("no-such-config.toml"));
+        cmd.env("KACHE_CONFIG", "/dev/null");
         cmd.env("KACHE_DIR", cache_dir);
         let output = cmd.output().expect("run kache");
         assert!(
@@ -106,11 +101,8 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
 }
 
 #[test]
+#[ignore = "needs root: chowns a cache dir to another user"]
 fn an_untrusted_cache_dir_is_refused() {
-    if !is_root() {
-        println!("SKIPPED: needs root to give a dir to another user");
-        return;
-    }
     let root = tempfile::tempdir().expect("tempdir");
     let program = Program::new(root.path());
     // (owner, mode): as another user would leave a shared `$TMPDIR/kache`, and our own dir
@@ -166,11 +158,8 @@ fn an_untrusted_cache_dir_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: plants links owned by another user"]
 fn symlinks_planted_inside_the_store_are_never_followed() {
-    if !is_root() {
-        println!("SKIPPED: needs root to plant links owned by another user");
-        return;
-    }
     let root = tempfile::tempdir().expect("tempdir");
     let program = Program::new(root.path());
     let fans: Vec<String> = (0..=255u8).map(|b| format!("blobs/{b:02x}")).collect();

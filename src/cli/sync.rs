@@ -61,11 +61,13 @@ pub fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     if args.pull {
         let bar = Bar::stderr();
+        let system_dirs = c_system_dirs(&config.dir);
         let pulled = fetch::pull(
             &remote,
             &store,
             remote_config.max_object_bytes,
             args.dry_run,
+            &system_dirs,
             &mut |step| match step {
                 Some(total) => bar.phase("downloading", total as u64, false),
                 None => bar.advance(1),
@@ -145,4 +147,21 @@ pub fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The system include dirs of the C compiler builds here use (`CC`, else `cc`): pulled C
+/// entries name headers there. None when there is no such compiler.
+fn c_system_dirs(cache_dir: &std::path::Path) -> Vec<String> {
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let path_var = std::env::var("PATH").ok();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    crate::key::invocation_key::resolve_program(
+        std::path::Path::new(&compiler),
+        &cwd,
+        path_var.as_deref(),
+    )
+    .and_then(|p| p.canonicalize().ok())
+    .and_then(|p| crate::cc::key::compiler_info(&p, cache_dir).ok())
+    .map(|info| info.system_dirs.into_iter().flat_map(|(_, d)| d).collect())
+    .unwrap_or_default()
 }

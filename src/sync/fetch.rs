@@ -152,6 +152,7 @@ pub fn pull(
     store: &Store,
     max_bundle_bytes: u64,
     dry_run: bool,
+    system_dirs: &[String],
     progress: &mut dyn FnMut(Option<usize>),
 ) -> Result<PullReport, SyncError> {
     let mut report = PullReport::default();
@@ -173,9 +174,9 @@ pub fn pull(
         let invocation_key = invocation_key.as_str();
         for candidate in candidates {
             // A pulled manifest is later checked as a local one: it must not name files
-            // outside the roots either.
+            // outside the roots (or this machine's C compiler's system include dirs) either.
             if candidate.manifest.entry_key(invocation_key) != candidate.entry
-                || candidate.manifest.stays_within_roots().is_err()
+                || candidate.manifest.stays_within(system_dirs).is_err()
             {
                 report.rejected += 1;
                 continue;
