@@ -14,6 +14,7 @@ pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod events;
+pub mod frontend;
 pub mod invocation;
 pub mod key;
 pub mod remote;
