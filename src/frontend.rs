@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::events::{self, BuildEvent, Outcome};
 use crate::invocation::Invocation;
 use crate::key::manifest::{Manifest, Mismatch};
+use crate::key::roots::Roots;
 use crate::remote::guard::Guarded;
 use crate::remote::s3::S3Remote;
 use crate::remote::{RemoteConfig, RemoteError};
@@ -155,6 +156,15 @@ fn load_entry_or_drop(
 
 /// Whether a stored manifest matches the current inputs; the front-end's own check.
 pub type Matches<'a> = dyn FnMut(&Manifest, &mut StatCache) -> Result<(), Mismatch> + 'a;
+
+/// A compile's check: the manifest's files as they are now (under these roots, relative
+/// paths from `cwd`) and its variables from this process's environment.
+pub fn matches_here<'a>(
+    roots: &'a Roots,
+    cwd: &'a Path,
+) -> impl FnMut(&Manifest, &mut StatCache) -> Result<(), Mismatch> + 'a {
+    move |manifest, stat| manifest.check(roots, cwd, stat, &|name| std::env::var(name).ok())
+}
 
 /// The newest local entry under `inv_key` whose manifest `matches` and whose description
 /// loads; damaged ones are dropped on the way.

@@ -342,10 +342,7 @@ impl Wrapper<'_> {
             roots,
         };
 
-        let env = |name: &str| std::env::var(name).ok();
-        let mut matches = |manifest: &Manifest, stat: &mut StatCache| {
-            manifest.check(&prepared.roots, &prepared.cwd, stat, &env)
-        };
+        let mut matches = frontend::matches_here(&prepared.roots, &prepared.cwd);
         let crate_types = &self.trace.crate_types;
         let mut restore = |entry: Entry, outcome, stat: &mut StatCache, warning: &mut _| {
             restore_hit(

@@ -171,10 +171,7 @@ impl CcRun<'_> {
             info,
         };
 
-        let env = |name: &str| std::env::var(name).ok();
-        let mut matches = |manifest: &Manifest, stat: &mut StatCache| {
-            manifest.check(&p.roots, &p.cwd, stat, &env)
-        };
+        let mut matches = frontend::matches_here(&p.roots, &p.cwd);
         let mut restore = |entry, outcome, stat: &mut StatCache, warning: &mut _| {
             restore_hit(&store, stat, &p, entry, outcome, warning)
         };
