@@ -5,7 +5,9 @@
 //! [`store`] (lookup) → [`restore`] (hit) or [`compile`] → [`store`] (miss) → [`events`]
 //! (what happened). [`remote`] and [`sync`] share entries through object storage.
 //! [`wrapper`] glues them together; [`cli`] holds the commands people run. [`cc`] is the
-//! same pipeline for the C/C++ compiles build scripts run through the `cc` crate.
+//! same pipeline for the C/C++ compiles build scripts run through the `cc` crate, and
+//! [`buildscript`] for build-script runs; [`frontend`] is what those three share (the lookup,
+//! faults, the event's append).
 //! See `docs/architecture.md`.
 
 pub mod buildscript;
@@ -14,6 +16,7 @@ pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod events;
+pub mod frontend;
 pub mod invocation;
 pub mod key;
 pub mod remote;

@@ -13,41 +13,15 @@ use std::time::{Instant, SystemTime};
 use crate::compile::{self, outputs};
 use crate::config::{Config, IncrementalMode};
 use crate::events::{self, BuildEvent, Outcome};
+use crate::frontend::{self, Fault, Front, Hit, io_fault, ms, plain};
 use crate::invocation::{CompilerFamily, EmitKind, Invocation, PassthroughReason, RustcArgs};
 use crate::key::depinfo::DepInfo;
 use crate::key::invocation_key::{KeyInputs, invocation_key};
 use crate::key::manifest::{Manifest, ManifestEnv, ManifestFile};
 use crate::key::roots::{RootSources, Roots, Spelling};
 use crate::key::{FileHasher, KeyField, env as keyenv, toolchain};
-use crate::remote::guard::Guarded;
-use crate::remote::s3::S3Remote;
-use crate::remote::{RemoteConfig, RemoteError};
-use crate::restore::{self, RestoreError};
+use crate::restore;
 use crate::store::{Entry, StatCache, Store, StoreError, StoredOutput, fsutil};
-use crate::sync::{self, SyncError};
-
-/// A fault inside kache; the build goes on without the cache.
-#[derive(Debug, thiserror::Error)]
-pub enum Fault {
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Toolchain(#[from] toolchain::ToolchainError),
-    #[error(transparent)]
-    Key(#[from] crate::key::invocation_key::KeyError),
-    #[error(transparent)]
-    Restore(#[from] RestoreError),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-}
-
-fn io_fault(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Fault {
-    let context = context.into();
-    move |source| Fault::Io { context, source }
-}
 
 /// Runs one wrapper invocation and returns the exit code for the process.
 pub fn run(wrapper_args: Vec<OsString>) -> i32 {
@@ -73,53 +47,44 @@ pub fn run(wrapper_args: Vec<OsString>) -> i32 {
         return plain(&inv);
     }
     init_logging(config.log_filter.as_deref());
-    let mut w = Wrapper {
-        event: BuildEvent {
-            schema: events::SCHEMA,
-            ts: events::now_ms(),
-            crate_version: std::env::var("CARGO_PKG_VERSION").ok(),
-            ..BuildEvent::default()
-        },
-        inv,
-        config,
-        rustc_ran: None,
-        outputs: Vec::new(),
+    let mut event = BuildEvent {
+        schema: events::SCHEMA,
+        ts: events::now_ms(),
+        crate_version: std::env::var("CARGO_PKG_VERSION").ok(),
+        ..BuildEvent::default()
     };
-    let family = w
-        .inv
+    let family = inv
         .compiler_chain
         .first()
         .and_then(|c| CompilerFamily::classify(c.as_os_str()))
         .unwrap_or(CompilerFamily::Rust);
     let code = match family {
-        CompilerFamily::Rust => w.run(),
+        CompilerFamily::Rust => {
+            let mut w = Wrapper {
+                inv: &inv,
+                config: &config,
+                crate_version: event.crate_version.clone(),
+                trace: Trace::default(),
+                outputs: Vec::new(),
+            };
+            let (done, code) = w.run();
+            w.trace.record(done, &mut event);
+            code
+        }
         CompilerFamily::C => {
-            w.event.compiler = events::Compiler::C;
-            crate::cc::run(&w.inv, &w.config, &mut w.event)
+            event.compiler = events::Compiler::C;
+            crate::cc::run(&inv, &config, &mut event)
         }
         CompilerFamily::Other => {
-            w.event.compiler = events::Compiler::Other;
-            w.event.passthrough_reason = Some("not_a_compiler".into());
-            w.event.compiler_runs = 1;
-            plain(&w.inv)
+            event.compiler = events::Compiler::Other;
+            event.passthrough_reason = Some("not_a_compiler".into());
+            event.compiler_runs = 1;
+            plain(&inv)
         }
     };
-    w.event.elapsed_ms = ms(started.elapsed());
-    w.event.exit_code = code;
-    if let Err(e) = events::append(&w.config.dir, &w.event) {
-        tracing::debug!("cannot append to the event log: {e}");
-    }
+    event.exit_code = code;
+    frontend::record(&config.dir, &mut event, started);
     code
-}
-
-fn plain(inv: &Invocation) -> i32 {
-    match compile::run_plain(&inv.compiler_chain, &inv.raw_args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("kache: cannot run {}: {e}", inv.rustc().display());
-            1
-        }
-    }
 }
 
 fn init_logging(filter: Option<&str>) {
@@ -134,26 +99,121 @@ fn init_logging(filter: Option<&str>) {
     }
 }
 
-fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+/// What one rustc invocation came to. The steps return it; only [`Trace::record`] turns it
+/// into the event.
+enum Done {
+    /// A stored entry was restored; rustc did not run.
+    Hit(Hit),
+    /// rustc ran ([`Trace::compiled`]); its outputs were stored when this is set (not when it
+    /// failed, or an input changed while it ran).
+    Compiled(Option<Stored>),
+    /// Not cacheable: rustc ran as given.
+    Passthrough(PassthroughReason),
+    /// A fault inside kache (the warning given): rustc ran as given, unless it already had.
+    Degraded(String),
 }
 
-struct Wrapper {
-    inv: Invocation,
-    config: Config,
-    event: BuildEvent,
-    /// Exit code of rustc once it has run; a later fault must not run it again.
-    rustc_ran: Option<i32>,
+/// A miss stored as a new entry.
+struct Stored {
+    entry_key: String,
+    size: u64,
+    store_ms: f64,
+}
+
+/// rustc's captured run.
+#[derive(Clone, Copy)]
+struct Compiled {
+    exit_code: i32,
+    compile_ms: f64,
+}
+
+/// What the invocation learned on the way, reported whatever it came to: a fault late in the
+/// pipeline still reports the key time, the bytes downloaded and rustc's run.
+#[derive(Default)]
+struct Trace {
+    crate_name: Option<String>,
+    crate_types: Vec<String>,
+    key_ms: f64,
+    seen: frontend::Seen,
+    /// Set once rustc has run: a later fault must not run it again.
+    compiled: Option<Compiled>,
+}
+
+impl Trace {
+    /// The one place a rustc invocation's event is filled in.
+    fn record(self, done: Done, event: &mut BuildEvent) {
+        event.crate_name = self.crate_name;
+        event.crate_types = self.crate_types;
+        event.key_ms = self.key_ms;
+        self.seen.report(event);
+        if let Some(c) = self.compiled {
+            event.compiler_runs = 1;
+            event.compile_time_ms = c.compile_ms;
+        }
+        match done {
+            Done::Hit(hit) => hit.report(event),
+            Done::Compiled(stored) => {
+                event.result = Outcome::Miss;
+                if let Some(s) = stored {
+                    event.cache_key = Some(s.entry_key);
+                    event.size = s.size;
+                    event.store_ms = s.store_ms;
+                }
+            }
+            Done::Passthrough(reason) => {
+                event.result = Outcome::Passthrough;
+                event.passthrough_reason = Some(reason.to_string());
+                event.compiler_runs = 1;
+            }
+            Done::Degraded(warning) => {
+                event.result = Outcome::Error;
+                event.warning = Some(warning);
+                event.compiler_runs = 1;
+            }
+        }
+    }
+}
+
+struct Wrapper<'a> {
+    inv: &'a Invocation,
+    config: &'a Config,
+    crate_version: Option<String>,
+    trace: Trace,
     /// The files this invocation's rustc writes, once known: a fallback to plain rustc
     /// removes them first, so rustc always finds a writable place (a restore may have stopped
     /// halfway, or an older kache may have left read-only links to its blobs).
     outputs: Vec<PathBuf>,
 }
 
-/// The remote behind its circuit breaker, and its settings.
-struct Remote {
-    store: Guarded<S3Remote>,
-    config: RemoteConfig,
+/// The environment the key reads, read in one place (a test can build one by hand).
+#[derive(Debug, Default)]
+struct KeyEnv {
+    rustup_toolchain: Option<String>,
+    /// `CARGO_HOME`, else `~/.cargo`: a root.
+    cargo_home: Option<PathBuf>,
+    /// The package being compiled: a root.
+    manifest_dir: Option<PathBuf>,
+    /// The keyed variables ([`keyenv::keyed_vars`]).
+    keyed: Vec<(String, Option<String>)>,
+    path_var: Option<String>,
+    /// Where clippy starts looking for its configuration (`CLIPPY_CONF_DIR`, else
+    /// `CARGO_MANIFEST_DIR`).
+    driver_conf_dir: Option<PathBuf>,
+}
+
+impl KeyEnv {
+    fn from_env(key_env_vars: &[String]) -> Self {
+        let var_path = |name: &str| std::env::var_os(name).map(PathBuf::from);
+        KeyEnv {
+            rustup_toolchain: std::env::var("RUSTUP_TOOLCHAIN").ok(),
+            cargo_home: var_path("CARGO_HOME")
+                .or_else(|| var_path("HOME").map(|h| h.join(".cargo"))),
+            manifest_dir: var_path("CARGO_MANIFEST_DIR"),
+            keyed: keyenv::keyed_vars(std::env::vars(), key_env_vars),
+            path_var: std::env::var("PATH").ok(),
+            driver_conf_dir: var_path("CLIPPY_CONF_DIR").or_else(|| var_path("CARGO_MANIFEST_DIR")),
+        }
+    }
 }
 
 /// What an invocation needs once it is known to be cacheable.
@@ -165,8 +225,9 @@ struct Prepared {
     roots: Roots,
 }
 
-impl Wrapper {
-    fn run(&mut self) -> i32 {
+impl Wrapper<'_> {
+    /// What the invocation came to, and the exit code for the process.
+    fn run(&mut self) -> (Done, i32) {
         let cwd = match std::env::current_dir() {
             Ok(c) => c,
             Err(e) => return self.degrade(io_fault("current directory")(e)),
@@ -175,8 +236,8 @@ impl Wrapper {
             Ok(a) => a,
             Err(reason) => return self.passthrough(reason),
         };
-        self.event.crate_name = args.crate_name.clone();
-        self.event.crate_types = args
+        self.trace.crate_name = args.crate_name.clone();
+        self.trace.crate_types = args
             .effective_crate_types()
             .iter()
             .map(|s| s.to_string())
@@ -186,52 +247,52 @@ impl Wrapper {
             return self.passthrough(reason);
         }
         match self.cached(args, cwd) {
-            Ok(code) => code,
+            Ok(Done::Passthrough(reason)) => self.passthrough(reason),
+            Ok(done) => {
+                let code = match &done {
+                    Done::Compiled(_) => self.trace.compiled.map_or(0, |c| c.exit_code),
+                    _ => 0,
+                };
+                (done, code)
+            }
             Err(fault) => {
-                // Self-healing: an index found damaged in use is moved aside like one found
-                // damaged when opened, so the next invocation starts a fresh one.
-                if let Fault::Store(e) = &fault
-                    && e.is_corrupt_index()
-                {
-                    crate::store::quarantine_if_corrupt(&self.config.dir);
-                }
+                fault.heal(&self.config.dir);
                 self.degrade(fault)
             }
         }
     }
 
-    fn passthrough(&mut self, reason: PassthroughReason) -> i32 {
+    fn passthrough(&mut self, reason: PassthroughReason) -> (Done, i32) {
         tracing::debug!("passthrough: {reason}");
-        self.event.result = Outcome::Passthrough;
-        self.event.passthrough_reason = Some(reason.to_string());
-        self.event.compiler_runs = 1;
-        plain(&self.inv)
+        (Done::Passthrough(reason), plain(self.inv))
     }
 
     /// A fault inside kache: one warning line, then rustc as if kache were not there.
-    fn degrade(&mut self, fault: Fault) -> i32 {
-        let message = fault.to_string().replace('\n', " ");
+    fn degrade(&mut self, fault: Fault) -> (Done, i32) {
+        let message = frontend::one_line(&fault);
         eprintln!("kache: warning: {message}; compiling without the cache");
-        self.event.result = Outcome::Error;
-        self.event.warning = Some(message);
-        if let Some(code) = self.rustc_ran {
-            return code;
+        if let Some(c) = self.trace.compiled {
+            return (Done::Degraded(message), c.exit_code);
         }
         for path in &self.outputs {
             if let Err(e) = restore::remove_if_present(path) {
                 tracing::debug!("cannot remove {}: {e}", path.display());
             }
         }
-        self.event.compiler_runs = 1;
-        plain(&self.inv)
+        (Done::Degraded(message), plain(self.inv))
     }
 
-    fn cached(&mut self, args: RustcArgs, cwd: PathBuf) -> Result<i32, Fault> {
+    /// key → lookup (local, then remote) → restore, or compile → store. A passthrough found on
+    /// the way is returned for [`Wrapper::run`] to run.
+    fn cached(&mut self, args: RustcArgs, cwd: PathBuf) -> Result<Done, Fault> {
         let key_start = Instant::now();
         let store = Store::open(&self.config.dir)?;
-        let rustup_toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
-        let toolchain =
-            toolchain::identify(self.inv.rustc(), store.dir(), rustup_toolchain.as_deref())?;
+        let key_env = KeyEnv::from_env(&self.config.key_env_vars);
+        let toolchain = toolchain::identify(
+            self.inv.rustc(),
+            store.dir(),
+            key_env.rustup_toolchain.as_deref(),
+        )?;
         let target = args
             .target
             .as_deref()
@@ -240,26 +301,17 @@ impl Wrapper {
             .to_owned();
         let output_names = match outputs::expected_outputs(&args, &target) {
             Ok(n) => n,
-            Err(reason) => return Ok(self.passthrough(reason)),
+            Err(reason) => return Ok(Done::Passthrough(reason)),
         };
         let out_dir = absolute(&cwd, args.out_dir.as_deref().unwrap_or(Path::new(".")));
         self.outputs = output_names.iter().map(|n| out_dir.join(n)).collect();
-        let cargo_home = std::env::var_os("CARGO_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
-        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
         let roots = Roots::discover(&RootSources {
             cwd: &cwd,
             args: &args,
-            manifest_dir: manifest_dir.as_deref(),
-            cargo_home: cargo_home.as_deref(),
+            manifest_dir: key_env.manifest_dir.as_deref(),
+            cargo_home: key_env.cargo_home.as_deref(),
             sysroot: Some(&toolchain.sysroot),
         });
-        let env = keyenv::keyed_vars(std::env::vars(), &self.config.key_env_vars);
-        let path_var = std::env::var("PATH").ok();
-        let driver_conf_dir = std::env::var_os("CLIPPY_CONF_DIR")
-            .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR"))
-            .map(PathBuf::from);
         let mut stat = StatCache::new(store.conn());
         let (inv_key, key_fields) = invocation_key(
             &KeyInputs {
@@ -268,15 +320,15 @@ impl Wrapper {
                 drivers: self.inv.driver_wrappers(),
                 roots: &roots,
                 cwd: &cwd,
-                env: &env,
-                path_var: path_var.as_deref(),
-                driver_conf_dir: driver_conf_dir.as_deref(),
+                env: &key_env.keyed,
+                path_var: key_env.path_var.as_deref(),
+                driver_conf_dir: key_env.driver_conf_dir.as_deref(),
                 incremental: !args.incremental_items.is_empty()
                     && self.config.incremental == IncrementalMode::Cache,
             },
             &mut stat,
         )?;
-        self.event.key_ms = ms(key_start.elapsed());
+        self.trace.key_ms = ms(key_start.elapsed());
         // What went into the key, so a debug log can tell why two builds differ.
         tracing::debug!("invocation key {inv_key} from {} fields", key_fields.len());
         for f in &key_fields {
@@ -290,216 +342,50 @@ impl Wrapper {
             roots,
         };
 
-        let lookup_start = Instant::now();
-        // Held from before the index is read until restored outputs are linked, so gc cannot
-        // delete a blob this lookup is about to use.
-        let maintenance = store.lock_shared();
-        if let Some(code) = self.try_hit(&store, &mut stat, &prepared, &inv_key)? {
-            return Ok(code);
-        }
-        let remote = self.open_remote(store.dir());
-        if let Some(r) = &remote
-            && let Some(code) = self.try_remote_hit(&store, &mut stat, &prepared, &inv_key, r)?
-        {
-            crate::store::maintenance::maybe_start_background_gc(&store, self.config.max_size);
-            return Ok(code);
-        }
-        drop(maintenance);
-        self.event.lookup_ms = ms(lookup_start.elapsed());
-        let code = self.compile_and_store(&store, &mut stat, &prepared, &inv_key, key_fields)?;
-        if let (Some(r), Some(entry_key)) = (&remote, &self.event.cache_key)
-            && !r.config.read_only
-        {
-            // Uploading happens in a detached worker: rustc's exit is not delayed.
-            match sync::upload::enqueue(store.dir(), entry_key, &inv_key) {
-                Ok(()) => sync::upload::spawn_worker(),
-                Err(e) => tracing::debug!("cannot queue the upload: {e}"),
-            }
-        }
-        Ok(code)
-    }
-
-    /// The configured remote, if any. A configuration that does not work is reported once
-    /// per invocation and the build goes on without the remote.
-    fn open_remote(&mut self, cache_dir: &Path) -> Option<Remote> {
-        let config = match self.config.remote.clone() {
-            Ok(c) => c?,
-            Err(e) => {
-                eprintln!("kache: warning: {e}; not using the remote");
-                self.event.warning = Some(e.to_string());
-                return None;
-            }
+        let mut matches = frontend::matches_here(&prepared.roots, &prepared.cwd);
+        let crate_types = &self.trace.crate_types;
+        let mut restore = |entry: Entry, outcome, stat: &mut StatCache, warning: &mut _| {
+            restore_hit(
+                &store,
+                stat,
+                &prepared,
+                crate_types,
+                &entry,
+                outcome,
+                warning,
+            )
         };
-        match crate::remote::connect(&config, cache_dir) {
-            Ok(store) => Some(Remote { store, config }),
-            Err(e) => {
-                eprintln!("kache: warning: {e}; not using the remote");
-                self.event.warning = Some(e.to_string());
-                None
-            }
-        }
-    }
-
-    fn try_hit(
-        &mut self,
-        store: &Store,
-        stat: &mut StatCache,
-        p: &Prepared,
-        inv_key: &str,
-    ) -> Result<Option<i32>, Fault> {
-        let lookup_start = Instant::now();
-        let env = |name: &str| std::env::var(name).ok();
-        for (entry_key, manifest) in store.manifests(inv_key)? {
-            if let Err(why) = manifest.check(&p.roots, &p.cwd, stat, &env) {
-                tracing::debug!("manifest for {entry_key} does not match: {why:?}");
-                continue;
-            }
-            let Some(entry) = self.load_entry_or_drop(store, &entry_key)? else {
-                continue;
-            };
-            self.event.lookup_ms = ms(lookup_start.elapsed());
-            return self.restore_hit(store, stat, p, &entry, Outcome::LocalHit);
-        }
-        Ok(None)
-    }
-
-    /// Loads an entry. One whose stored description is damaged is dropped (self-healing, one
-    /// warning) and treated as absent, so the invocation compiles and stores it again.
-    fn load_entry_or_drop(&mut self, store: &Store, key: &str) -> Result<Option<Entry>, Fault> {
-        match store.load_entry(key) {
-            Err(StoreError::Damaged { detail, .. }) => {
-                let detail = detail.replace('\n', " ");
-                eprintln!(
-                    "kache: warning: stored entry {key} is damaged ({detail}); dropping it and compiling"
-                );
-                self.event.warning = Some(format!("damaged entry {key} dropped"));
-                store.remove_entry(key)?;
-                Ok(None)
-            }
-            other => Ok(other?),
-        }
-    }
-
-    /// On a local miss, asks the remote; a match is verified, put in the local store and
-    /// restored from there. Any remote fault is a miss (with a warning), never a failure.
-    fn try_remote_hit(
-        &mut self,
-        store: &Store,
-        stat: &mut StatCache,
-        p: &Prepared,
-        inv_key: &str,
-        remote: &Remote,
-    ) -> Result<Option<i32>, Fault> {
-        let lookup_start = Instant::now();
-        let env = |name: &str| std::env::var(name).ok();
-        let fetched = sync::fetch::fetch(
-            &remote.store,
-            store,
-            stat,
-            inv_key,
-            remote.config.max_object_bytes,
-            &[],
-            &mut |manifest, stat| manifest.check(&p.roots, &p.cwd, stat, &env).is_ok(),
+        let lookup = frontend::Lookup {
+            config: self.config,
+            store: &store,
+            inv_key: &inv_key,
+            system_dirs: &[],
+            front: Front::Compile,
+        };
+        let looked = frontend::lookup(
+            &lookup,
+            &mut stat,
+            &mut matches,
+            &mut restore,
+            &mut self.trace.seen,
         );
-        match fetched {
-            Ok(Some(f)) => {
-                self.event.downloaded_bytes = f.downloaded_bytes;
-                let Some(entry) = self.load_entry_or_drop(store, &f.entry_key)? else {
-                    return Ok(None);
-                };
-                self.event.lookup_ms = ms(lookup_start.elapsed());
-                self.restore_hit(store, stat, p, &entry, Outcome::RemoteHit)
+        let (hit, remote) = looked?;
+        if let Some(hit) = hit {
+            if hit.outcome == Outcome::RemoteHit {
+                // Past the size limit, a detached `kache gc --auto` makes room.
+                crate::store::maintenance::maybe_start_background_gc(&store, self.config.max_size);
             }
-            Ok(None) => Ok(None),
-            Err(SyncError::Remote(RemoteError::BreakerOpen)) => Ok(None),
-            Err(e) => {
-                let message = e.to_string().replace('\n', " ");
-                eprintln!("kache: warning: {message}; compiling locally");
-                self.event.warning = Some(message);
-                Ok(None)
-            }
+            return Ok(Done::Hit(hit));
         }
+        let stored = self.compile_and_store(&store, &mut stat, &prepared, &inv_key, key_fields)?;
+        if let Some(s) = &stored {
+            frontend::queue_upload(remote.as_ref(), store.dir(), &s.entry_key, &inv_key);
+        }
+        Ok(Done::Compiled(stored))
     }
 
-    /// Puts a stored entry in place and replays rustc's output. `None` when the entry turned
-    /// out to be damaged (it is dropped, and the invocation compiles).
-    fn restore_hit(
-        &mut self,
-        store: &Store,
-        stat: &mut StatCache,
-        p: &Prepared,
-        entry: &Entry,
-        outcome: Outcome,
-    ) -> Result<Option<i32>, Fault> {
-        let restore_start = Instant::now();
-        let depinfo_name = outputs::depinfo_name(&p.args);
-        let crate_name = p.args.crate_name.as_deref().unwrap_or_default();
-        let expected = restore::Expected {
-            outputs: &p.output_names,
-            depinfo: &depinfo_name,
-            links: Some((crate_name, &self.event.crate_types)),
-        };
-        let stats = match restore::restore_entry(store, entry, &p.out_dir, expected, &p.roots, stat)
-        {
-            Ok(s) => s,
-            Err(RestoreError::BadBlob { name, blob }) => {
-                // Self-healing: a damaged entry is dropped and the invocation compiles.
-                eprintln!(
-                    "kache: warning: cached {name} was damaged (blob {blob}); dropping the entry and compiling"
-                );
-                self.event.warning = Some(format!("damaged blob {blob} dropped"));
-                store.remove_entry(&entry.key)?;
-                store.discard_damaged_blob(&blob);
-                return Ok(None);
-            }
-            Err(e @ RestoreError::UnexpectedName { .. }) => {
-                // Nothing was written: the names are checked first. The entry is damage
-                // (or an attack), so it goes like any damaged entry.
-                let message = e.to_string().replace('\n', " ");
-                eprintln!("kache: warning: {message}; dropping the entry and compiling");
-                self.event.warning = Some(message);
-                store.remove_entry(&entry.key)?;
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        crate::testhook::crash_point("mid_restore", &entry.crate_name);
-        let spelling = stderr_spelling(&p.args);
-        let (Some(stdout), Some(stderr)) = (
-            p.roots
-                .fill(&String::from_utf8_lossy(&entry.stdout), spelling),
-            p.roots
-                .fill(&String::from_utf8_lossy(&entry.stderr), spelling),
-        ) else {
-            return Ok(None);
-        };
-        // Outputs are in place before cargo reads the artifact notifications.
-        let _ = std::io::stdout().write_all(stdout.as_bytes());
-        let _ = std::io::stderr().write_all(stderr.as_bytes());
-        self.event.restore_ms = ms(restore_start.elapsed());
-        // Usually nothing: restored outputs carry their hash in an attribute.
-        if let Err(e) = store.flush_stat_cache(stat) {
-            tracing::debug!("cannot update the stat cache: {e}");
-        }
-        self.event.result = outcome;
-        self.event.cache_key = Some(entry.key.clone());
-        self.event.compile_time_ms = entry.compile_ms;
-        self.event.size = entry.size();
-        self.event.reflinked_bytes = stats.reflinked;
-        self.event.hardlinked_bytes = stats.hardlinked;
-        self.event.copied_bytes = stats.copied;
-        install_build_script_launcher(p);
-        tracing::debug!(
-            "{outcome:?}: entry {} restored ({} outputs; reflinked {} B, hardlinked {} B, copied {} B)",
-            entry.key,
-            entry.outputs.len(),
-            stats.reflinked,
-            stats.hardlinked,
-            stats.copied
-        );
-        Ok(Some(0))
-    }
-
+    /// Runs rustc (recorded in the trace) and stores its outputs; `None` when nothing was
+    /// stored (rustc failed, or an input changed while it ran).
     fn compile_and_store(
         &mut self,
         store: &Store,
@@ -507,7 +393,7 @@ impl Wrapper {
         p: &Prepared,
         inv_key: &str,
         key_fields: Vec<KeyField>,
-    ) -> Result<i32, Fault> {
+    ) -> Result<Option<Stored>, Fault> {
         // rustc must never write through a hardlink into a blob: clear its outputs first.
         for name in &p.output_names {
             restore::remove_if_present(&p.out_dir.join(name))
@@ -528,15 +414,15 @@ impl Wrapper {
         let wall_start = SystemTime::now();
         let compiled = compile::run_captured(&self.inv.compiler_chain, &compile_args)
             .map_err(io_fault(format!("running {}", self.inv.rustc().display())))?;
-        self.rustc_ran = Some(compiled.exit_code);
-        self.event.compiler_runs = 1;
-        self.event.result = Outcome::Miss;
-        self.event.compile_time_ms = ms(compiled.elapsed);
+        self.trace.compiled = Some(Compiled {
+            exit_code: compiled.exit_code,
+            compile_ms: ms(compiled.elapsed),
+        });
         if compiled.exit_code != 0 {
             if !cargo_wants_depinfo {
                 let _ = std::fs::remove_file(&depinfo_path);
             }
-            return Ok(compiled.exit_code);
+            return Ok(None);
         }
         let crate_name = p.args.crate_name.as_deref().unwrap_or_default();
         crate::testhook::crash_point("after_compile", crate_name);
@@ -559,7 +445,7 @@ impl Wrapper {
         }
         let Some(manifest) = build_manifest(&dep, p, stat, wall_start, &produced)? else {
             tracing::debug!("an input changed while rustc ran; not storing");
-            return Ok(0);
+            return Ok(None);
         };
 
         let mut stored = Vec::new();
@@ -568,7 +454,7 @@ impl Wrapper {
             let linkable = outputs::is_linkable(
                 name,
                 p.args.crate_name.as_deref().unwrap_or_default(),
-                &self.event.crate_types,
+                &self.trace.crate_types,
             );
             let (blob, size) = store.ingest_blob(path, linkable)?;
             crate::testhook::crash_point("after_blob", crate_name);
@@ -586,8 +472,8 @@ impl Wrapper {
             key: manifest.entry_key(inv_key),
             invocation_key: inv_key.to_owned(),
             crate_name: p.args.crate_name.clone().unwrap_or_default(),
-            crate_version: self.event.crate_version.clone(),
-            crate_types: self.event.crate_types.clone(),
+            crate_version: self.crate_version.clone(),
+            crate_types: self.trace.crate_types.clone(),
             outputs: stored,
             stdout: p
                 .roots
@@ -638,11 +524,13 @@ impl Wrapper {
         }
         // Past the size limit, a detached `kache gc --auto` makes room; the build never waits.
         crate::store::maintenance::maybe_start_background_gc(store, self.config.max_size);
-        self.event.cache_key = Some(entry.key.clone());
-        self.event.size = entry.size();
-        self.event.store_ms = ms(store_start.elapsed());
+        let stored = Stored {
+            entry_key: entry.key.clone(),
+            size: entry.size(),
+            store_ms: ms(store_start.elapsed()),
+        };
         install_build_script_launcher(p);
-        Ok(0)
+        Ok(Some(stored))
     }
 
     /// rustc's arguments for the real compile: the original ones (less `-C incremental` when
@@ -674,6 +562,70 @@ impl Wrapper {
         }
         out
     }
+}
+
+/// Puts a stored entry in place and replays rustc's output. `None` when the entry turned
+/// out to be damaged (it is dropped, and the invocation compiles).
+fn restore_hit(
+    store: &Store,
+    stat: &mut StatCache,
+    p: &Prepared,
+    crate_types: &[String],
+    entry: &Entry,
+    outcome: Outcome,
+    warning: &mut Option<String>,
+) -> Result<Option<Hit>, Fault> {
+    let restore_start = Instant::now();
+    let depinfo_name = outputs::depinfo_name(&p.args);
+    let crate_name = p.args.crate_name.as_deref().unwrap_or_default();
+    let expected = restore::Expected {
+        outputs: &p.output_names,
+        depinfo: &depinfo_name,
+        links: Some((crate_name, crate_types)),
+    };
+    let linked = match restore::restore_entry(store, entry, &p.out_dir, expected, &p.roots, stat) {
+        Ok(s) => s,
+        Err(e) => {
+            // Self-healing: a damaged entry is dropped and the invocation compiles.
+            frontend::drop_unrestorable(store, &entry.key, e, warning)?;
+            return Ok(None);
+        }
+    };
+    crate::testhook::crash_point("mid_restore", &entry.crate_name);
+    let spelling = stderr_spelling(&p.args);
+    let (Some(stdout), Some(stderr)) = (
+        p.roots
+            .fill(&String::from_utf8_lossy(&entry.stdout), spelling),
+        p.roots
+            .fill(&String::from_utf8_lossy(&entry.stderr), spelling),
+    ) else {
+        return Ok(None);
+    };
+    // Outputs are in place before cargo reads the artifact notifications.
+    let _ = std::io::stdout().write_all(stdout.as_bytes());
+    let _ = std::io::stderr().write_all(stderr.as_bytes());
+    let restore_ms = ms(restore_start.elapsed());
+    // Usually nothing: restored outputs carry their hash in an attribute.
+    if let Err(e) = store.flush_stat_cache(stat) {
+        tracing::debug!("cannot update the stat cache: {e}");
+    }
+    install_build_script_launcher(p);
+    tracing::debug!(
+        "{outcome:?}: entry {} restored ({} outputs; reflinked {} B, hardlinked {} B, copied {} B)",
+        entry.key,
+        entry.outputs.len(),
+        linked.reflinked,
+        linked.hardlinked,
+        linked.copied
+    );
+    Ok(Some(Hit {
+        outcome,
+        entry_key: entry.key.clone(),
+        compile_ms: entry.compile_ms,
+        size: entry.size(),
+        linked,
+        restore_ms,
+    }))
 }
 
 /// After a build script of a package whose runs are cached was compiled or restored, puts the
@@ -772,5 +724,89 @@ fn absolute(cwd: &Path, p: &Path) -> PathBuf {
         p.to_owned()
     } else {
         cwd.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::RestoreStats;
+
+    fn trace() -> Trace {
+        Trace {
+            crate_name: Some("demo".into()),
+            crate_types: vec!["lib".into()],
+            key_ms: 1.0,
+            seen: frontend::Seen {
+                lookup_ms: 2.0,
+                downloaded_bytes: 7,
+                warning: Some("remote down".into()),
+            },
+            compiled: None,
+        }
+    }
+
+    #[test]
+    fn a_fault_after_rustc_ran_reports_its_run_and_the_fault() {
+        let mut t = trace();
+        t.compiled = Some(Compiled {
+            exit_code: 0,
+            compile_ms: 40.0,
+        });
+        let mut e = BuildEvent::default();
+        t.record(Done::Degraded("disk full".into()), &mut e);
+        assert_eq!(e.result, Outcome::Error);
+        assert_eq!(e.warning.as_deref(), Some("disk full"));
+        assert_eq!((e.compiler_runs, e.compile_time_ms), (1, 40.0));
+        assert_eq!((e.key_ms, e.lookup_ms, e.downloaded_bytes), (1.0, 2.0, 7));
+        assert_eq!(e.cache_key, None);
+    }
+
+    #[test]
+    fn a_hit_reports_the_stored_compile_cost_and_no_compiler_run() {
+        let mut e = BuildEvent::default();
+        let hit = Hit {
+            outcome: Outcome::RemoteHit,
+            entry_key: "k".into(),
+            compile_ms: 90.0,
+            size: 3,
+            linked: RestoreStats {
+                reflinked: 1,
+                hardlinked: 0,
+                copied: 2,
+            },
+            restore_ms: 4.0,
+        };
+        trace().record(Done::Hit(hit), &mut e);
+        assert_eq!(e.result, Outcome::RemoteHit);
+        assert_eq!((e.compiler_runs, e.compile_time_ms), (0, 90.0));
+        assert_eq!((e.reflinked_bytes, e.copied_bytes, e.size), (1, 2, 3));
+        assert_eq!(e.warning.as_deref(), Some("remote down"));
+        assert_eq!(e.crate_name.as_deref(), Some("demo"));
+    }
+
+    #[test]
+    fn a_failed_compile_is_a_miss_without_an_entry() {
+        let mut t = trace();
+        t.compiled = Some(Compiled {
+            exit_code: 1,
+            compile_ms: 5.0,
+        });
+        let mut e = BuildEvent::default();
+        t.record(Done::Compiled(None), &mut e);
+        assert_eq!(e.result, Outcome::Miss);
+        assert_eq!((e.compiler_runs, e.cache_key), (1, None));
+    }
+
+    #[test]
+    fn a_passthrough_names_its_reason() {
+        let mut e = BuildEvent::default();
+        trace().record(Done::Passthrough(PassthroughReason::Probe), &mut e);
+        assert_eq!(e.result, Outcome::Passthrough);
+        assert_eq!(e.compiler_runs, 1);
+        assert_eq!(
+            e.passthrough_reason,
+            Some(PassthroughReason::Probe.to_string())
+        );
     }
 }

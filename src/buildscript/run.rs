@@ -21,12 +21,11 @@ use super::key::{self, Declared, NotRecorded, RunInputs, TreeHasher};
 use super::{Scope, cargo_home, is_cached_package};
 use crate::config::Config;
 use crate::events::{self, BuildEvent, Outcome};
+use crate::frontend::{self, Fault, Front, Hit, io_fault, ms};
+use crate::key::manifest::Manifest;
 use crate::key::roots::{Roots, Spelling};
-use crate::remote::guard::Guarded;
-use crate::remote::s3::S3Remote;
-use crate::remote::{RemoteConfig, RemoteError};
+use crate::restore::RestoreStats;
 use crate::store::{Entry, StatCache, Store, StoredOutput, fsutil};
-use crate::sync::SyncError;
 
 /// Set by the launcher: the real script's path.
 pub const REAL_VAR: &str = "KACHE_BUILD_SCRIPT_REAL";
@@ -36,26 +35,6 @@ pub const MARKER_VAR: &str = "KACHE_BUILD_SCRIPT_MARKER";
 pub const RUN_NAME_SUFFIX: &str = ":build-script";
 /// What a recorded run's entry lists as its crate type.
 pub const RUN_CRATE_TYPE: &str = "build-script-run";
-
-#[derive(Debug, thiserror::Error)]
-enum Fault {
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Key(#[from] key::KeyError),
-    #[error(transparent)]
-    Restore(#[from] crate::restore::RestoreError),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-}
-
-fn io_fault(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Fault {
-    let context = context.into();
-    move |source| Fault::Io { context, source }
-}
 
 /// Runs a handed-over build script; `args[0]` is the `argv[0]` cargo used. Returns the exit
 /// code, unless it replaced itself with the script.
@@ -118,7 +97,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return run.exec_plain();
         }
         Err(fault) => {
-            let message = fault.to_string().replace('\n', " ");
+            let message = frontend::one_line(&fault);
             run.event.result = Outcome::Error;
             run.event.warning = Some(message.clone());
             match run.script_ran {
@@ -194,13 +173,10 @@ impl ScriptRun {
     }
 
     fn finish(&mut self, config: &Config, started: Instant) {
-        self.event.elapsed_ms = ms(started.elapsed());
         if fsutil::is_foreign_symlink(&config.dir) {
             return;
         }
-        if let Err(e) = events::append(&config.dir, &self.event) {
-            tracing::debug!("cannot append to the event log: {e}");
-        }
+        frontend::record(&config.dir, &mut self.event, started);
     }
 
     /// `Ok(None)`: run the script uncached (the event says why).
@@ -249,71 +225,29 @@ impl ScriptRun {
         )?;
         self.event.key_ms = ms(key_start.elapsed());
 
-        let lookup_start = Instant::now();
-        let maintenance = store.lock_shared();
-        for (entry_key, manifest) in store.manifests(&inv_key)? {
-            let mut hasher = TreeHasher {
-                stat: &mut stat,
-                newest: None,
-            };
-            if let Err(why) = manifest.check(&roots, &package_dir, &mut hasher, &env_var) {
-                tracing::debug!("build-script manifest {entry_key} does not match: {why:?}");
-                continue;
-            }
-            let Some(entry) = load_entry(&store, &entry_key)? else {
-                continue;
-            };
-            self.event.lookup_ms = ms(lookup_start.elapsed());
-            return self.restore(
-                &store,
-                &mut stat,
-                &entry,
-                &out_dir,
-                &roots,
-                Outcome::LocalHit,
-            );
+        let mut matches = |manifest: &Manifest, stat: &mut StatCache| {
+            let mut hasher = TreeHasher { stat, newest: None };
+            manifest.check(&roots, &package_dir, &mut hasher, &env_var)
+        };
+        // A found run is final: restored, or (a root it names is unknown here) run uncached.
+        let mut restore = |entry, outcome, stat: &mut StatCache, _: &mut _| {
+            self.restore(&store, stat, &entry, &out_dir, &roots, outcome)
+                .map(Some)
+        };
+        let lookup = frontend::Lookup {
+            config,
+            store: &store,
+            inv_key: &inv_key,
+            system_dirs: &[],
+            front: Front::BuildScript,
+        };
+        let mut seen = frontend::Seen::default();
+        let looked = frontend::lookup(&lookup, &mut stat, &mut matches, &mut restore, &mut seen);
+        seen.report(&mut self.event);
+        let (found, remote) = looked?;
+        if let Some(done) = found {
+            return Ok(done);
         }
-        let remote = self.open_remote(config, store.dir());
-        if let Some((remote, remote_config)) = &remote {
-            let fetched = crate::sync::fetch::fetch(
-                remote,
-                &store,
-                &mut stat,
-                &inv_key,
-                remote_config.max_object_bytes,
-                &[],
-                &mut |manifest, stat| {
-                    let mut hasher = TreeHasher { stat, newest: None };
-                    manifest
-                        .check(&roots, &package_dir, &mut hasher, &env_var)
-                        .is_ok()
-                },
-            );
-            match fetched {
-                Ok(Some(f)) => {
-                    self.event.downloaded_bytes = f.downloaded_bytes;
-                    if let Some(entry) = load_entry(&store, &f.entry_key)? {
-                        self.event.lookup_ms = ms(lookup_start.elapsed());
-                        return self.restore(
-                            &store,
-                            &mut stat,
-                            &entry,
-                            &out_dir,
-                            &roots,
-                            Outcome::RemoteHit,
-                        );
-                    }
-                }
-                Ok(None) | Err(SyncError::Remote(RemoteError::BreakerOpen)) => {}
-                Err(e) => {
-                    let message = e.to_string().replace('\n', " ");
-                    eprintln!("kache: warning: {message}; running the build script");
-                    self.event.warning = Some(message);
-                }
-            }
-        }
-        drop(maintenance);
-        self.event.lookup_ms = ms(lookup_start.elapsed());
         let code = self.run_and_record(
             &store,
             &mut stat,
@@ -323,41 +257,10 @@ impl ScriptRun {
             &package_dir,
             &roots,
         )?;
-        if let (Some((_, remote_config)), Some(entry_key)) = (&remote, &self.event.cache_key)
-            && !remote_config.read_only
-        {
-            // As for compiles: a detached worker uploads, the build does not wait.
-            match crate::sync::upload::enqueue(store.dir(), entry_key, &inv_key) {
-                Ok(()) => crate::sync::upload::spawn_worker(),
-                Err(e) => tracing::debug!("cannot queue the upload: {e}"),
-            }
+        if let Some(entry_key) = &self.event.cache_key {
+            frontend::queue_upload(remote.as_ref(), store.dir(), entry_key, &inv_key);
         }
         Ok(code)
-    }
-
-    /// The configured remote behind its circuit breaker, if any; a configuration that does
-    /// not work is one warning, and the run goes on without the remote.
-    fn open_remote(
-        &mut self,
-        config: &Config,
-        cache_dir: &Path,
-    ) -> Option<(Guarded<S3Remote>, RemoteConfig)> {
-        let config = match config.remote.clone() {
-            Ok(c) => c?,
-            Err(e) => {
-                eprintln!("kache: warning: {e}; not using the remote");
-                self.event.warning = Some(e.to_string());
-                return None;
-            }
-        };
-        match crate::remote::connect(&config, cache_dir) {
-            Ok(remote) => Some((remote, config)),
-            Err(e) => {
-                eprintln!("kache: warning: {e}; not using the remote");
-                self.event.warning = Some(e.to_string());
-                None
-            }
-        }
     }
 
     fn restore(
@@ -395,12 +298,18 @@ impl ScriptRun {
         if let Err(e) = store.flush_stat_cache(stat) {
             tracing::debug!("cannot update the stat cache: {e}");
         }
-        self.event.restore_ms = ms(start.elapsed());
-        self.event.result = outcome;
-        self.event.cache_key = Some(entry.key.clone());
-        self.event.compile_time_ms = entry.compile_ms;
-        self.event.size = entry.size();
-        self.event.copied_bytes = bytes;
+        let hit = Hit {
+            outcome,
+            entry_key: entry.key.clone(),
+            compile_ms: entry.compile_ms,
+            size: entry.size(),
+            linked: RestoreStats {
+                copied: bytes,
+                ..RestoreStats::default()
+            },
+            restore_ms: ms(start.elapsed()),
+        };
+        hit.report(&mut self.event);
         Ok(Some(0))
     }
 
@@ -696,17 +605,6 @@ fn out_dir_files(out_dir: &Path) -> Result<Option<Vec<OutFile>>, Fault> {
     Ok(Some(files))
 }
 
-fn load_entry(store: &Store, key: &str) -> Result<Option<Entry>, Fault> {
-    match store.load_entry(key) {
-        Err(crate::store::StoreError::Damaged { .. }) => {
-            eprintln!("kache: warning: stored build-script run {key} is damaged; dropping it");
-            store.remove_entry(key)?;
-            Ok(None)
-        }
-        other => Ok(other?),
-    }
-}
-
 fn empty_dir(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -719,10 +617,6 @@ fn empty_dir(dir: &Path) {
             let _ = std::fs::remove_file(&path);
         }
     }
-}
-
-fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 #[cfg(test)]

@@ -26,42 +26,14 @@ use self::record::RecordInputs;
 use crate::compile;
 use crate::config::Config;
 use crate::events::{BuildEvent, Outcome};
+use crate::frontend::{self, Fault, Front, Hit, io_fault, ms, plain};
 use crate::invocation::Invocation;
 use crate::key::KeyField;
 use crate::key::invocation_key::resolve_program;
 use crate::key::manifest::Manifest;
 use crate::key::roots::{Roots, Spelling};
-use crate::remote::guard::Guarded;
-use crate::remote::s3::S3Remote;
-use crate::remote::{RemoteConfig, RemoteError};
-use crate::restore::{self, RestoreError};
-use crate::store::{Entry, StatCache, Store, StoreError, StoredOutput, fsutil};
-use crate::sync::{self, SyncError};
-
-/// A fault inside kache's C path; the compile goes on without the cache.
-#[derive(Debug, thiserror::Error)]
-pub enum CcFault {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Key(#[from] CcKeyError),
-    #[error(transparent)]
-    Restore(#[from] RestoreError),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-}
-
-fn io_fault(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CcFault {
-    let context = context.into();
-    move |source| CcFault::Io { context, source }
-}
-
-fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
+use crate::restore;
+use crate::store::{Entry, StatCache, Store, StoredOutput, fsutil};
 
 /// Runs one C/C++ compiler invocation through the cache; fills `event` and returns the exit
 /// code.
@@ -75,23 +47,8 @@ pub fn run(inv: &Invocation, config: &Config, event: &mut BuildEvent) -> i32 {
     match c.cached() {
         Ok(code) => code,
         Err(fault) => {
-            if let CcFault::Store(e) = &fault
-                && e.is_corrupt_index()
-            {
-                crate::store::quarantine_if_corrupt(&config.dir);
-            }
+            fault.heal(&config.dir);
             c.degrade(fault)
-        }
-    }
-}
-
-/// Runs the compiler exactly as given, output inherited.
-fn plain(inv: &Invocation) -> i32 {
-    match compile::run_plain(&inv.compiler_chain, &inv.raw_args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("kache: cannot run {}: {e}", inv.rustc().display());
-            1
         }
     }
 }
@@ -124,8 +81,8 @@ impl CcRun<'_> {
         plain(self.inv)
     }
 
-    fn degrade(&mut self, fault: CcFault) -> i32 {
-        let message = fault.to_string().replace('\n', " ");
+    fn degrade(&mut self, fault: Fault) -> i32 {
+        let message = frontend::one_line(&fault);
         eprintln!("kache: warning: {message}; compiling without the cache");
         self.event.result = Outcome::Error;
         self.event.warning = Some(message);
@@ -136,7 +93,7 @@ impl CcRun<'_> {
         plain(self.inv)
     }
 
-    fn cached(&mut self) -> Result<i32, CcFault> {
+    fn cached(&mut self) -> Result<i32, Fault> {
         let key_start = Instant::now();
         let cwd = std::env::current_dir().map_err(io_fault("current directory"))?;
         let args = match CcArgs::parse(&self.inv.raw_args) {
@@ -214,187 +171,34 @@ impl CcRun<'_> {
             info,
         };
 
-        let lookup_start = Instant::now();
-        let maintenance = store.lock_shared();
-        if let Some(code) = self.try_hit(&store, &mut stat, &p, &inv_key)? {
-            return Ok(code);
-        }
-        let remote = self.open_remote(store.dir());
-        if let Some(r) = &remote
-            && let Some(code) = self.try_remote_hit(&store, &mut stat, &p, &inv_key, r)?
-        {
-            return Ok(code);
-        }
-        drop(maintenance);
-        self.event.lookup_ms = ms(lookup_start.elapsed());
-        let code = self.compile_and_store(&store, &mut stat, &p, &inv_key, key_fields)?;
-        if let (Some(r), Some(entry_key)) = (&remote, &self.event.cache_key)
-            && !r.1.read_only
-        {
-            match sync::upload::enqueue(store.dir(), entry_key, &inv_key) {
-                Ok(()) => sync::upload::spawn_worker(),
-                Err(e) => tracing::debug!("cannot queue the upload: {e}"),
-            }
-        }
-        Ok(code)
-    }
-
-    fn try_hit(
-        &mut self,
-        store: &Store,
-        stat: &mut StatCache,
-        p: &Prepared,
-        inv_key: &str,
-    ) -> Result<Option<i32>, CcFault> {
-        let lookup_start = Instant::now();
-        let env = |name: &str| std::env::var(name).ok();
-        for (entry_key, manifest) in store.manifests(inv_key)? {
-            if let Err(why) = manifest.check(&p.roots, &p.cwd, stat, &env) {
-                tracing::debug!("manifest for {entry_key} does not match: {why:?}");
-                continue;
-            }
-            let Some(entry) = self.load_entry_or_drop(store, &entry_key)? else {
-                continue;
-            };
-            self.event.lookup_ms = ms(lookup_start.elapsed());
-            return self.restore_hit(store, stat, p, entry, Outcome::LocalHit);
-        }
-        Ok(None)
-    }
-
-    fn load_entry_or_drop(&mut self, store: &Store, key: &str) -> Result<Option<Entry>, CcFault> {
-        match store.load_entry(key) {
-            Err(StoreError::Damaged { detail, .. }) => {
-                let detail = detail.replace('\n', " ");
-                eprintln!(
-                    "kache: warning: stored entry {key} is damaged ({detail}); dropping it and compiling"
-                );
-                self.event.warning = Some(format!("damaged entry {key} dropped"));
-                store.remove_entry(key)?;
-                Ok(None)
-            }
-            other => Ok(other?),
-        }
-    }
-
-    fn open_remote(&mut self, cache_dir: &Path) -> Option<(Guarded<S3Remote>, RemoteConfig)> {
-        let config = match self.config.remote.clone() {
-            Ok(c) => c?,
-            Err(e) => {
-                eprintln!("kache: warning: {e}; not using the remote");
-                self.event.warning = Some(e.to_string());
-                return None;
-            }
+        let mut matches = frontend::matches_here(&p.roots, &p.cwd);
+        let mut restore = |entry, outcome, stat: &mut StatCache, warning: &mut _| {
+            restore_hit(&store, stat, &p, entry, outcome, warning)
         };
-        match crate::remote::connect(&config, cache_dir) {
-            Ok(remote) => Some((remote, config)),
-            Err(e) => {
-                eprintln!("kache: warning: {e}; not using the remote");
-                self.event.warning = Some(e.to_string());
-                None
-            }
-        }
-    }
-
-    fn try_remote_hit(
-        &mut self,
-        store: &Store,
-        stat: &mut StatCache,
-        p: &Prepared,
-        inv_key: &str,
-        remote: &(Guarded<S3Remote>, RemoteConfig),
-    ) -> Result<Option<i32>, CcFault> {
-        let env = |name: &str| std::env::var(name).ok();
         // System headers sit in the compiler's own include dirs, under no root.
         let system_dirs: Vec<String> = (p.info.system_dirs.iter())
             .flat_map(|(_, dirs)| dirs.iter().cloned())
             .collect();
-        let fetched = sync::fetch::fetch(
-            &remote.0,
-            store,
-            stat,
-            inv_key,
-            remote.1.max_object_bytes,
-            &system_dirs,
-            &mut |manifest, stat| manifest.check(&p.roots, &p.cwd, stat, &env).is_ok(),
-        );
-        match fetched {
-            Ok(Some(f)) => {
-                self.event.downloaded_bytes = f.downloaded_bytes;
-                let Some(entry) = self.load_entry_or_drop(store, &f.entry_key)? else {
-                    return Ok(None);
-                };
-                self.restore_hit(store, stat, p, entry, Outcome::RemoteHit)
-            }
-            Ok(None) | Err(SyncError::Remote(RemoteError::BreakerOpen)) => Ok(None),
-            Err(e) => {
-                let message = e.to_string().replace('\n', " ");
-                eprintln!("kache: warning: {message}; compiling locally");
-                self.event.warning = Some(message);
-                Ok(None)
-            }
+        let lookup = frontend::Lookup {
+            config: self.config,
+            store: &store,
+            inv_key: &inv_key,
+            system_dirs: &system_dirs,
+            front: Front::Compile,
+        };
+        let mut seen = frontend::Seen::default();
+        let looked = frontend::lookup(&lookup, &mut stat, &mut matches, &mut restore, &mut seen);
+        seen.report(self.event);
+        let (hit, remote) = looked?;
+        if let Some(hit) = hit {
+            hit.report(self.event);
+            return Ok(0);
         }
-    }
-
-    /// Puts the stored object at this invocation's `-o` and replays the compiler's output.
-    /// `None` when the entry turned out unusable (it is dropped, and the compile runs).
-    fn restore_hit(
-        &mut self,
-        store: &Store,
-        stat: &mut StatCache,
-        p: &Prepared,
-        mut entry: Entry,
-        outcome: Outcome,
-    ) -> Result<Option<i32>, CcFault> {
-        // The output path is not keyed: the object goes where this command asks for it.
-        let [output] = entry.outputs.as_mut_slice() else {
-            tracing::debug!("C entry {} has other than one output", entry.key);
-            return Ok(None);
-        };
-        output.name = p.out_name.clone();
-        let (Some(stdout), Some(stderr)) = (
-            p.roots
-                .fill(&String::from_utf8_lossy(&entry.stdout), Spelling::Plain),
-            p.roots
-                .fill(&String::from_utf8_lossy(&entry.stderr), Spelling::Plain),
-        ) else {
-            return Ok(None);
-        };
-        let restore_start = Instant::now();
-        let expected = restore::Expected {
-            outputs: std::slice::from_ref(&p.out_name),
-            depinfo: "",
-            links: None,
-        };
-        let stats = match restore::restore_entry(
-            store, &entry, &p.out_dir, expected, &p.roots, stat,
-        ) {
-            Ok(s) => s,
-            Err(RestoreError::BadBlob { name, blob }) => {
-                eprintln!(
-                    "kache: warning: cached {name} was damaged (blob {blob}); dropping the entry and compiling"
-                );
-                self.event.warning = Some(format!("damaged blob {blob} dropped"));
-                store.remove_entry(&entry.key)?;
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        crate::testhook::crash_point("mid_restore", &entry.crate_name);
-        let _ = std::io::stdout().write_all(stdout.as_bytes());
-        let _ = std::io::stderr().write_all(stderr.as_bytes());
-        self.event.restore_ms = ms(restore_start.elapsed());
-        if let Err(e) = store.flush_stat_cache(stat) {
-            tracing::debug!("cannot update the stat cache: {e}");
+        let code = self.compile_and_store(&store, &mut stat, &p, &inv_key, key_fields)?;
+        if let Some(entry_key) = &self.event.cache_key {
+            frontend::queue_upload(remote.as_ref(), store.dir(), entry_key, &inv_key);
         }
-        self.event.result = outcome;
-        self.event.cache_key = Some(entry.key.clone());
-        self.event.compile_time_ms = entry.compile_ms;
-        self.event.size = entry.size();
-        self.event.reflinked_bytes = stats.reflinked;
-        self.event.hardlinked_bytes = stats.hardlinked;
-        self.event.copied_bytes = stats.copied;
-        Ok(Some(0))
+        Ok(code)
     }
 
     fn compile_and_store(
@@ -404,7 +208,7 @@ impl CcRun<'_> {
         p: &Prepared,
         inv_key: &str,
         key_fields: Vec<KeyField>,
-    ) -> Result<i32, CcFault> {
+    ) -> Result<i32, Fault> {
         let output = p.out_dir.join(&p.out_name);
         // The compiler must never write through a link into a blob.
         restore::remove_if_present(&output).map_err(io_fault(format!(
@@ -519,6 +323,61 @@ impl CcRun<'_> {
         self.event.store_ms = ms(store_start.elapsed());
         Ok(0)
     }
+}
+
+/// Puts the stored object at this invocation's `-o` and replays the compiler's output.
+/// `None` when the entry turned out unusable (it is dropped, and the compile runs).
+fn restore_hit(
+    store: &Store,
+    stat: &mut StatCache,
+    p: &Prepared,
+    mut entry: Entry,
+    outcome: Outcome,
+    warning: &mut Option<String>,
+) -> Result<Option<Hit>, Fault> {
+    // The output path is not keyed: the object goes where this command asks for it.
+    let [output] = entry.outputs.as_mut_slice() else {
+        tracing::debug!("C entry {} has other than one output", entry.key);
+        return Ok(None);
+    };
+    output.name = p.out_name.clone();
+    let (Some(stdout), Some(stderr)) = (
+        p.roots
+            .fill(&String::from_utf8_lossy(&entry.stdout), Spelling::Plain),
+        p.roots
+            .fill(&String::from_utf8_lossy(&entry.stderr), Spelling::Plain),
+    ) else {
+        return Ok(None);
+    };
+    let restore_start = Instant::now();
+    let expected = restore::Expected {
+        outputs: std::slice::from_ref(&p.out_name),
+        depinfo: "",
+        links: None,
+    };
+    let stats = match restore::restore_entry(store, &entry, &p.out_dir, expected, &p.roots, stat) {
+        Ok(s) => s,
+        Err(e) => {
+            // Self-healing: a damaged entry is dropped and the compile runs.
+            frontend::drop_unrestorable(store, &entry.key, e, warning)?;
+            return Ok(None);
+        }
+    };
+    crate::testhook::crash_point("mid_restore", &entry.crate_name);
+    let _ = std::io::stdout().write_all(stdout.as_bytes());
+    let _ = std::io::stderr().write_all(stderr.as_bytes());
+    let restore_ms = ms(restore_start.elapsed());
+    if let Err(e) = store.flush_stat_cache(stat) {
+        tracing::debug!("cannot update the stat cache: {e}");
+    }
+    Ok(Some(Hit {
+        outcome,
+        entry_key: entry.key.clone(),
+        compile_ms: entry.compile_ms,
+        size: entry.size(),
+        linked: stats,
+        restore_ms,
+    }))
 }
 
 /// The directory the compiler records as the compile directory in debug info: `$PWD` when
