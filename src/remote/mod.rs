@@ -4,7 +4,8 @@
 //! ([`RemoteConfig`], read through the settings loader in [`crate::config`]), the object layout under
 //! `<prefix>/v1/`, and through its submodules the S3 client ([`s3`]), the one-file entry
 //! format ([`bundle`]), the circuit breaker and miss cache ([`breaker`]), the failure policy
-//! that combines them with a store ([`guard`]) and an in-memory store for tests ([`memory`]).
+//! that combines them with a store ([`guard`]) and, in unit tests only, an in-memory store
+//! (`memory`).
 //!
 //! Must not know about rustc, keys' meaning or the local store: it moves opaque bytes under
 //! names it is given. Nothing here may panic on anything from outside (environment, server
@@ -22,7 +23,8 @@
 pub mod breaker;
 pub mod bundle;
 pub mod guard;
-pub mod memory;
+#[cfg(test)]
+mod memory;
 pub mod s3;
 
 use std::fmt;
