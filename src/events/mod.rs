@@ -5,8 +5,10 @@
 //! Past [`ROTATE_BYTES`] the file is renamed to `events.jsonl.1` (replacing the older
 //! generation) by one writer at a time, which keeps the newest lines and loses none that a
 //! concurrent writer is appending. Readers skip lines they cannot parse. This module owns the
-//! schema; it must not compute any of the figures it records. [`tail`] follows the log live.
+//! schema; it must not compute any of the figures it records. [`tail`] follows the log live;
+//! [`summary`] folds events into the figures `stats` and `monitor` show.
 
+pub mod summary;
 pub mod tail;
 
 use std::fs::{File, OpenOptions};
