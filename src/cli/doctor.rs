@@ -10,6 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
+use super::exit::Exit;
 use crate::config::Config;
 use crate::remote::RemoteStore;
 
@@ -49,7 +50,7 @@ pub fn run(config: &Config, _args: DoctorArgs) -> anyhow::Result<ExitCode> {
     }
     remote(&mut r, config);
     Ok(if r.failed {
-        ExitCode::from(1)
+        Exit::Failure.into()
     } else {
         ExitCode::SUCCESS
     })

@@ -9,6 +9,8 @@
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+
+use super::exit::Exit;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -230,7 +232,7 @@ fn quits(key: KeyEvent) -> bool {
 pub fn run(config: &Config, args: MonitorArgs) -> anyhow::Result<ExitCode> {
     if !std::io::stdout().is_terminal() {
         eprintln!("kache: error: `kache monitor` needs a terminal (try `kache stats`)");
-        return Ok(ExitCode::from(2));
+        return Ok(Exit::Usage.into());
     }
     let path = events::log_path(&config.dir);
     let mut tail = LogTail::open(&path, args.from_start);
