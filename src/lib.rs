@@ -6,6 +6,7 @@
 //! (what happened). [`remote`] and [`sync`] share entries through object storage.
 //! [`wrapper`] glues them together; [`cli`] holds the commands people run. [`cc`] is the
 //! same pipeline for the C/C++ compiles build scripts run through the `cc` crate.
+//! [`fsutil`] holds the filesystem and path helpers all of them use.
 //! See `docs/architecture.md`.
 
 pub mod buildscript;
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod events;
+pub mod fsutil;
 pub mod invocation;
 pub mod key;
 pub mod remote;

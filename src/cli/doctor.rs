@@ -122,7 +122,7 @@ fn cache_dir(r: &mut Report, dir: &Path) -> bool {
     let probe = dir
         .join("tmp")
         .join(format!(".doctor.{}", std::process::id()));
-    match crate::store::fsutil::write_atomic(dir, &probe, b"probe") {
+    match crate::fsutil::write_atomic(dir, &probe, b"probe") {
         Ok(()) => {
             let _ = std::fs::remove_file(&probe);
             r.line(

@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::store::fsutil;
+use crate::fsutil;
 
 use serde::{Deserialize, Serialize};
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use super::roots::Roots;
 use super::toolchain::Toolchain;
 use super::{FileHasher, KeyBuilder, KeyField};
+use crate::fsutil::absolute;
 use crate::invocation::RustcArgs;
 
 #[derive(Debug, thiserror::Error)]
@@ -185,14 +186,6 @@ pub fn invocation_key(
 
 /// `-C`/`-Z` options whose paths reach the artifact verbatim.
 const VERBATIM_OPTIONS: &[&str] = &["link-arg", "pre-link-arg", "profile-generate"];
-
-fn absolute(cwd: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        cwd.join(p)
-    }
-}
 
 /// The file clippy would read: the first `.clippy.toml` or `clippy.toml` from `start` upwards.
 fn find_clippy_conf(start: &Path) -> Option<PathBuf> {

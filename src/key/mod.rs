@@ -79,7 +79,7 @@ fn hash_once(path: &Path) -> io::Result<Option<ContentHash>> {
     if !before.is_file() {
         return Err(not_regular());
     }
-    let stamp = crate::store::fsutil::FileStamp::of(&before);
+    let stamp = crate::fsutil::FileStamp::of(&before);
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut reader = (&file).take(stamp.size.saturating_add(1));
@@ -94,7 +94,7 @@ fn hash_once(path: &Path) -> io::Result<Option<ContentHash>> {
         hasher.update(&buf[..n]);
         read += n as u64;
     }
-    let after = crate::store::fsutil::FileStamp::of(&file.metadata()?);
+    let after = crate::fsutil::FileStamp::of(&file.metadata()?);
     if read != stamp.size || after != stamp {
         return Ok(None);
     }

@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::fsutil::{make_dirs_below, unique_suffix};
+use crate::fsutil::{make_dirs_below, unique_suffix};
 use crate::key::hash_file_contents;
 
 pub fn blob_path(dir: &Path, hash: &str) -> PathBuf {

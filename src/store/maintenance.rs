@@ -456,7 +456,7 @@ fn lock(dir: &Path, how: libc::c_int) -> Option<fs::File> {
 fn lock_file(path: &Path, how: libc::c_int) -> Option<fs::File> {
     use std::os::fd::AsRawFd;
     let dir = path.parent()?;
-    let f = super::fsutil::open_below(
+    let f = crate::fsutil::open_below(
         dir,
         path,
         fs::OpenOptions::new()

@@ -8,7 +8,6 @@
 
 pub mod blobs;
 pub mod catalog;
-pub mod fsutil;
 pub mod maintenance;
 pub mod statcache;
 
@@ -22,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::key::KeyField;
 use crate::key::manifest::Manifest;
 pub use statcache::StatCache;
+// The filesystem primitives moved down to `crate::fsutil`; this name stays until the wrapper,
+// the `cc` pipeline and build-script runs (being reworked) import them from there.
+pub use crate::fsutil;
 
 const INDEX_SCHEMA: i64 = 2;
 /// How long a process waits for another's write transaction before giving up on the cache.

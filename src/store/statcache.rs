@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::fsutil::{FileStamp, hash_from_xattr, now_ns, set_hash_xattr};
+use crate::fsutil::{FileStamp, hash_from_xattr, now_ns, set_hash_xattr};
 use crate::key::{ContentHash, FileHasher, hash_file_contents};
 
 /// Changes younger than this are never trusted from the cache.
