@@ -9,12 +9,14 @@
 //! This module decides what goes into keys; it must not write anything but the toolchain memo.
 
 pub mod depinfo;
+pub mod diff;
 pub mod env;
 pub mod invocation_key;
 pub mod manifest;
 pub mod roots;
 pub mod toolchain;
 
+use std::fmt;
 use std::io;
 use std::path::Path;
 
@@ -104,8 +106,68 @@ fn hash_once(path: &Path) -> io::Result<Option<ContentHash>> {
 /// One named input of a key, kept in readable form so `kache explain` can show what changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyField {
-    pub label: String,
+    pub label: Label,
     pub value: String,
+}
+
+/// What a key field is. Readers match on the kind instead of taking the text apart; the text
+/// ([`fmt::Display`]) is what is hashed and stored, so it must not change for a given kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum Label {
+    /// A compiler option and one of its values, `arg <flag>` (`arg -C`, `arg --edition`).
+    Arg(String),
+    /// A keyed environment variable of a rustc invocation, `env <name>`.
+    Env(String),
+    /// A dependency named by `--extern`, `extern <name>`.
+    Extern(String),
+    /// Any other field, by its fixed name (`toolchain`, `cfg`, `input`, ...).
+    Named(String),
+}
+
+impl Label {
+    const ARG: &str = "arg ";
+    const ENV: &str = "env ";
+    const EXTERN: &str = "extern ";
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Label::Arg(flag) => write!(f, "{}{flag}", Label::ARG),
+            Label::Env(name) => write!(f, "{}{name}", Label::ENV),
+            Label::Extern(name) => write!(f, "{}{name}", Label::EXTERN),
+            Label::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Reads a label back from its text (as stored in the index); the inverse of `Display`.
+impl From<String> for Label {
+    fn from(text: String) -> Label {
+        if let Some(flag) = text.strip_prefix(Label::ARG) {
+            Label::Arg(flag.to_owned())
+        } else if let Some(name) = text.strip_prefix(Label::ENV) {
+            Label::Env(name.to_owned())
+        } else if let Some(name) = text.strip_prefix(Label::EXTERN) {
+            Label::Extern(name.to_owned())
+        } else {
+            Label::Named(text)
+        }
+    }
+}
+
+/// A fixed field name, or a label's text.
+impl From<&str> for Label {
+    fn from(text: &str) -> Label {
+        Label::from(text.to_owned())
+    }
+}
+
+impl From<Label> for String {
+    fn from(label: Label) -> String {
+        label.to_string()
+    }
 }
 
 /// Builds a key from labelled fields and remembers them for explanation.
@@ -135,9 +197,9 @@ impl KeyBuilder {
     }
 
     /// Adds one labelled field.
-    pub fn field(&mut self, label: impl Into<String>, value: impl Into<String>) {
+    pub fn field(&mut self, label: impl Into<Label>, value: impl Into<String>) {
         let (label, value) = (label.into(), value.into());
-        self.raw(&label, value.as_bytes());
+        self.raw(&label.to_string(), value.as_bytes());
         self.fields.push(KeyField { label, value });
     }
 
@@ -149,6 +211,26 @@ impl KeyBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_keep_their_text_in_the_key_and_the_index() {
+        for (label, text) in [
+            (Label::Arg("-C".into()), "arg -C"),
+            (Label::Env("RUSTFLAGS".into()), "env RUSTFLAGS"),
+            (Label::Extern("serde".into()), "extern serde"),
+            (Label::Named("env:CC".into()), "env:CC"),
+        ] {
+            assert_eq!(label.to_string(), text);
+            assert_eq!(Label::from(text), label);
+            let field = KeyField {
+                label,
+                value: "v".into(),
+            };
+            let json = serde_json::to_string(&field).expect("json");
+            assert_eq!(json, format!("{{\"label\":\"{text}\",\"value\":\"v\"}}"));
+            assert_eq!(serde_json::from_str::<KeyField>(&json).ok(), Some(field));
+        }
+    }
 
     /// A file shrinking under the hasher must never kill it (with `mmap` it was SIGBUS, exit
     /// 135): each hash is the file's content or an error saying it changed.
