@@ -286,7 +286,9 @@ pub fn run(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_existing(config)?;
     if let Some(store) = &store {
         // Hits are recorded in the event log; fold them in so the counts shown are current.
-        store.fold_usage(&events).context("folding usage")?;
+        store
+            .fold_usage(&super::uses(&events))
+            .context("folding usage")?;
     }
     let mut name = args.crate_name.clone();
     let known = |n: &str| -> anyhow::Result<bool> {

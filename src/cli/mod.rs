@@ -29,8 +29,9 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
+use crate::events::BuildEvent;
 use crate::invocation::CompilerFamily;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Use};
 use exit::Exit;
 
 /// A build cache for Rust.
@@ -272,6 +273,24 @@ fn open_required(config: &Config) -> anyhow::Result<Store> {
         ))
         .into()
     })
+}
+
+/// The event log of `config`'s cache, for folding its hits into the store; `None` when it
+/// cannot be read (the counts then stay as last folded).
+fn logged_events(config: &Config) -> Option<Vec<BuildEvent>> {
+    crate::events::read_all(&config.dir).ok()
+}
+
+/// The hits among `events`, for [`Store::fold_usage`]: the log is the record of use.
+fn uses(events: &[BuildEvent]) -> Vec<Use<'_>> {
+    events
+        .iter()
+        .filter(|e| e.result.is_hit())
+        .map(|e| Use {
+            key: e.cache_key.as_deref(),
+            at_ms: e.ts,
+        })
+        .collect()
 }
 
 fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::{Store, StoreError, now_secs, remove_entry_in, write_tx};
+use super::{Store, StoreError, Use, now_secs, remove_entry_in, write_tx};
 use crate::key::hash_file_contents;
 
 /// Unindexed blobs and temporary files younger than this may belong to a store in progress.
@@ -95,19 +95,19 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Evicts least-recently-used entries until the store is at most `max_size` bytes and no
-    /// entry is older than `max_age` (by last use); then removes unreferenced blobs, old
+    /// Folds `hits` in ([`Store::fold_usage`]), then evicts least-recently-used entries until
+    /// the store is at most `max_size` bytes and no entry is older than `max_age` (by last
+    /// use); then removes unreferenced blobs, old
     /// orphans and stale temporary files.
     pub fn gc(
         &self,
         max_size: u64,
         max_age: Option<Duration>,
         dry_run: bool,
+        hits: &[Use<'_>],
         progress: &dyn Progress,
     ) -> Result<GcReport, StoreError> {
-        if let Ok(events) = crate::events::read_all(self.dir()) {
-            self.fold_usage(&events)?;
-        }
+        self.fold_usage(hits)?;
         let mut report = GcReport {
             dry_run,
             size_before: self.size()?,
@@ -307,6 +307,7 @@ impl Store {
     pub fn auto_gc(
         &self,
         max_size: u64,
+        hits: &[Use<'_>],
         progress: &dyn Progress,
     ) -> Result<Option<GcReport>, StoreError> {
         let Some(_running) = lock_auto_gc(self.dir()) else {
@@ -317,7 +318,7 @@ impl Store {
             return Ok(None);
         }
         let target = (max_size as f64 * AUTO_GC_TARGET) as u64;
-        self.gc(target, None, false, progress).map(Some)
+        self.gc(target, None, false, hits, progress).map(Some)
     }
 
     fn indexed_blobs(&self) -> Result<HashSet<String>, StoreError> {
@@ -523,14 +524,14 @@ mod tests {
         }
         assert_eq!(store.size().expect("size"), 4000);
         assert!(
-            store.auto_gc(4000, &()).expect("gc").is_none(),
+            store.auto_gc(4000, &[], &()).expect("gc").is_none(),
             "at the limit"
         );
         // While another automatic gc holds the lock, this one does nothing.
         let held = lock_auto_gc(dir.path()).expect("lock");
-        assert!(store.auto_gc(3000, &()).expect("gc").is_none());
+        assert!(store.auto_gc(3000, &[], &()).expect("gc").is_none());
         drop(held);
-        let report = store.auto_gc(3000, &()).expect("gc").expect("ran");
+        let report = store.auto_gc(3000, &[], &()).expect("gc").expect("ran");
         // Down to 90% of 3000: two entries of 1000 go.
         assert_eq!(report.entries_evicted, 2);
         assert_eq!(store.size().expect("size"), 2000);

@@ -29,6 +29,16 @@ const INDEX_SCHEMA: i64 = 2;
 /// How long a process waits for another's write transaction before giving up on the cache.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// One hit on a stored entry, as the event log records it: what [`Store::fold_usage`]
+/// counts. The store does not read the log itself; it only stores what it is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Use<'a> {
+    /// The entry hit; a hit whose event named no key still moves the fold past its time.
+    pub key: Option<&'a str>,
+    /// Unix milliseconds of the hit.
+    pub at_ms: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cache directory {path}: {source}")]
@@ -334,13 +344,14 @@ impl Store {
         Ok(())
     }
 
-    /// Folds hits recorded in the event log into the entries' use counts and LRU times.
+    /// Folds hits (read from the event log by the caller) into the entries' use counts and
+    /// LRU times.
     ///
     /// A hit writes nothing to the index (so hits never wait for each other's write locks and
     /// the WAL stays small); the event log, which names every hit's key, is the record of use.
-    /// Maintenance folds it in before it needs LRU order. Events already folded are skipped by
-    /// their timestamp.
-    pub fn fold_usage(&self, events: &[crate::events::BuildEvent]) -> Result<(), StoreError> {
+    /// Maintenance folds it in before it needs LRU order. Hits already folded are skipped by
+    /// their time.
+    pub fn fold_usage(&self, hits: &[Use<'_>]) -> Result<(), StoreError> {
         // A read-only store (a reader on a read-only mount) shows the counts as last folded.
         if self.is_read_only() {
             return Ok(());
@@ -359,12 +370,12 @@ impl Store {
             let mut update = tx.prepare_cached(
                 "UPDATE entries SET hits = hits + 1, last_used = MAX(last_used, ?2) WHERE key = ?1",
             )?;
-            for e in events {
-                let ts = e.ts as i64;
-                if ts <= folded_until || !e.result.is_hit() {
+            for hit in hits {
+                let ts = hit.at_ms as i64;
+                if ts <= folded_until {
                     continue;
                 }
-                if let Some(key) = &e.cache_key {
+                if let Some(key) = hit.key {
                     update.execute(params![key, ts / 1000])?;
                 }
                 newest = newest.max(ts);
