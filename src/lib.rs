@@ -10,17 +10,17 @@
 //! See `docs/architecture.md`.
 
 pub mod buildscript;
-pub mod cc;
+mod cc;
 pub mod cli;
-pub mod compile;
-pub mod config;
+mod compile;
+mod config;
 pub mod events;
-pub mod fsutil;
-pub mod invocation;
+mod fsutil;
+mod invocation;
 pub mod key;
 pub mod remote;
-pub mod restore;
+mod restore;
 pub mod store;
 pub mod sync;
-pub mod testhook;
+mod testhook;
 pub mod wrapper;

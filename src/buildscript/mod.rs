@@ -10,9 +10,9 @@
 //! restored stale, where cargo would not have rerun it either in the same target dir, but a
 //! fresh target dir would); `KACHE_BUILD_SCRIPTS=off` turns the feature off.
 
-pub mod key;
+pub(crate) mod key;
 pub mod launcher;
-pub mod restore;
+pub(crate) mod restore;
 pub mod run;
 
 use std::path::Path;

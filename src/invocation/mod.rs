@@ -11,7 +11,7 @@ mod compiler;
 pub mod outputs;
 mod passthrough;
 
-pub use args::{Emit, EmitKind, Extern, NativeLib, RustcArgs};
+pub use args::{EmitKind, RustcArgs};
 pub use compiler::CompilerFamily;
 pub use passthrough::PassthroughReason;
 

@@ -8,13 +8,13 @@
 //! invocation key plus that manifest's contents and names the stored result.
 //! This module decides what goes into keys; it must not write anything but the toolchain memo.
 
-pub mod depinfo;
-pub mod diff;
-pub mod env;
-pub mod invocation_key;
+pub(crate) mod depinfo;
+pub(crate) mod diff;
+pub(crate) mod env;
+pub(crate) mod invocation_key;
 pub mod manifest;
-pub mod roots;
-pub mod toolchain;
+pub(crate) mod roots;
+pub(crate) mod toolchain;
 
 use std::fmt;
 use std::io;

@@ -6,10 +6,10 @@
 //! removes. A corrupt index is moved aside and recreated (the blobs it named become orphans).
 //! The store never runs rustc and never decides hit or miss.
 
-pub mod blobs;
-pub mod catalog;
-pub mod maintenance;
-pub mod statcache;
+pub(crate) mod blobs;
+pub(crate) mod catalog;
+pub(crate) mod maintenance;
+pub(crate) mod statcache;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use crate::key::manifest::Manifest;
 pub use statcache::StatCache;
 // The filesystem primitives moved down to `crate::fsutil`; this name stays until the wrapper,
 // the `cc` pipeline and build-script runs (being reworked) import them from there.
-pub use crate::fsutil;
+pub(crate) use crate::fsutil;
 
 const INDEX_SCHEMA: i64 = 2;
 /// How long a process waits for another's write transaction before giving up on the cache.
