@@ -37,7 +37,11 @@ impl Scope {
 }
 
 /// Whether the package at `package_dir` has its build-script runs cached.
-pub fn is_cached_package(scope: Scope, package_dir: &Path, cargo_home: Option<&Path>) -> bool {
+pub(crate) fn is_cached_package(
+    scope: Scope,
+    package_dir: &Path,
+    cargo_home: Option<&Path>,
+) -> bool {
     match scope {
         Scope::Off => false,
         Scope::All => true,

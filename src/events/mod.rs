@@ -50,7 +50,7 @@ impl Outcome {
         }
     }
 
-    pub fn is_hit(self) -> bool {
+    pub(crate) fn is_hit(self) -> bool {
         matches!(self, Outcome::LocalHit | Outcome::RemoteHit)
     }
 }
@@ -99,7 +99,7 @@ pub struct BuildEvent {
 }
 
 /// Where the log lives in a cache directory.
-pub fn log_path(cache_dir: &Path) -> PathBuf {
+pub(crate) fn log_path(cache_dir: &Path) -> PathBuf {
     cache_dir.join("events.jsonl")
 }
 
@@ -166,7 +166,7 @@ fn rotate(cache_dir: &Path, file: &File) -> io::Result<()> {
 }
 
 /// Reads every parsable event, oldest first (the rotated generation, then the current log).
-pub fn read_all(cache_dir: &Path) -> io::Result<Vec<BuildEvent>> {
+pub(crate) fn read_all(cache_dir: &Path) -> io::Result<Vec<BuildEvent>> {
     let mut events = Vec::new();
     for path in [rotated_path(cache_dir), log_path(cache_dir)] {
         match fsutil::open_below(cache_dir, &path, OpenOptions::new().read(true)) {
@@ -179,7 +179,7 @@ pub fn read_all(cache_dir: &Path) -> io::Result<Vec<BuildEvent>> {
 }
 
 /// Parses event lines, skipping any that are not a `BuildEvent` (torn, foreign, or future).
-pub fn read_lines(reader: impl BufRead, into: &mut Vec<BuildEvent>) {
+pub(crate) fn read_lines(reader: impl BufRead, into: &mut Vec<BuildEvent>) {
     for line in reader.split(b'\n').map_while(Result::ok) {
         if let Ok(ev) = serde_json::from_slice::<BuildEvent>(&line)
             && ev.schema != 0
@@ -190,7 +190,7 @@ pub fn read_lines(reader: impl BufRead, into: &mut Vec<BuildEvent>) {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

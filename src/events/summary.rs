@@ -191,7 +191,7 @@ impl Summary {
     }
 
     /// What the cache gave back: compile time avoided minus the time the hits took.
-    pub fn time_saved_ms(&self) -> f64 {
+    pub(crate) fn time_saved_ms(&self) -> f64 {
         self.hit_compile_time_ms - self.hit_elapsed_ms
     }
 
@@ -225,7 +225,7 @@ impl Summary {
     }
 
     /// p50, p90 and p99 of the local hits' wall times (what a hit costs); none without hits.
-    pub fn local_hit_elapsed(&self) -> Option<Percentiles> {
+    pub(crate) fn local_hit_elapsed(&self) -> Option<Percentiles> {
         if self.local_hit_elapsed.is_empty() {
             return None;
         }

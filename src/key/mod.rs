@@ -46,7 +46,7 @@ const HASH_ATTEMPTS: usize = 3;
 /// non-blocking and checked again with `fstat`, and no more than its stat'ed size plus one
 /// byte is read. A file whose size, mtime or ctime changed while it was read is read again, a
 /// few times, then reported as [`io::ErrorKind::Interrupted`] (a miss for the caller).
-pub fn hash_file_contents(path: &Path) -> io::Result<ContentHash> {
+pub(crate) fn hash_file_contents(path: &Path) -> io::Result<ContentHash> {
     for _ in 0..HASH_ATTEMPTS {
         if let Some(hash) = hash_once(path)? {
             return Ok(hash);

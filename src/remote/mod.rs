@@ -112,7 +112,7 @@ pub fn manifest_object(key: &str) -> Result<String, RemoteError> {
 }
 
 /// Prefix under which the candidates of invocation key `key` are listed.
-pub fn candidate_prefix(key: &str) -> Result<String, RemoteError> {
+pub(crate) fn candidate_prefix(key: &str) -> Result<String, RemoteError> {
     let fan = fan_out(key)?;
     Ok(format!("{LAYOUT_VERSION}/candidates/{fan}/{key}/"))
 }
@@ -312,15 +312,6 @@ impl RemoteConfig {
             miss_ttl,
         }))
     }
-
-    /// The full object name inside the bucket for a layout key.
-    pub fn object_path(&self, key: &str) -> String {
-        if self.prefix.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}/{key}", self.prefix)
-        }
-    }
 }
 
 /// The S3 remote behind its failure policy: the one place a remote is set up (the wrapper and
@@ -471,7 +462,6 @@ mod tests {
         assert!(!c.read_only);
         assert_eq!(c.budget, DEFAULT_BUDGET);
         assert_eq!(c.breaker_failures, DEFAULT_BREAKER_FAILURES);
-        assert_eq!(c.object_path("v1/x"), "v1/x");
         assert_eq!(
             c.credentials,
             Credentials::Static {
@@ -486,10 +476,6 @@ mod tests {
     fn prefix_is_normalised() {
         let c = ok(&[("KACHE_REMOTE", "s3://b/team/ci/"), KEYS[0], KEYS[1]]);
         assert_eq!(c.prefix, "team/ci");
-        assert_eq!(
-            c.object_path("v1/entries/ab/ab.tar.zst"),
-            "team/ci/v1/entries/ab/ab.tar.zst"
-        );
     }
 
     #[test]

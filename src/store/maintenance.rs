@@ -304,7 +304,7 @@ impl Store {
     /// The automatic gc (`kache gc --auto`): when no other one is running and the store is
     /// still past `max_size`, evicts down to [`AUTO_GC_TARGET`] of it. `None` when there was
     /// nothing to do.
-    pub fn auto_gc(
+    pub(crate) fn auto_gc(
         &self,
         max_size: u64,
         hits: &[Use<'_>],
@@ -365,7 +365,11 @@ impl Store {
     /// Removes every entry of one crate (`gc --crate`), as [`Store::gc`] evicts: index rows in
     /// one transaction, then the blobs no other entry uses, under the exclusive lock. With
     /// `dry_run`, counts without removing.
-    pub fn remove_crate(&self, crate_name: &str, dry_run: bool) -> Result<GcReport, StoreError> {
+    pub(crate) fn remove_crate(
+        &self,
+        crate_name: &str,
+        dry_run: bool,
+    ) -> Result<GcReport, StoreError> {
         let mut report = GcReport {
             dry_run,
             size_before: self.size()?,
@@ -401,7 +405,7 @@ impl Store {
     /// Blobs are linked into place while this shared lock is held; maintenance takes it
     /// exclusively before deleting any. `None` when the lock file cannot be opened, in which
     /// case the caller goes on unprotected rather than failing the build.
-    pub fn lock_shared(&self) -> Option<fs::File> {
+    pub(crate) fn lock_shared(&self) -> Option<fs::File> {
         lock(self.dir(), libc::LOCK_SH)
     }
 
@@ -414,7 +418,7 @@ impl Store {
 /// `kache gc --auto` as a detached process (no stdio, its own process group, so neither cargo
 /// nor a Ctrl-C in the terminal waits for or stops it) unless one is running already.
 /// Returns whether it started one. Costs one `SUM` over the blob table; never blocks.
-pub fn maybe_start_background_gc(store: &Store, max_size: u64) -> bool {
+pub(crate) fn maybe_start_background_gc(store: &Store, max_size: u64) -> bool {
     if !store.size().is_ok_and(|size| size > max_size) {
         return false;
     }

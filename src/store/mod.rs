@@ -152,7 +152,7 @@ impl Store {
     /// (`None` when there is no index yet) and never repairs. A store that cannot be written
     /// (a read-only mount, another user's files) is opened read-only, and
     /// [`Store::is_read_only`] says so.
-    pub fn open_existing(dir: &Path) -> Result<Option<Store>, StoreError> {
+    pub(crate) fn open_existing(dir: &Path) -> Result<Option<Store>, StoreError> {
         for sub in [dir.to_owned(), dir.join("blobs"), dir.join("tmp")] {
             if fsutil::is_foreign_symlink(&sub) {
                 return Err(StoreError::ForeignSymlink(sub));
@@ -206,7 +206,7 @@ impl Store {
     /// A writable copy of the index in a temporary file (`VACUUM INTO` works on a read-only
     /// database), with the same cache dir: a dry run of maintenance on a read-only store runs
     /// on it. The caller removes the returned file when done.
-    pub fn scratch_copy(&self) -> Result<(Store, PathBuf), StoreError> {
+    pub(crate) fn scratch_copy(&self) -> Result<(Store, PathBuf), StoreError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -226,7 +226,7 @@ impl Store {
 
     /// Whether the index cannot be written (opened by [`Store::open_existing`] on a
     /// read-only store); usage is then not folded into it.
-    pub fn is_read_only(&self) -> bool {
+    pub(crate) fn is_read_only(&self) -> bool {
         self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
     }
 
@@ -285,7 +285,7 @@ impl Store {
     }
 
     /// Places downloaded bytes in the blob directory once they hash to `hash`.
-    pub fn ingest_bytes(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn ingest_bytes(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.blob_path(hash);
         blobs::write_bytes(&self.dir, hash, bytes).map_err(io_err(&path))
     }
@@ -351,7 +351,7 @@ impl Store {
     /// the WAL stays small); the event log, which names every hit's key, is the record of use.
     /// Maintenance folds it in before it needs LRU order. Hits already folded are skipped by
     /// their time.
-    pub fn fold_usage(&self, hits: &[Use<'_>]) -> Result<(), StoreError> {
+    pub(crate) fn fold_usage(&self, hits: &[Use<'_>]) -> Result<(), StoreError> {
         // A read-only store (a reader on a read-only mount) shows the counts as last folded.
         if self.is_read_only() {
             return Ok(());
@@ -390,7 +390,7 @@ impl Store {
     }
 
     /// Writes what the stat cache learnt when nothing else is written.
-    pub fn flush_stat_cache(&self, stat: &mut StatCache) -> Result<(), StoreError> {
+    pub(crate) fn flush_stat_cache(&self, stat: &mut StatCache) -> Result<(), StoreError> {
         if stat.has_pending() {
             let tx = write_tx(&self.conn)?;
             stat.flush(&tx)?;
@@ -405,11 +405,11 @@ impl Store {
     /// Deletes a blob file found damaged (its bytes no longer hash to its name), so the next
     /// store of that content writes it afresh instead of keeping a same-size damaged file.
     /// Entries still naming it find it missing, are dropped and stored again.
-    pub fn discard_damaged_blob(&self, hash: &str) {
+    pub(crate) fn discard_damaged_blob(&self, hash: &str) {
         let _ = fs::remove_file(self.blob_path(hash));
     }
 
-    pub fn remove_entry(&self, key: &str) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn remove_entry(&self, key: &str) -> Result<Vec<String>, StoreError> {
         // Shared: it keeps `verify` (exclusive) from counting a blob deleted under its feet.
         let _maintenance = self.lock_shared();
         let tx = write_tx(&self.conn)?;
@@ -426,7 +426,7 @@ impl Store {
     /// a file deleted here either committed first (then the file is named, and kept) or finds
     /// it gone. Works in batches so builds wait for at most one batch. Returns how many files
     /// it deleted.
-    pub fn delete_unindexed_blobs(
+    pub(crate) fn delete_unindexed_blobs(
         &self,
         blobs: Vec<(String, PathBuf)>,
     ) -> Result<usize, StoreError> {
@@ -452,7 +452,7 @@ impl Store {
 /// the effective user and not writable by group or others. Anyone who can write the dir can
 /// swap the index, blobs or toolchain memo and so run code in our builds. With `create`, a
 /// missing dir is made, readable by its owner only.
-pub fn trust_cache_dir(dir: &Path, create: bool) -> Result<(), StoreError> {
+pub(crate) fn trust_cache_dir(dir: &Path, create: bool) -> Result<(), StoreError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     if dir.as_os_str().is_empty() {
         return Err(StoreError::NoCacheDir);
@@ -497,7 +497,7 @@ pub fn trust_cache_dir(dir: &Path, create: bool) -> Result<(), StoreError> {
 }
 
 /// Deletes an entry inside an open transaction; returns blobs whose count fell to zero.
-pub fn remove_entry_in(tx: &Connection, key: &str) -> Result<Vec<String>, StoreError> {
+pub(crate) fn remove_entry_in(tx: &Connection, key: &str) -> Result<Vec<String>, StoreError> {
     let blobs: Vec<String> = tx
         .prepare_cached("SELECT blob FROM outputs WHERE entry = ?1")?
         .query_map([key], |r| r.get(0))?
@@ -522,7 +522,7 @@ pub fn remove_entry_in(tx: &Connection, key: &str) -> Result<Vec<String>, StoreE
 /// Starts a write transaction that takes the write lock up front. A deferred transaction
 /// would start as a reader and, in WAL mode, fail at once with `SQLITE_BUSY` (without waiting)
 /// when another process committed in between.
-pub fn write_tx(conn: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+pub(crate) fn write_tx(conn: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
     rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
 }
 
@@ -633,7 +633,7 @@ CREATE TABLE IF NOT EXISTS stat_cache(
 
 impl StoreError {
     /// Whether the index itself is damaged (rather than busy, full or read-only).
-    pub fn is_corrupt_index(&self) -> bool {
+    pub(crate) fn is_corrupt_index(&self) -> bool {
         matches!(self, StoreError::Sqlite(e) if is_corruption(e))
     }
 }
@@ -641,7 +641,7 @@ impl StoreError {
 /// Called when an open index reported damage in use: moves it aside (as [`Store::open`] does
 /// with one that cannot be opened) once a check on a fresh connection confirms the damage, so
 /// an index another process has just recreated is left alone. Returns whether it moved it.
-pub fn quarantine_if_corrupt(dir: &Path) -> bool {
+pub(crate) fn quarantine_if_corrupt(dir: &Path) -> bool {
     let db = index_path(dir);
     let verdict = Connection::open_with_flags(&db, index_flags()).and_then(|c| {
         c.busy_timeout(BUSY_TIMEOUT)?;
@@ -674,7 +674,7 @@ fn quarantine(db: &Path) {
     }
 }
 
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

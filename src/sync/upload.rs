@@ -53,7 +53,7 @@ fn write_item(cache_dir: &Path, item: &QueueItem) -> Result<(), SyncError> {
 }
 
 /// How many entries wait for upload.
-pub fn queue_len(cache_dir: &Path) -> usize {
+pub(crate) fn queue_len(cache_dir: &Path) -> usize {
     fs::read_dir(queue_dir(cache_dir))
         .map(|d| d.flatten().filter(|f| !is_temp(&f.path())).count())
         .unwrap_or(0)
@@ -67,7 +67,7 @@ fn is_temp(path: &Path) -> bool {
 
 /// Starts a detached worker that drains the queue; returns at once. The worker has no
 /// stdio and its own session, so cargo never waits for it.
-pub fn spawn_worker() {
+pub(crate) fn spawn_worker() {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
@@ -298,7 +298,7 @@ fn record_upload(cache_dir: &Path, entry: &str, bytes: u64) {
 }
 
 /// Total bytes uploaded, from `<cache>/uploads.jsonl`.
-pub fn uploaded_bytes(cache_dir: &Path) -> u64 {
+pub(crate) fn uploaded_bytes(cache_dir: &Path) -> u64 {
     fsutil::read_below(cache_dir, &cache_dir.join("uploads.jsonl"))
         .map(|bytes| {
             String::from_utf8_lossy(&bytes)
