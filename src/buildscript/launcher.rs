@@ -18,7 +18,7 @@ use crate::store::blobs::copy_fast;
 /// The real script's name beside the launcher (the launcher program uses the same name).
 pub const REAL_NAME: &str = "kache-real-build-script-build";
 /// The launcher program's name beside the kache binary.
-pub const LAUNCHER_PROGRAM: &str = "kache-launcher";
+pub(crate) const LAUNCHER_PROGRAM: &str = "kache-launcher";
 
 /// The launcher program shipped with this kache, if it is there.
 pub(crate) fn launcher_program() -> Option<PathBuf> {

@@ -19,7 +19,7 @@ use std::path::Path;
 
 /// Which packages' build-script runs are cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     Off,
     Registry,
     All,

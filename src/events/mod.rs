@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 /// Bumped when a field changes meaning or is removed; adding a field does not bump it.
 /// 2: events of C/C++ compiles (`compiler: "c"`) name the source file in `crate_name` and
 /// its language in `crate_types`.
-pub const SCHEMA: u32 = 2;
+pub(crate) const SCHEMA: u32 = 2;
 /// Size past which the log is rotated.
-pub const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
 #[serde(rename_all = "snake_case")]
@@ -40,16 +40,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::LocalHit => "local_hit",
-            Outcome::RemoteHit => "remote_hit",
-            Outcome::Miss => "miss",
-            Outcome::Error => "error",
-            Outcome::Passthrough => "passthrough",
-        }
-    }
-
     pub(crate) fn is_hit(self) -> bool {
         matches!(self, Outcome::LocalHit | Outcome::RemoteHit)
     }

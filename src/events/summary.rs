@@ -14,7 +14,7 @@ use super::{BuildEvent, Compiler, Outcome};
 
 /// Build-script runs among the invocations (`src/buildscript/`).
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
-pub struct RunFigures {
+pub(crate) struct RunFigures {
     pub hits: usize,
     pub misses: usize,
     pub passthrough: usize,
@@ -24,7 +24,7 @@ pub struct RunFigures {
 
 /// The C/C++ compiles among the invocations (build scripts through the `cc` crate).
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
-pub struct CFigures {
+pub(crate) struct CFigures {
     pub invocations: usize,
     pub hits: usize,
     pub misses: usize,
@@ -34,20 +34,20 @@ pub struct CFigures {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReasonCount {
+pub(crate) struct ReasonCount {
     pub reason: String,
     pub count: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SlowMiss {
+pub(crate) struct SlowMiss {
     pub crate_name: String,
     pub compile_time_ms: f64,
 }
 
 /// Running totals over the events seen so far.
 #[derive(Debug, Clone, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub invocations: usize,
     /// Unix milliseconds of the oldest and newest invocation counted.
     pub first_ts: Option<u64>,
@@ -84,14 +84,14 @@ pub struct Summary {
 
 /// Linear-interpolated percentiles of a set of times.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WarningCount {
+pub(crate) struct WarningCount {
     pub warning: String,
     pub count: usize,
 }

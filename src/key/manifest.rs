@@ -28,7 +28,7 @@ pub struct ManifestFile {
 /// shadow one the compile read (see `cc::shadow`). No content hashes to it, so a reader that
 /// does not know the convention sees a mismatch whenever the path exists, and a miss when it
 /// does not: either way never a wrong hit.
-pub const ABSENT: &str = "absent";
+pub(crate) const ABSENT: &str = "absent";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEnv {

@@ -23,10 +23,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever the meaning of any field changes; old entries then simply stop matching.
-pub const KEY_SCHEMA: u32 = 1;
+pub(crate) const KEY_SCHEMA: u32 = 1;
 
 /// Content hash of a file, as lowercase hex.
-pub type ContentHash = String;
+pub(crate) type ContentHash = String;
 
 /// Hashes files by content; the store's stat cache implements it so unchanged files are not
 /// read again.
@@ -172,7 +172,7 @@ impl From<Label> for String {
 
 /// Builds a key from labelled fields and remembers them for explanation.
 #[derive(Debug, Clone)]
-pub struct KeyBuilder {
+pub(crate) struct KeyBuilder {
     hasher: blake3::Hasher,
     fields: Vec<KeyField>,
 }

@@ -97,7 +97,7 @@ impl RemoteError {
 
 /// The layout generation; bump it when the bundle or manifest format changes incompatibly,
 /// so old and new kache versions sharing a bucket never read each other's objects.
-pub const LAYOUT_VERSION: &str = "v1";
+pub(crate) const LAYOUT_VERSION: &str = "v1";
 
 /// Object name of the bundle for entry `key` (lowercase hex).
 pub fn entry_object(key: &str) -> Result<String, RemoteError> {
@@ -140,15 +140,15 @@ fn fan_out(key: &str) -> Result<&str, RemoteError> {
 }
 
 /// Default per-process remote time budget.
-pub const DEFAULT_BUDGET: Duration = Duration::from_millis(2000);
+pub(crate) const DEFAULT_BUDGET: Duration = Duration::from_millis(2000);
 /// Default bound on one downloaded object.
-pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
+pub(crate) const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
 /// Default consecutive failures that open the circuit breaker.
-pub const DEFAULT_BREAKER_FAILURES: u32 = 3;
+pub(crate) const DEFAULT_BREAKER_FAILURES: u32 = 3;
 /// Default time the breaker stays open.
-pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(120);
 /// Default lifetime of a remembered remote miss.
-pub const DEFAULT_MISS_TTL: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_MISS_TTL: Duration = Duration::from_secs(600);
 
 /// Where the S3 credentials come from. `Debug` never shows a secret.
 #[derive(Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use crate::key::manifest::Manifest;
 
 /// What the store holds, in one look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Bytes of indexed blobs: what the store takes on disk.
     pub size: u64,
     pub entries: u64,
@@ -30,7 +30,7 @@ impl Totals {
 
 /// One entry as `kache list` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EntrySummary {
+pub(crate) struct EntrySummary {
     pub key: String,
     pub crate_name: String,
     pub crate_version: Option<String>,
@@ -47,7 +47,7 @@ pub struct EntrySummary {
 /// A stored entry with what `explain` compares: its key fields (in the entry) and the
 /// manifest of source-level inputs it was stored under.
 #[derive(Debug, Clone)]
-pub struct StoredCompile {
+pub(crate) struct StoredCompile {
     pub entry: Entry,
     pub manifest: Option<Manifest>,
     /// Unix seconds.

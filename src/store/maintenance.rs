@@ -25,11 +25,11 @@ use super::{Store, StoreError, Use, now_secs, remove_entry_in, write_tx};
 use crate::key::hash_file_contents;
 
 /// Unindexed blobs and temporary files younger than this may belong to a store in progress.
-pub const ORPHAN_GRACE: Duration = Duration::from_secs(15 * 60);
+pub(crate) const ORPHAN_GRACE: Duration = Duration::from_secs(15 * 60);
 
 /// An automatic gc brings the store down to this share of its limit, so the stores that
 /// follow do not start another one at once.
-pub const AUTO_GC_TARGET: f64 = 0.9;
+pub(crate) const AUTO_GC_TARGET: f64 = 0.9;
 
 /// Told how far a long maintenance task has got, to drive a progress bar.
 pub trait Progress {

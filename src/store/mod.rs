@@ -27,7 +27,7 @@ pub(crate) use crate::fsutil;
 
 const INDEX_SCHEMA: i64 = 2;
 /// How long a process waits for another's write transaction before giving up on the cache.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One hit on a stored entry, as the event log records it: what [`Store::fold_usage`]
 /// counts. The store does not read the log itself; it only stores what it is told.

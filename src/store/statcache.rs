@@ -16,7 +16,7 @@ use crate::fsutil::{FileStamp, hash_from_xattr, now_ns, set_hash_xattr};
 use crate::key::{ContentHash, FileHasher, hash_file_contents};
 
 /// Changes younger than this are never trusted from the cache.
-pub const RECENT_NS: i64 = 2_000_000_000;
+pub(crate) const RECENT_NS: i64 = 2_000_000_000;
 
 pub struct StatCache<'c> {
     conn: &'c Connection,

@@ -19,7 +19,7 @@ use crate::remote::{RemoteError, RemoteStore, candidate_object, entry_object};
 use crate::store::{Store, fsutil};
 
 /// Uploads of one entry are given up after this many failed attempts.
-pub const MAX_ATTEMPTS: u32 = 6;
+pub(crate) const MAX_ATTEMPTS: u32 = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct QueueItem {
