@@ -7,21 +7,23 @@
 //! [`wrapper`] glues them together; [`cli`] holds the commands people run. [`cc`] is the
 //! same pipeline for the C/C++ compiles build scripts run through the `cc` crate, and
 //! [`buildscript`] for build-script runs; [`frontend`] is what those three share (the lookup,
-//! faults, the event's append).
+//! faults, the event's append). [`fsutil`] holds the filesystem and path helpers all of them
+//! use.
 //! See `docs/architecture.md`.
 
 pub mod buildscript;
-pub mod cc;
+mod cc;
 pub mod cli;
-pub mod compile;
-pub mod config;
+mod compile;
+mod config;
 pub mod events;
-pub mod frontend;
-pub mod invocation;
+mod frontend;
+mod fsutil;
+mod invocation;
 pub mod key;
 pub mod remote;
-pub mod restore;
+mod restore;
 pub mod store;
 pub mod sync;
-pub mod testhook;
+mod testhook;
 pub mod wrapper;

@@ -10,10 +10,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use crate::compile::{self, outputs};
+use crate::compile;
 use crate::config::{Config, IncrementalMode};
 use crate::events::{self, BuildEvent, Outcome};
 use crate::frontend::{self, Fault, Front, Hit, io_fault, ms, plain};
+use crate::fsutil::{self, absolute};
+use crate::invocation::outputs;
 use crate::invocation::{CompilerFamily, EmitKind, Invocation, PassthroughReason, RustcArgs};
 use crate::key::depinfo::DepInfo;
 use crate::key::invocation_key::{KeyInputs, invocation_key};
@@ -21,7 +23,7 @@ use crate::key::manifest::{Manifest, ManifestEnv, ManifestFile};
 use crate::key::roots::{RootSources, Roots, Spelling};
 use crate::key::{FileHasher, KeyField, env as keyenv, toolchain};
 use crate::restore;
-use crate::store::{Entry, StatCache, Store, StoreError, StoredOutput, fsutil};
+use crate::store::{Entry, StatCache, Store, StoreError, StoredOutput};
 
 /// Runs one wrapper invocation and returns the exit code for the process.
 pub fn run(wrapper_args: Vec<OsString>) -> i32 {
@@ -716,14 +718,6 @@ fn stderr_spelling(args: &RustcArgs) -> Spelling {
         Spelling::Json
     } else {
         Spelling::Plain
-    }
-}
-
-fn absolute(cwd: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        cwd.join(p)
     }
 }
 

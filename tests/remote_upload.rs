@@ -2,7 +2,8 @@
 //! - a blob damaged on disk is never packed into a bundle: the entry is dropped locally and
 //!   nothing of it reaches the bucket;
 //! - uploaders of the same invocation key at the same moment keep each other's candidates
-//!   (a reader finds both).
+//!   (a reader finds both);
+//! - a manifest object an older version wrote is still read (in memory, no server needed).
 //!
 //! Needs `moto_server` on PATH (`e2e/run-tests` installs it).
 
@@ -10,7 +11,7 @@ mod support_s3;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Barrier;
+use std::sync::{Barrier, Mutex};
 
 use kache::key::manifest::{Manifest, ManifestFile};
 use kache::remote::s3::S3Remote;
@@ -192,9 +193,45 @@ fn concurrent_uploaders_of_one_invocation_key_keep_each_others_candidates() {
     }
 }
 
+/// A bucket in memory: the older-version test lays objects out by hand and needs no server.
+#[derive(Default)]
+struct MemoryStore {
+    objects: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl MemoryStore {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn objects(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        self.objects.lock().expect("memory store poisoned")
+    }
+}
+
+impl RemoteStore for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        Ok(self.objects().get(key).cloned())
+    }
+    fn put(&self, key: &str, body: &[u8]) -> Result<(), RemoteError> {
+        self.objects().insert(key.to_string(), body.to_vec());
+        Ok(())
+    }
+    fn exists(&self, key: &str) -> Result<bool, RemoteError> {
+        Ok(self.objects().contains_key(key))
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, RemoteError> {
+        let objects = self.objects();
+        Ok(objects
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+}
+
 #[test]
 fn a_manifest_object_written_by_an_older_version_is_still_read() {
-    use kache::remote::memory::MemoryStore;
     use kache::remote::{candidate_object, manifest_object};
     use kache::sync::{Candidate, RemoteManifests};
     let dir = tempfile::tempdir().expect("tempdir");

@@ -4,7 +4,6 @@
 #
 #   e2e/bench/smoke.sh                  # builds kache (cargo build --release) if needed
 #   KACHE_BIN=/path/to/kache e2e/bench/smoke.sh
-#   KACHE_BENCH_MOCK=1 e2e/bench/smoke.sh   # a rustc pass-through stand-in for kache
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -58,9 +57,7 @@ mod tests {
 }
 RS
 
-if [ "${KACHE_BENCH_MOCK:-}" = 1 ]; then
-    kache="$here/mock_kache.py"
-elif [ -n "${KACHE_BIN:-}" ]; then
+if [ -n "${KACHE_BIN:-}" ]; then
     kache="$KACHE_BIN"
 else
     (cd "$repo" && cargo build --release --quiet)

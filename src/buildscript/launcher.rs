@@ -18,10 +18,10 @@ use crate::store::blobs::copy_fast;
 /// The real script's name beside the launcher (the launcher program uses the same name).
 pub const REAL_NAME: &str = "kache-real-build-script-build";
 /// The launcher program's name beside the kache binary.
-pub const LAUNCHER_PROGRAM: &str = "kache-launcher";
+pub(crate) const LAUNCHER_PROGRAM: &str = "kache-launcher";
 
 /// The launcher program shipped with this kache, if it is there.
-pub fn launcher_program() -> Option<PathBuf> {
+pub(crate) fn launcher_program() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let program = exe.with_file_name(LAUNCHER_PROGRAM);
     program.is_file().then_some(program)
@@ -29,7 +29,7 @@ pub fn launcher_program() -> Option<PathBuf> {
 
 /// The script executable among a `build_script_build` compile's outputs (the one without an
 /// extension; the others are dep-info and the like).
-pub fn script_output(output_names: &[String]) -> Option<&str> {
+pub(crate) fn script_output(output_names: &[String]) -> Option<&str> {
     output_names
         .iter()
         .map(String::as_str)

@@ -10,16 +10,16 @@
 //! restored stale, where cargo would not have rerun it either in the same target dir, but a
 //! fresh target dir would); `KACHE_BUILD_SCRIPTS=off` turns the feature off.
 
-pub mod key;
+pub(crate) mod key;
 pub mod launcher;
-pub mod restore;
+pub(crate) mod restore;
 pub mod run;
 
 use std::path::Path;
 
 /// Which packages' build-script runs are cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     Off,
     Registry,
     All,
@@ -37,7 +37,11 @@ impl Scope {
 }
 
 /// Whether the package at `package_dir` has its build-script runs cached.
-pub fn is_cached_package(scope: Scope, package_dir: &Path, cargo_home: Option<&Path>) -> bool {
+pub(crate) fn is_cached_package(
+    scope: Scope,
+    package_dir: &Path,
+    cargo_home: Option<&Path>,
+) -> bool {
     match scope {
         Scope::Off => false,
         Scope::All => true,

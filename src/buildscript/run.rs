@@ -22,10 +22,11 @@ use super::{Scope, cargo_home, is_cached_package};
 use crate::config::Config;
 use crate::events::{self, BuildEvent, Outcome};
 use crate::frontend::{self, Fault, Front, Hit, io_fault, ms};
+use crate::fsutil;
 use crate::key::manifest::Manifest;
 use crate::key::roots::{Roots, Spelling};
 use crate::restore::RestoreStats;
-use crate::store::{Entry, StatCache, Store, StoredOutput, fsutil};
+use crate::store::{Entry, StatCache, Store, StoredOutput};
 
 /// Set by the launcher: the real script's path.
 pub const REAL_VAR: &str = "KACHE_BUILD_SCRIPT_REAL";

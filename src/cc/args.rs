@@ -147,8 +147,6 @@ pub enum DirKind {
 pub struct CcArgs {
     /// Every argument as given.
     pub tokens: Vec<String>,
-    /// Index of the source file in `tokens`.
-    pub source_index: usize,
     /// Indices of the `-o` option and its value (one index for `-ofile`).
     pub output_indices: Vec<usize>,
     pub source: String,
@@ -329,7 +327,6 @@ impl CcArgs {
         Ok(CcArgs {
             source: tokens[source_index].clone(),
             tokens,
-            source_index,
             output_indices,
             output,
             lang,

@@ -109,7 +109,7 @@ pub fn compiler_info(compiler: &Path, cache_dir: &Path) -> Result<CompilerInfo, 
         meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
     );
     let memo_path = memo_path(cache_dir, compiler);
-    if let Ok(bytes) = crate::store::fsutil::read_below(cache_dir, &memo_path)
+    if let Ok(bytes) = crate::fsutil::read_below(cache_dir, &memo_path)
         && let Ok(memo) = serde_json::from_slice::<Memo>(&bytes)
         && memo.path == compiler
         && memo.size == size
@@ -126,7 +126,7 @@ pub fn compiler_info(compiler: &Path, cache_dir: &Path) -> Result<CompilerInfo, 
     };
     // The memo only saves time: failing to write it never changes a key.
     if let Ok(json) = serde_json::to_vec(&memo) {
-        let _ = crate::store::fsutil::write_atomic(cache_dir, &memo_path, &json);
+        let _ = crate::fsutil::write_atomic(cache_dir, &memo_path, &json);
     }
     Ok(info)
 }

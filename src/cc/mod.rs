@@ -27,13 +27,14 @@ use crate::compile;
 use crate::config::Config;
 use crate::events::{BuildEvent, Outcome};
 use crate::frontend::{self, Fault, Front, Hit, io_fault, ms, plain};
+use crate::fsutil;
 use crate::invocation::Invocation;
 use crate::key::KeyField;
 use crate::key::invocation_key::resolve_program;
 use crate::key::manifest::Manifest;
 use crate::key::roots::{Roots, Spelling};
 use crate::restore;
-use crate::store::{Entry, StatCache, Store, StoredOutput, fsutil};
+use crate::store::{Entry, StatCache, Store, StoredOutput};
 
 /// Runs one C/C++ compiler invocation through the cache; fills `event` and returns the exit
 /// code.

@@ -4,6 +4,8 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
+use super::exit::Exit;
+
 use anyhow::Context;
 
 use super::format;
@@ -28,7 +30,7 @@ pub fn run(config: &Config, args: ClearArgs) -> anyhow::Result<ExitCode> {
             "kache: error: refusing to clear {} without --yes (standard input is not a terminal)",
             config.dir.display()
         );
-        return Ok(ExitCode::from(2));
+        return Ok(Exit::Usage.into());
     }
     if !config.dir.join("index.db").exists() {
         if args.json {
@@ -55,7 +57,7 @@ pub fn run(config: &Config, args: ClearArgs) -> anyhow::Result<ExitCode> {
             .context("reading the answer")?;
         if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES") {
             eprintln!("nothing removed");
-            return Ok(ExitCode::from(1));
+            return Ok(Exit::Failure.into());
         }
     }
     let report = store.clear(&Bar::stderr()).context("clearing the store")?;

@@ -10,6 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
+use super::exit::Exit;
 use crate::config::Config;
 use crate::remote::RemoteStore;
 
@@ -49,7 +50,7 @@ pub fn run(config: &Config, _args: DoctorArgs) -> anyhow::Result<ExitCode> {
     }
     remote(&mut r, config);
     Ok(if r.failed {
-        ExitCode::from(1)
+        Exit::Failure.into()
     } else {
         ExitCode::SUCCESS
     })
@@ -121,7 +122,7 @@ fn cache_dir(r: &mut Report, dir: &Path) -> bool {
     let probe = dir
         .join("tmp")
         .join(format!(".doctor.{}", std::process::id()));
-    match crate::store::fsutil::write_atomic(dir, &probe, b"probe") {
+    match crate::fsutil::write_atomic(dir, &probe, b"probe") {
         Ok(()) => {
             let _ = std::fs::remove_file(&probe);
             r.line(

@@ -2,10 +2,9 @@
 //!
 //! Compares what the latest miss was stored under (its key fields and its manifest of source
 //! files and env-deps) with the nearest other stored entry of the same crate, and names every
-//! field that differs. [`diff`] is pure and tested; [`run`] only gathers the two sides from the
-//! event log and the store.
+//! field that differs. The differences come from [`crate::key::diff`]; this module says them
+//! for people, and [`run`] only gathers the two sides from the event log and the store.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -14,8 +13,10 @@ use serde::Serialize;
 use super::format;
 use crate::config::Config;
 use crate::events::{self, BuildEvent, Outcome};
-use crate::key::KeyField;
-use crate::key::manifest::Manifest;
+use crate::key::Label;
+use crate::key::diff::{
+    Change, Difference, Inputs, Part, diff, multiset_minus, option_name, without_unit_hashes,
+};
 use crate::store::catalog::StoredCompile;
 
 #[derive(Debug, clap::Args)]
@@ -26,285 +27,6 @@ pub struct ExplainArgs {
     /// Print the explanation as JSON
     #[arg(long)]
     json: bool,
-}
-
-/// Which part of the key a difference is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Part {
-    /// A field of the invocation key (arguments, toolchain, keyed env, dependencies).
-    Field,
-    /// A source file the compile read (from dep-info).
-    File,
-    /// A variable the crate read with `env!`/`option_env!` (from dep-info).
-    EnvDep,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "change", rename_all = "snake_case")]
-pub enum Change {
-    Added {
-        value: String,
-    },
-    Removed {
-        value: String,
-    },
-    Changed {
-        from: String,
-        to: String,
-    },
-    /// A file read from another path with the same content.
-    Moved {
-        from: String,
-        to: String,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Difference {
-    pub part: Part,
-    /// The field's label (`arg -C`, `env FOO`, `extern serde`), the file's path or the
-    /// variable's name.
-    pub name: String,
-    #[serde(flatten)]
-    pub change: Change,
-    /// Only a consequence of cargo giving the unit a new hash (paths and `-C metadata` that
-    /// differ in nothing but that hash), not a cause of the miss by itself.
-    pub derived: bool,
-}
-
-/// What one compile was keyed on.
-#[derive(Debug, Clone, Copy)]
-pub struct Inputs<'a> {
-    pub fields: &'a [KeyField],
-    pub manifest: Option<&'a Manifest>,
-}
-
-/// Labels whose values form a set: a swapped value is one removed and one added.
-const SET_LABELS: &[&str] = &["cfg", "check-cfg", "emit"];
-
-/// Every difference between what `old` and `new` were keyed on, invocation fields first.
-/// Causes come first (environment, then sources, then arguments, then dependencies), and
-/// differences that only follow from a new unit hash last.
-pub fn diff(old: Inputs, new: Inputs) -> Vec<Difference> {
-    let mut out = diff_fields(old.fields, new.fields);
-    let empty = Manifest::default();
-    let (om, nm) = (
-        old.manifest.unwrap_or(&empty),
-        new.manifest.unwrap_or(&empty),
-    );
-    let files = |m: &Manifest| -> BTreeMap<String, String> {
-        m.files
-            .iter()
-            .map(|f| (f.path.clone(), f.hash.clone()))
-            .collect()
-    };
-    out.extend(pair_moved_files(diff_maps(
-        Part::File,
-        &files(om),
-        &files(nm),
-    )));
-    let envs = |m: &Manifest| -> BTreeMap<String, String> {
-        m.env
-            .iter()
-            .map(|e| (e.name.clone(), env_value(e.value.as_deref())))
-            .collect()
-    };
-    out.extend(diff_maps(Part::EnvDep, &envs(om), &envs(nm)));
-    for d in &mut out {
-        if let Change::Changed { from, to } = &d.change
-            && d.part != Part::File
-            && without_unit_hashes(from) == without_unit_hashes(to)
-        {
-            d.derived = true;
-        }
-    }
-    out.sort_by_key(|d| (d.derived, rank(d)));
-    out
-}
-
-fn rank(d: &Difference) -> u8 {
-    match d.part {
-        Part::Field if d.name.starts_with("env ") => 0,
-        Part::File | Part::EnvDep => 1,
-        Part::Field if d.name.starts_with("extern ") => 3,
-        Part::Field => 2,
-    }
-}
-
-/// `s` with every cargo unit hash (a run of exactly 16 lowercase hex digits standing alone,
-/// as in `libfoo-0123456789abcdef.rlib` or `metadata=0123456789abcdef`) replaced by `#`.
-/// Content hashes are longer, so they stay.
-fn without_unit_hashes(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let run = bytes[i..]
-            .iter()
-            .take_while(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-            .count();
-        let starts_word = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
-        let ends_word = bytes
-            .get(i + run)
-            .is_none_or(|b| !b.is_ascii_alphanumeric());
-        if run == 16 && starts_word && ends_word {
-            out.push('#');
-            i += run;
-        } else {
-            let step = run.max(1);
-            // Runs are ASCII; otherwise step over one whole character.
-            let end = if run > 0 {
-                i + step
-            } else {
-                i + s[i..].chars().next().map_or(1, char::len_utf8)
-            };
-            out.push_str(&s[i..end]);
-            i = end;
-        }
-    }
-    out
-}
-
-/// A file that is only read from a path with a new unit hash (a build script's `OUT_DIR`)
-/// shows as one file moved, or changed when its content differs too.
-fn pair_moved_files(mut diffs: Vec<Difference>) -> Vec<Difference> {
-    let mut out = Vec::new();
-    while let Some(d) = diffs.pop() {
-        let Change::Removed { value: old_hash } = &d.change else {
-            out.push(d);
-            continue;
-        };
-        let key = without_unit_hashes(&d.name);
-        let partner = diffs.iter().position(|a| {
-            matches!(a.change, Change::Added { .. }) && without_unit_hashes(&a.name) == key
-        });
-        match partner {
-            Some(j) => {
-                let added = diffs.remove(j);
-                let Change::Added { value: new_hash } = added.change else {
-                    continue;
-                };
-                out.push(if &new_hash == old_hash {
-                    Difference {
-                        part: Part::File,
-                        name: added.name.clone(),
-                        change: Change::Moved {
-                            from: d.name,
-                            to: added.name,
-                        },
-                        derived: true,
-                    }
-                } else {
-                    Difference {
-                        part: Part::File,
-                        name: added.name,
-                        change: Change::Changed {
-                            from: old_hash.clone(),
-                            to: new_hash,
-                        },
-                        derived: false,
-                    }
-                });
-            }
-            None => out.push(d),
-        }
-    }
-    out.reverse();
-    out
-}
-
-fn env_value(v: Option<&str>) -> String {
-    match v {
-        Some(v) => format!("{v:?}"),
-        None => "(unset)".to_owned(),
-    }
-}
-
-fn diff_maps(
-    part: Part,
-    old: &BTreeMap<String, String>,
-    new: &BTreeMap<String, String>,
-) -> Vec<Difference> {
-    let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-    names
-        .into_iter()
-        .filter_map(|name| {
-            let change = match (old.get(name), new.get(name)) {
-                (Some(a), Some(b)) if a == b => return None,
-                (Some(a), Some(b)) => Change::Changed {
-                    from: a.clone(),
-                    to: b.clone(),
-                },
-                (None, Some(b)) => Change::Added { value: b.clone() },
-                (Some(a), None) => Change::Removed { value: a.clone() },
-                (None, None) => return None,
-            };
-            Some(Difference {
-                part,
-                name: name.clone(),
-                change,
-                derived: false,
-            })
-        })
-        .collect()
-}
-
-/// Compares field lists label by label, treating a label's values as a multiset (a label
-/// such as `arg -C` or `cfg` appears many times).
-fn diff_fields(old: &[KeyField], new: &[KeyField]) -> Vec<Difference> {
-    let mut labels: Vec<&str> = Vec::new();
-    for f in new.iter().chain(old) {
-        if !labels.contains(&f.label.as_str()) {
-            labels.push(&f.label);
-        }
-    }
-    let values = |fields: &[KeyField], label: &str| -> Vec<String> {
-        fields
-            .iter()
-            .filter(|f| f.label == label)
-            .map(|f| f.value.clone())
-            .collect()
-    };
-    let mut out = Vec::new();
-    for label in labels {
-        let (a, b) = (values(old, label), values(new, label));
-        let mut removed = multiset_minus(&a, &b);
-        let mut added = multiset_minus(&b, &a);
-        let field = |change| Difference {
-            part: Part::Field,
-            name: label.to_owned(),
-            change,
-            derived: false,
-        };
-        if !SET_LABELS.contains(&label) {
-            // Pair a removed and an added value that set the same option (`opt-level=0` and
-            // `opt-level=3`), or the only two there are.
-            let single = removed.len() == 1 && added.len() == 1;
-            let mut i = 0;
-            while i < removed.len() {
-                let name = option_name(&removed[i]);
-                match added.iter().position(|v| single || option_name(v) == name) {
-                    Some(j) => out.push(field(Change::Changed {
-                        from: removed.remove(i),
-                        to: added.remove(j),
-                    })),
-                    None => i += 1,
-                }
-            }
-        }
-        out.extend(
-            removed
-                .into_iter()
-                .map(|value| field(Change::Removed { value })),
-        );
-        out.extend(
-            added
-                .into_iter()
-                .map(|value| field(Change::Added { value })),
-        );
-    }
-    out
 }
 
 /// `text` broken at spaces into lines of at most `width` characters, each after `indent`.
@@ -331,24 +53,6 @@ fn wrap(text: &str, width: usize, indent: &str) -> String {
     out
 }
 
-fn option_name(value: &str) -> &str {
-    value.split('=').next().unwrap_or(value)
-}
-
-fn multiset_minus(a: &[String], b: &[String]) -> Vec<String> {
-    let mut rest: Vec<&String> = b.iter().collect();
-    a.iter()
-        .filter(|v| match rest.iter().position(|r| r == v) {
-            Some(i) => {
-                rest.swap_remove(i);
-                false
-            }
-            None => true,
-        })
-        .cloned()
-        .collect()
-}
-
 /// A keyed environment value as recorded (`=value` or `unset`), for people.
 fn keyed_env(v: &str) -> String {
     match v.strip_prefix('=') {
@@ -373,15 +77,13 @@ impl Difference {
                 .unwrap_or(&self.name)
                 .to_owned(),
             Part::EnvDep => format!("env {} (read by the crate)", self.name),
-            Part::Field => {
-                let flag = self.name.strip_prefix("arg ").unwrap_or(&self.name);
-                match &self.change {
-                    Change::Changed { from, .. } if flag == "-C" => {
-                        format!("-C {}", option_name(from))
-                    }
-                    _ => flag.to_owned(),
+            Part::Field => match (&self.label, &self.change) {
+                (Some(Label::Arg(flag)), Change::Changed { from, .. }) if flag == "-C" => {
+                    format!("-C {}", option_name(from))
                 }
-            }
+                (Some(Label::Arg(flag)), _) => flag.clone(),
+                _ => self.name.clone(),
+            },
         }
     }
 
@@ -408,14 +110,17 @@ impl Difference {
             }
             (Part::EnvDep, Removed { .. }) => format!("env {name}: no longer read"),
             (Part::EnvDep, Moved { from, to }) => format!("env {name}: {from} → {to}"),
-            (Part::Field, change) => describe_field(name, change),
+            (Part::Field, change) => match &self.label {
+                Some(label) => describe_field(label, change),
+                None => describe_field(&Label::Named(name.clone()), change),
+            },
         }
     }
 }
 
-fn describe_field(label: &str, change: &Change) -> String {
+fn describe_field(label: &Label, change: &Change) -> String {
     use Change::*;
-    if let Some(var) = label.strip_prefix("env ") {
+    if let Label::Env(var) = label {
         // Only set variables are keyed (besides the user's extra list), so a variable
         // missing on one side was unset there.
         let (from, to) = match change {
@@ -423,7 +128,7 @@ fn describe_field(label: &str, change: &Change) -> String {
             Added { value } => ("unset", value.as_str()),
             Removed { value } => (value.as_str(), "unset"),
         };
-        if let Some(sep) = match var {
+        if let Some(sep) = match var.as_str() {
             "RUSTFLAGS" => Some(' '),
             "CARGO_ENCODED_RUSTFLAGS" => Some('\u{1f}'),
             _ => None,
@@ -462,7 +167,7 @@ fn describe_field(label: &str, change: &Change) -> String {
             ),
         };
     }
-    if let Some(dep) = label.strip_prefix("extern ") {
+    if let Label::Extern(dep) = label {
         return match change {
             Changed { from, to } | Moved { from, to } => {
                 // `<path> <content hash>`: the same path (up to cargo's unit hash) means the
@@ -483,15 +188,23 @@ fn describe_field(label: &str, change: &Change) -> String {
             Removed { .. } => format!("dependency {dep} removed"),
         };
     }
-    let what = match label {
-        "cfg" => "--cfg".to_owned(),
-        "check-cfg" => "--check-cfg".to_owned(),
-        "emit" => "--emit".to_owned(),
-        "input" => "input file".to_owned(),
-        "clippy-conf" => "clippy configuration".to_owned(),
-        other => other.strip_prefix("arg ").unwrap_or(other).to_owned(),
+    let name = match label {
+        Label::Named(name) => name.as_str(),
+        _ => "",
     };
-    match (label, change) {
+    let what = match label {
+        Label::Arg(flag) => flag.clone(),
+        Label::Named(_) => match name {
+            "cfg" => "--cfg".to_owned(),
+            "check-cfg" => "--check-cfg".to_owned(),
+            "emit" => "--emit".to_owned(),
+            "input" => "input file".to_owned(),
+            "clippy-conf" => "clippy configuration".to_owned(),
+            other => other.to_owned(),
+        },
+        other => other.to_string(),
+    };
+    match (name, change) {
         (
             "toolchain" | "rustc-release" | "linker" | "driver" | "target-json" | "clippy-conf",
             Changed { .. },
@@ -573,7 +286,9 @@ pub fn run(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_existing(config)?;
     if let Some(store) = &store {
         // Hits are recorded in the event log; fold them in so the counts shown are current.
-        store.fold_usage(&events).context("folding usage")?;
+        store
+            .fold_usage(&super::uses(&events))
+            .context("folding usage")?;
     }
     let mut name = args.crate_name.clone();
     let known = |n: &str| -> anyhow::Result<bool> {
@@ -776,7 +491,8 @@ pub fn render(x: &Explanation, now: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::manifest::{ManifestEnv, ManifestFile};
+    use crate::key::KeyField;
+    use crate::key::manifest::{Manifest, ManifestEnv, ManifestFile};
 
     fn f(label: &str, value: &str) -> KeyField {
         KeyField {

@@ -51,13 +51,17 @@ pub fn run(config: &Config, args: GcArgs) -> anyhow::Result<ExitCode> {
         scratch = Some(path);
     }
     let limit = args.max_size.unwrap_or(config.max_size);
+    let events = super::logged_events(config).unwrap_or_default();
     let bar = Bar::stderr();
     let report = if let Some(name) = &args.crate_name {
         store
             .remove_crate(&name.replace('-', "_"), args.dry_run)
             .context("removing the crate's entries")?
     } else if args.auto {
-        match store.auto_gc(limit, &bar).context("collecting garbage")? {
+        match store
+            .auto_gc(limit, &super::uses(&events), &bar)
+            .context("collecting garbage")?
+        {
             Some(r) => r,
             None => return Ok(ExitCode::SUCCESS),
         }
@@ -67,6 +71,7 @@ pub fn run(config: &Config, args: GcArgs) -> anyhow::Result<ExitCode> {
                 limit,
                 args.max_age.map(Duration::from_secs),
                 args.dry_run,
+                &super::uses(&events),
                 &bar,
             )
             .context("collecting garbage")?

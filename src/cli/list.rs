@@ -6,7 +6,6 @@ use anyhow::Context;
 
 use super::format::{self, truncate};
 use crate::config::Config;
-use crate::events;
 use crate::store::catalog::EntrySummary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,8 +36,10 @@ pub struct ListArgs {
 pub fn run(config: &Config, args: ListArgs) -> anyhow::Result<ExitCode> {
     let mut entries = if let Some(store) = super::open_existing(config)? {
         // Hits are recorded in the event log; fold them in so counts and ages are current.
-        if let Ok(events) = events::read_all(&config.dir) {
-            store.fold_usage(&events).context("folding usage")?;
+        if let Some(events) = super::logged_events(config) {
+            store
+                .fold_usage(&super::uses(&events))
+                .context("folding usage")?;
         }
         let filter = args.crate_name.as_ref().map(|c| c.replace('-', "_"));
         store

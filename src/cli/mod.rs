@@ -3,11 +3,13 @@
 //! Each command is a thin layer that reads the store or the event log through the library and
 //! formats the answer for a terminal or as JSON. No pipeline logic lives here.
 //!
-//! Exit codes: 0 success, 1 the command failed or found problems, 2 bad usage (unknown flag,
-//! bad value, unusable cache directory or settings, a confirmation that cannot be asked).
+//! Exit codes ([`exit::Exit`]): 0 success, 1 the command failed or found problems, 2 bad usage
+//! (unknown flag, bad value, unusable cache directory or settings, a confirmation that cannot
+//! be asked).
 
 mod clear;
 mod doctor;
+pub mod exit;
 mod explain;
 mod format;
 mod gc;
@@ -27,8 +29,10 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
+use crate::events::BuildEvent;
 use crate::invocation::CompilerFamily;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Use};
+use exit::Exit;
 
 /// A build cache for Rust.
 #[derive(Debug, Parser)]
@@ -117,7 +121,12 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            }
+            .into();
         }
     };
     finish(match cli.command {
@@ -185,7 +194,7 @@ fn with_config(
         Ok(c) => c,
         Err(e) => {
             eprintln!("kache: error: {e}");
-            return Ok(ExitCode::from(2));
+            return Ok(Exit::Usage.into());
         }
     };
     // The directory, or the nearest part of its path that exists, must be a directory: a
@@ -202,7 +211,7 @@ fn with_config(
             "kache: error: cache directory {} is not a directory{what} (set KACHE_DIR)",
             config.dir.display()
         );
-        return Ok(ExitCode::from(2));
+        return Ok(Exit::Usage.into());
     }
     // A dir that does not exist yet is made (and checked) by the store when a command needs
     // it; one that exists must be trustworthy even for commands that only read it.
@@ -211,7 +220,7 @@ fn with_config(
         && let Err(e) = crate::store::trust_cache_dir(&config.dir, false)
     {
         eprintln!("kache: error: {e}");
-        return Ok(ExitCode::from(2));
+        return Ok(Exit::Usage.into());
     }
     command(&config)
 }
@@ -266,16 +275,34 @@ fn open_required(config: &Config) -> anyhow::Result<Store> {
     })
 }
 
+/// The event log of `config`'s cache, for folding its hits into the store; `None` when it
+/// cannot be read (the counts then stay as last folded).
+fn logged_events(config: &Config) -> Option<Vec<BuildEvent>> {
+    crate::events::read_all(&config.dir).ok()
+}
+
+/// The hits among `events`, for [`Store::fold_usage`]: the log is the record of use.
+fn uses(events: &[BuildEvent]) -> Vec<Use<'_>> {
+    events
+        .iter()
+        .filter(|e| e.result.is_hit())
+        .map(|e| Use {
+            key: e.cache_key.as_deref(),
+            at_ms: e.ts,
+        })
+        .collect()
+}
+
 fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) if e.downcast_ref::<Unusable>().is_some() => {
             eprintln!("kache: error: {e}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
         Err(e) => {
             eprintln!("kache: error: {e:#}");
-            ExitCode::from(1)
+            Exit::Failure.into()
         }
     }
 }
@@ -286,9 +313,12 @@ mod tests {
 
     #[test]
     fn every_subcommand_is_a_command_word() {
+        // `is_command` is true for any word that names no compiler, so it cannot tell a
+        // listed subcommand from a forgotten one: check the list itself. A missing one
+        // would be run as a compiler if it looked like one, and lose its lean completions.
         for sub in Cli::command().get_subcommands() {
             assert!(
-                is_command(sub.get_name()),
+                COMMANDS.contains(&sub.get_name()),
                 "{} missing from COMMANDS",
                 sub.get_name()
             );

@@ -1,13 +1,16 @@
 //! `kache monitor`: a live view of the event log while builds run: hits and misses as they
 //! happen, the hit rate, the time saved and the slowest compiles.
 //!
-//! [`MonitorState`] folds events in; [`draw`] is a pure function of it (tested with ratatui's
-//! `TestBackend`); [`run`] only wires the log follower ([`crate::events::tail`]) and the
-//! terminal together. `q`, Esc or Ctrl-C quits.
+//! [`MonitorState`] folds events in, its figures through the [`Summary`] `kache stats` uses
+//! too; [`draw`] is a pure function of it (tested with ratatui's `TestBackend`); [`run`] only
+//! wires the log follower ([`crate::events::tail`]) and the terminal together. `q`, Esc or
+//! Ctrl-C quits.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+
+use super::exit::Exit;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,6 +23,7 @@ use ratatui::{DefaultTerminal, Frame};
 
 use super::format::{self, truncate};
 use crate::config::Config;
+use crate::events::summary::Summary;
 use crate::events::tail::{Batch, LogTail, Reopened};
 use crate::events::{self, BuildEvent, Outcome};
 
@@ -42,14 +46,8 @@ pub struct MonitorState {
     pub log_path: String,
     /// Unix milliseconds at the last tick, for the ages shown.
     pub now_ms: u64,
-    pub local_hits: usize,
-    pub remote_hits: usize,
-    pub misses: usize,
-    pub passthrough: usize,
-    pub errors: usize,
-    pub hit_compile_ms: f64,
-    pub hit_elapsed_ms: f64,
-    pub miss_compile_ms: f64,
+    /// The figures, counted as `kache stats` counts them.
+    pub summary: Summary,
     /// Newest first.
     pub recent: VecDeque<BuildEvent>,
     /// Slowest rustc runs seen, slowest first: (crate, milliseconds).
@@ -82,18 +80,8 @@ impl MonitorState {
     }
 
     pub fn record(&mut self, e: BuildEvent) {
-        match e.result {
-            Outcome::LocalHit => self.local_hits += 1,
-            Outcome::RemoteHit => self.remote_hits += 1,
-            Outcome::Miss => self.misses += 1,
-            Outcome::Passthrough => self.passthrough += 1,
-            Outcome::Error => self.errors += 1,
-        }
-        if e.result.is_hit() {
-            self.hit_compile_ms += e.compile_time_ms;
-            self.hit_elapsed_ms += e.elapsed_ms;
-        } else if e.result == Outcome::Miss {
-            self.miss_compile_ms += e.compile_time_ms;
+        self.summary.record(&e);
+        if e.result == Outcome::Miss {
             let name = e.crate_name.clone().unwrap_or_else(|| "?".into());
             let at = self
                 .slowest
@@ -105,18 +93,6 @@ impl MonitorState {
         }
         self.recent.push_front(e);
         self.recent.truncate(RECENT);
-    }
-
-    fn hit_rate(&self) -> String {
-        let hits = (self.local_hits + self.remote_hits) as f64;
-        format::percent(hits, hits + self.misses as f64)
-    }
-
-    fn weighted_hit_rate(&self) -> String {
-        format::percent(
-            self.hit_compile_ms,
-            self.hit_compile_ms + self.miss_compile_ms,
-        )
     }
 }
 
@@ -139,22 +115,23 @@ pub fn draw(frame: &mut Frame, state: &MonitorState) {
     ])
     .areas(frame.area());
     let bold = Style::new().add_modifier(Modifier::BOLD);
+    let s = &state.summary;
+    let hits = s.local_hits + s.remote_hits;
     let summary = vec![
         Line::from(format!(
             "hits {} (local {}, remote {})   misses {}   passthrough {}   errors {}",
-            state.local_hits + state.remote_hits,
-            state.local_hits,
-            state.remote_hits,
-            state.misses,
-            state.passthrough,
-            state.errors
+            hits, s.local_hits, s.remote_hits, s.misses, s.passthrough, s.errors
         )),
         Line::styled(
             format!(
                 "hit rate {}   by compile time {}   time saved {}",
-                state.hit_rate(),
-                state.weighted_hit_rate(),
-                format::duration_ms((state.hit_compile_ms - state.hit_elapsed_ms).max(0.0))
+                // Shares of what was counted so far, "-" before the first cacheable one.
+                format::percent(hits as f64, (hits + s.misses) as f64),
+                format::percent(
+                    s.hit_compile_time_ms,
+                    s.hit_compile_time_ms + s.miss_compile_time_ms
+                ),
+                format::duration_ms(s.time_saved_ms().max(0.0))
             ),
             bold,
         ),
@@ -255,7 +232,7 @@ fn quits(key: KeyEvent) -> bool {
 pub fn run(config: &Config, args: MonitorArgs) -> anyhow::Result<ExitCode> {
     if !std::io::stdout().is_terminal() {
         eprintln!("kache: error: `kache monitor` needs a terminal (try `kache stats`)");
-        return Ok(ExitCode::from(2));
+        return Ok(Exit::Usage.into());
     }
     let path = events::log_path(&config.dir);
     let mut tail = LogTail::open(&path, args.from_start);

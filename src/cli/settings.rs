@@ -6,6 +6,8 @@
 
 use std::process::ExitCode;
 
+use super::exit::Exit;
+
 use serde::Serialize;
 
 use super::format;
@@ -35,7 +37,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("kache: error: {e}");
-            return Ok(ExitCode::from(2));
+            return Ok(Exit::Usage.into());
         }
     };
     let from = |vars: &[&str], key: &str| -> String {

@@ -3,7 +3,6 @@
 //! [`summarize`] folds events into figures and [`render`] lays them out; both are pure, so the
 //! figures are tested without a store. Only [`run`] reads the log and the index.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
@@ -12,7 +11,10 @@ use serde::Serialize;
 
 use super::format::{self, truncate};
 use crate::config::{Config, parse_duration_secs};
-use crate::events::{self, BuildEvent, Outcome};
+use crate::events::summary::{
+    CFigures, Percentiles, ReasonCount, RunFigures, SlowMiss, Summary, WarningCount,
+};
+use crate::events::{self, BuildEvent};
 
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
@@ -29,6 +31,8 @@ pub struct StatsArgs {
 
 /// How many slowest misses the report keeps.
 const SLOWEST: usize = 5;
+/// How many distinct warnings the JSON keeps.
+const WARNINGS: usize = 5;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Stats {
@@ -55,11 +59,15 @@ pub struct Stats {
     pub time_saved_ms: f64,
     /// Compile time the misses spent in rustc.
     pub miss_compile_time_ms: f64,
+    /// What one local hit costs: p50, p90 and p99 of their wall times; `null` without hits.
+    pub local_hit_elapsed_ms: Option<Percentiles>,
     pub reflinked_bytes: u64,
     pub hardlinked_bytes: u64,
     pub copied_bytes: u64,
     pub passthrough_reasons: Vec<ReasonCount>,
     pub slowest_misses: Vec<SlowMiss>,
+    /// The most frequent warnings the invocations logged.
+    pub warnings: Vec<WarningCount>,
     /// The C/C++ compiles among the invocations (build scripts through the `cc` crate).
     pub c_compiles: CFigures,
     pub store: StoreFigures,
@@ -67,38 +75,6 @@ pub struct Stats {
     pub remote: Option<RemoteFigures>,
     /// Present when the log holds build-script runs (counted in the figures above too).
     pub build_script_runs: Option<RunFigures>,
-}
-
-/// Build-script runs among the invocations (`src/buildscript/`).
-#[derive(Debug, Default, Clone, PartialEq, Serialize)]
-pub struct RunFigures {
-    pub hits: usize,
-    pub misses: usize,
-    pub passthrough: usize,
-    /// Script run time the hits avoided, net of their restore time.
-    pub time_saved_ms: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReasonCount {
-    pub reason: String,
-    pub count: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SlowMiss {
-    pub crate_name: String,
-    pub compile_time_ms: f64,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Serialize)]
-pub struct CFigures {
-    pub invocations: usize,
-    pub hits: usize,
-    pub misses: usize,
-    pub passthrough: usize,
-    /// Compile time the C hits avoided.
-    pub hit_compile_time_ms: f64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -126,102 +102,52 @@ pub struct RemoteFigures {
 
 /// Folds events into figures (store and remote settings are filled in by the caller).
 pub fn summarize(events: &[BuildEvent]) -> Stats {
-    let mut s = Stats::default();
-    let mut reasons: HashMap<String, usize> = HashMap::new();
-    let mut misses: Vec<SlowMiss> = Vec::new();
-    let mut remote = RemoteFigures::default();
+    let mut summary = Summary::default();
     for e in events {
-        s.invocations += 1;
-        s.first_ts = Some(s.first_ts.map_or(e.ts, |t| t.min(e.ts)));
-        s.last_ts = Some(s.last_ts.map_or(e.ts, |t| t.max(e.ts)));
-        match e.result {
-            Outcome::LocalHit => s.local_hits += 1,
-            Outcome::RemoteHit => s.remote_hits += 1,
-            Outcome::Miss => s.misses += 1,
-            Outcome::Error => s.errors += 1,
-            Outcome::Passthrough => s.passthrough += 1,
-        }
-        if e.compiler == events::Compiler::C {
-            let c = &mut s.c_compiles;
-            c.invocations += 1;
-            match e.result {
-                Outcome::LocalHit | Outcome::RemoteHit => {
-                    c.hits += 1;
-                    c.hit_compile_time_ms += e.compile_time_ms;
-                }
-                Outcome::Miss => c.misses += 1,
-                Outcome::Passthrough => c.passthrough += 1,
-                Outcome::Error => {}
-            }
-        }
-        if e.result.is_hit() {
-            s.hit_compile_time_ms += e.compile_time_ms;
-            s.hit_elapsed_ms += e.elapsed_ms;
-        } else if e.result == Outcome::Miss {
-            s.miss_compile_time_ms += e.compile_time_ms;
-            misses.push(SlowMiss {
-                crate_name: e.crate_name.clone().unwrap_or_else(|| "?".into()),
-                compile_time_ms: e.compile_time_ms,
-            });
-        }
-        if let Some(r) = &e.passthrough_reason {
-            // `unsupported_emit (llvm-ir)` counts as `unsupported_emit`.
-            let name = r.split(' ').next().unwrap_or(r).to_owned();
-            *reasons.entry(name).or_default() += 1;
-        }
-        if e.crate_types
-            .iter()
-            .any(|t| t == crate::buildscript::run::RUN_CRATE_TYPE)
-        {
-            let runs = s.build_script_runs.get_or_insert_with(RunFigures::default);
-            match e.result {
-                r if r.is_hit() => {
-                    runs.hits += 1;
-                    runs.time_saved_ms += e.compile_time_ms - e.elapsed_ms;
-                }
-                Outcome::Miss => runs.misses += 1,
-                _ => runs.passthrough += 1,
-            }
-        }
-        s.reflinked_bytes += e.reflinked_bytes;
-        s.hardlinked_bytes += e.hardlinked_bytes;
-        s.copied_bytes += e.copied_bytes;
-        remote.downloaded_bytes += e.downloaded_bytes;
-        if e.warning.as_deref().is_some_and(|w| w.contains("remote")) {
-            remote.errors += 1;
+        summary.record(e);
+    }
+    Stats::from_summary(&summary)
+}
+
+impl Stats {
+    /// The figures of `s`; the store's and the remote's settings are left for the caller.
+    fn from_summary(s: &Summary) -> Stats {
+        let remote = RemoteFigures {
+            hits: s.remote_hits,
+            downloaded_bytes: s.downloaded_bytes,
+            errors: s.remote_errors,
+            ..RemoteFigures::default()
+        };
+        let remote_traffic = remote.hits + remote.errors > 0 || remote.downloaded_bytes > 0;
+        Stats {
+            since_secs: None,
+            first_ts: s.first_ts,
+            last_ts: s.last_ts,
+            invocations: s.invocations,
+            local_hits: s.local_hits,
+            remote_hits: s.remote_hits,
+            misses: s.misses,
+            errors: s.errors,
+            passthrough: s.passthrough,
+            hit_rate: s.hit_rate(),
+            weighted_hit_rate: s.weighted_hit_rate(),
+            hit_compile_time_ms: s.hit_compile_time_ms,
+            hit_elapsed_ms: s.hit_elapsed_ms,
+            time_saved_ms: s.time_saved_ms(),
+            miss_compile_time_ms: s.miss_compile_time_ms,
+            local_hit_elapsed_ms: s.local_hit_elapsed(),
+            reflinked_bytes: s.reflinked_bytes,
+            hardlinked_bytes: s.hardlinked_bytes,
+            copied_bytes: s.copied_bytes,
+            passthrough_reasons: s.passthrough_reasons(),
+            slowest_misses: s.slowest_misses(SLOWEST),
+            warnings: s.warnings(WARNINGS),
+            c_compiles: s.c_compiles.clone(),
+            store: StoreFigures::default(),
+            remote: remote_traffic.then_some(remote),
+            build_script_runs: s.build_script_runs.clone(),
         }
     }
-    remote.hits = s.remote_hits;
-    if remote.hits + remote.errors > 0 || remote.downloaded_bytes > 0 {
-        s.remote = Some(remote);
-    }
-    let hits = (s.local_hits + s.remote_hits) as f64;
-    let cacheable = hits + s.misses as f64;
-    s.hit_rate = if cacheable > 0.0 {
-        hits / cacheable
-    } else {
-        0.0
-    };
-    let total = s.hit_compile_time_ms + s.miss_compile_time_ms;
-    s.weighted_hit_rate = if total > 0.0 {
-        s.hit_compile_time_ms / total
-    } else {
-        0.0
-    };
-    s.time_saved_ms = s.hit_compile_time_ms - s.hit_elapsed_ms;
-    let mut reasons: Vec<_> = reasons
-        .into_iter()
-        .map(|(reason, count)| ReasonCount { reason, count })
-        .collect();
-    reasons.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
-    s.passthrough_reasons = reasons;
-    misses.sort_by(|a, b| b.compile_time_ms.total_cmp(&a.compile_time_ms));
-    // One line per crate (its slowest compile): a crate rebuilt five times is one finding.
-    let mut seen = std::collections::HashSet::new();
-    misses.retain(|m| seen.insert(m.crate_name.clone()));
-    misses.truncate(SLOWEST);
-    s.slowest_misses = misses;
-    s
 }
 
 pub fn run(config: &Config, args: StatsArgs) -> anyhow::Result<ExitCode> {
@@ -440,6 +366,7 @@ pub fn render(s: &Stats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::Outcome;
 
     fn event(name: &str, result: Outcome, compile_ms: f64) -> BuildEvent {
         BuildEvent {

@@ -2,6 +2,8 @@
 //! explicitly (e.g. at the end of a CI job, or before going offline).
 
 use std::process::ExitCode;
+
+use super::exit::Exit;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -143,7 +145,7 @@ pub fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(if failed {
-        ExitCode::from(1)
+        Exit::Failure.into()
     } else {
         ExitCode::SUCCESS
     })

@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use super::exit::Exit;
+
 use anyhow::Context;
 
 use super::progress::Bar;
@@ -56,6 +58,6 @@ pub fn run(config: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     Ok(if remaining == 0 {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        Exit::Failure.into()
     })
 }

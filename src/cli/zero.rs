@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::events;
-use crate::store::fsutil::{read_below, write_atomic};
+use crate::fsutil::{read_below, write_atomic};
 
 const MARKER: &str = "stats-zeroed-ms";
 

@@ -5,8 +5,10 @@
 //! Past [`ROTATE_BYTES`] the file is renamed to `events.jsonl.1` (replacing the older
 //! generation) by one writer at a time, which keeps the newest lines and loses none that a
 //! concurrent writer is appending. Readers skip lines they cannot parse. This module owns the
-//! schema; it must not compute any of the figures it records. [`tail`] follows the log live.
+//! schema; it must not compute any of the figures it records. [`tail`] follows the log live;
+//! [`summary`] folds events into the figures `stats` and `monitor` show.
 
+pub mod summary;
 pub mod tail;
 
 use std::fs::{File, OpenOptions};
@@ -15,16 +17,16 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::store::fsutil;
+use crate::fsutil;
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a field changes meaning or is removed; adding a field does not bump it.
 /// 2: events of C/C++ compiles (`compiler: "c"`) name the source file in `crate_name` and
 /// its language in `crate_types`.
-pub const SCHEMA: u32 = 2;
+pub(crate) const SCHEMA: u32 = 2;
 /// Size past which the log is rotated.
-pub const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
 #[serde(rename_all = "snake_case")]
@@ -38,17 +40,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::LocalHit => "local_hit",
-            Outcome::RemoteHit => "remote_hit",
-            Outcome::Miss => "miss",
-            Outcome::Error => "error",
-            Outcome::Passthrough => "passthrough",
-        }
-    }
-
-    pub fn is_hit(self) -> bool {
+    pub(crate) fn is_hit(self) -> bool {
         matches!(self, Outcome::LocalHit | Outcome::RemoteHit)
     }
 }
@@ -97,7 +89,7 @@ pub struct BuildEvent {
 }
 
 /// Where the log lives in a cache directory.
-pub fn log_path(cache_dir: &Path) -> PathBuf {
+pub(crate) fn log_path(cache_dir: &Path) -> PathBuf {
     cache_dir.join("events.jsonl")
 }
 
@@ -164,7 +156,7 @@ fn rotate(cache_dir: &Path, file: &File) -> io::Result<()> {
 }
 
 /// Reads every parsable event, oldest first (the rotated generation, then the current log).
-pub fn read_all(cache_dir: &Path) -> io::Result<Vec<BuildEvent>> {
+pub(crate) fn read_all(cache_dir: &Path) -> io::Result<Vec<BuildEvent>> {
     let mut events = Vec::new();
     for path in [rotated_path(cache_dir), log_path(cache_dir)] {
         match fsutil::open_below(cache_dir, &path, OpenOptions::new().read(true)) {
@@ -177,7 +169,7 @@ pub fn read_all(cache_dir: &Path) -> io::Result<Vec<BuildEvent>> {
 }
 
 /// Parses event lines, skipping any that are not a `BuildEvent` (torn, foreign, or future).
-pub fn read_lines(reader: impl BufRead, into: &mut Vec<BuildEvent>) {
+pub(crate) fn read_lines(reader: impl BufRead, into: &mut Vec<BuildEvent>) {
     for line in reader.split(b'\n').map_while(Result::ok) {
         if let Ok(ev) = serde_json::from_slice::<BuildEvent>(&line)
             && ev.schema != 0
@@ -188,7 +180,7 @@ pub fn read_lines(reader: impl BufRead, into: &mut Vec<BuildEvent>) {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -14,7 +14,7 @@ use super::{BuildEvent, read_lines};
 
 /// Why the follower had to start over on a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reopened {
+pub(crate) enum Reopened {
     /// The path now names another file (the log was rotated or replaced).
     Rotated,
     /// The file shrank below what had been read.
@@ -23,12 +23,12 @@ pub enum Reopened {
 
 /// What one [`LogTail::poll`] found.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     pub events: Vec<BuildEvent>,
     pub reopened: Option<Reopened>,
 }
 
-pub struct LogTail {
+pub(crate) struct LogTail {
     path: PathBuf,
     file: Option<File>,
     ino: u64,

@@ -35,15 +35,6 @@ impl CompilerFamily {
             None => None,
         }
     }
-
-    /// The name recorded in events.
-    pub fn name(self) -> &'static str {
-        match self {
-            CompilerFamily::Rust => "rust",
-            CompilerFamily::C => "c",
-            CompilerFamily::Other => "other",
-        }
-    }
 }
 
 fn family_of_name(name: &str) -> Option<CompilerFamily> {

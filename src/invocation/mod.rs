@@ -2,14 +2,16 @@
 //!
 //! Owns splitting argv into the compiler chain (`RUSTC_WRAPPER` and `RUSTC_WORKSPACE_WRAPPER`
 //! may stack, e.g. `kache clippy-driver rustc …`) and the rustc arguments, expanding `@argfile`s,
-//! and deciding whether an invocation can be cached at all ([`PassthroughReason`]).
-//! Must not touch the store or hash anything.
+//! and deciding whether an invocation can be cached at all ([`PassthroughReason`]), and
+//! predicting the files it writes ([`outputs`]), which both the compile and the restore
+//! steps need. Must not touch the store or hash anything.
 
 mod args;
 mod compiler;
+pub mod outputs;
 mod passthrough;
 
-pub use args::{Emit, EmitKind, Extern, NativeLib, RustcArgs};
+pub use args::{EmitKind, RustcArgs};
 pub use compiler::CompilerFamily;
 pub use passthrough::PassthroughReason;
 

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use super::roots::Roots;
 use super::toolchain::Toolchain;
-use super::{FileHasher, KeyBuilder, KeyField};
+use super::{FileHasher, KeyBuilder, KeyField, Label};
+use crate::fsutil::absolute;
 use crate::invocation::RustcArgs;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +99,7 @@ pub fn invocation_key(
             // instrumented binary writes its profile to), out of `--remap-path-prefix`'s
             // reach: a root path in them is keyed as is.
             "-C" | "-Z" if VERBATIM_OPTIONS.iter().any(|o| value.starts_with(o)) => {
-                k.field(format!("arg {}", item.flag), value)
+                k.field(Label::Arg(item.flag.clone()), value)
             }
             "--cfg" => cfgs.push(value.to_owned()),
             "--check-cfg" => check_cfgs.push(value.to_owned()),
@@ -108,7 +109,7 @@ pub fn invocation_key(
                     .map(|e| e.split('=').next().unwrap_or(e).to_owned()),
             ),
             "" => k.field("input", rel(value)),
-            flag => k.field(format!("arg {flag}"), rel(value)),
+            flag => k.field(Label::Arg(flag.to_owned()), rel(value)),
         }
     }
     if inputs.incremental {
@@ -132,7 +133,7 @@ pub fn invocation_key(
             }
             None => "(no path)".to_owned(),
         };
-        k.field(format!("extern {}", e.name), value);
+        k.field(Label::Extern(e.name.clone()), value);
     }
 
     for lib in &args.native_libs {
@@ -178,21 +179,13 @@ pub fn invocation_key(
             Some(v) => format!("={}", rel(v)),
             None => "unset".to_owned(),
         };
-        k.field(format!("env {name}"), v);
+        k.field(Label::Env(name.clone()), v);
     }
     Ok(k.finish())
 }
 
 /// `-C`/`-Z` options whose paths reach the artifact verbatim.
 const VERBATIM_OPTIONS: &[&str] = &["link-arg", "pre-link-arg", "profile-generate"];
-
-fn absolute(cwd: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        cwd.join(p)
-    }
-}
 
 /// The file clippy would read: the first `.clippy.toml` or `clippy.toml` from `start` upwards.
 fn find_clippy_conf(start: &Path) -> Option<PathBuf> {

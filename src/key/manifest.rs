@@ -6,7 +6,7 @@
 //! working directory, so a manifest recorded in one checkout is valid in another.
 //!
 //! A manifest from the remote is outside data, and checking one reads local files: such a
-//! manifest may only name files under the invocation's roots ([`Manifest::stays_within_roots`]),
+//! manifest may only name files under the invocation's roots ([`Manifest::stays_within`]),
 //! and the hasher only ever reads regular files, never more than their size.
 
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ pub struct ManifestFile {
 /// shadow one the compile read (see `cc::shadow`). No content hashes to it, so a reader that
 /// does not know the convention sees a mismatch whenever the path exists, and a miss when it
 /// does not: either way never a wrong hit.
-pub const ABSENT: &str = "absent";
+pub(crate) const ABSENT: &str = "absent";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEnv {
@@ -118,15 +118,10 @@ impl Manifest {
     /// directory, without `..` climbing out of it. Manifests kache records name files outside
     /// every root by absolute path, and those are this machine's own: a manifest from
     /// elsewhere that names one (`/dev/zero`, `${ws}/../../etc/…`) is refused before any
-    /// file is looked at.
-    pub fn stays_within_roots(&self) -> Result<(), Mismatch> {
-        self.stays_within(&[])
-    }
-
-    /// [`Manifest::stays_within_roots`], where an absolute path under one of `system_dirs`
-    /// (a C compiler's own include dirs, as this machine's compiler reports them) is allowed
+    /// file is looked at. An absolute path under one of `system_dirs` (a C compiler's own
+    /// include dirs, as this machine's compiler reports them; none for rustc) is allowed
     /// too: nearly every C source includes a system header, which no root holds.
-    pub fn stays_within(&self, system_dirs: &[String]) -> Result<(), Mismatch> {
+    pub(crate) fn stays_within(&self, system_dirs: &[String]) -> Result<(), Mismatch> {
         for f in &self.files {
             let in_system_dir = system_dirs.iter().any(|dir| {
                 f.path
@@ -173,7 +168,7 @@ fn climbs_out(path: &str) -> bool {
 }
 
 /// Turns a manifest path back into a real path for this checkout.
-pub fn resolve(path: &str, roots: &Roots, cwd: &Path) -> Option<PathBuf> {
+pub(crate) fn resolve(path: &str, roots: &Roots, cwd: &Path) -> Option<PathBuf> {
     if let Some(rest) = path.strip_prefix("${") {
         let (name, tail) = rest.split_once('}')?;
         let root = roots.get(name)?;
@@ -280,7 +275,7 @@ mod tests {
         ];
         for ok in ["/usr/include/stdio.h", "/usr/lib/gcc/x/12/include/stddef.h"] {
             assert_eq!(with(ok).stays_within(&sys), Ok(()), "{ok}");
-            assert!(with(ok).stays_within_roots().is_err(), "{ok}");
+            assert!(with(ok).stays_within(&[]).is_err(), "{ok}");
         }
         for bad in [
             "/usr/include/../../dev/zero",
@@ -306,7 +301,7 @@ mod tests {
             "${cargo_home}/registry/src/x/lib.rs",
             "crates/core/src/../../../shared/path_mod.rs",
         ] {
-            assert_eq!(with(ok).stays_within_roots(), Ok(()), "{ok}");
+            assert_eq!(with(ok).stays_within(&[]), Ok(()), "{ok}");
         }
         for bad in [
             "/dev/zero",
@@ -318,7 +313,7 @@ mod tests {
             "${ws",
         ] {
             assert_eq!(
-                with(bad).stays_within_roots(),
+                with(bad).stays_within(&[]),
                 Err(Mismatch::OutsideRoots(bad.into())),
                 "{bad}"
             );

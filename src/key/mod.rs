@@ -8,23 +8,25 @@
 //! invocation key plus that manifest's contents and names the stored result.
 //! This module decides what goes into keys; it must not write anything but the toolchain memo.
 
-pub mod depinfo;
-pub mod env;
-pub mod invocation_key;
+pub(crate) mod depinfo;
+pub(crate) mod diff;
+pub(crate) mod env;
+pub(crate) mod invocation_key;
 pub mod manifest;
-pub mod roots;
-pub mod toolchain;
+pub(crate) mod roots;
+pub(crate) mod toolchain;
 
+use std::fmt;
 use std::io;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever the meaning of any field changes; old entries then simply stop matching.
-pub const KEY_SCHEMA: u32 = 1;
+pub(crate) const KEY_SCHEMA: u32 = 1;
 
 /// Content hash of a file, as lowercase hex.
-pub type ContentHash = String;
+pub(crate) type ContentHash = String;
 
 /// Hashes files by content; the store's stat cache implements it so unchanged files are not
 /// read again.
@@ -44,7 +46,7 @@ const HASH_ATTEMPTS: usize = 3;
 /// non-blocking and checked again with `fstat`, and no more than its stat'ed size plus one
 /// byte is read. A file whose size, mtime or ctime changed while it was read is read again, a
 /// few times, then reported as [`io::ErrorKind::Interrupted`] (a miss for the caller).
-pub fn hash_file_contents(path: &Path) -> io::Result<ContentHash> {
+pub(crate) fn hash_file_contents(path: &Path) -> io::Result<ContentHash> {
     for _ in 0..HASH_ATTEMPTS {
         if let Some(hash) = hash_once(path)? {
             return Ok(hash);
@@ -79,7 +81,7 @@ fn hash_once(path: &Path) -> io::Result<Option<ContentHash>> {
     if !before.is_file() {
         return Err(not_regular());
     }
-    let stamp = crate::store::fsutil::FileStamp::of(&before);
+    let stamp = crate::fsutil::FileStamp::of(&before);
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut reader = (&file).take(stamp.size.saturating_add(1));
@@ -94,7 +96,7 @@ fn hash_once(path: &Path) -> io::Result<Option<ContentHash>> {
         hasher.update(&buf[..n]);
         read += n as u64;
     }
-    let after = crate::store::fsutil::FileStamp::of(&file.metadata()?);
+    let after = crate::fsutil::FileStamp::of(&file.metadata()?);
     if read != stamp.size || after != stamp {
         return Ok(None);
     }
@@ -104,13 +106,73 @@ fn hash_once(path: &Path) -> io::Result<Option<ContentHash>> {
 /// One named input of a key, kept in readable form so `kache explain` can show what changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyField {
-    pub label: String,
+    pub label: Label,
     pub value: String,
+}
+
+/// What a key field is. Readers match on the kind instead of taking the text apart; the text
+/// ([`fmt::Display`]) is what is hashed and stored, so it must not change for a given kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum Label {
+    /// A compiler option and one of its values, `arg <flag>` (`arg -C`, `arg --edition`).
+    Arg(String),
+    /// A keyed environment variable of a rustc invocation, `env <name>`.
+    Env(String),
+    /// A dependency named by `--extern`, `extern <name>`.
+    Extern(String),
+    /// Any other field, by its fixed name (`toolchain`, `cfg`, `input`, ...).
+    Named(String),
+}
+
+impl Label {
+    const ARG: &str = "arg ";
+    const ENV: &str = "env ";
+    const EXTERN: &str = "extern ";
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Label::Arg(flag) => write!(f, "{}{flag}", Label::ARG),
+            Label::Env(name) => write!(f, "{}{name}", Label::ENV),
+            Label::Extern(name) => write!(f, "{}{name}", Label::EXTERN),
+            Label::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Reads a label back from its text (as stored in the index); the inverse of `Display`.
+impl From<String> for Label {
+    fn from(text: String) -> Label {
+        if let Some(flag) = text.strip_prefix(Label::ARG) {
+            Label::Arg(flag.to_owned())
+        } else if let Some(name) = text.strip_prefix(Label::ENV) {
+            Label::Env(name.to_owned())
+        } else if let Some(name) = text.strip_prefix(Label::EXTERN) {
+            Label::Extern(name.to_owned())
+        } else {
+            Label::Named(text)
+        }
+    }
+}
+
+/// A fixed field name, or a label's text.
+impl From<&str> for Label {
+    fn from(text: &str) -> Label {
+        Label::from(text.to_owned())
+    }
+}
+
+impl From<Label> for String {
+    fn from(label: Label) -> String {
+        label.to_string()
+    }
 }
 
 /// Builds a key from labelled fields and remembers them for explanation.
 #[derive(Debug, Clone)]
-pub struct KeyBuilder {
+pub(crate) struct KeyBuilder {
     hasher: blake3::Hasher,
     fields: Vec<KeyField>,
 }
@@ -135,9 +197,9 @@ impl KeyBuilder {
     }
 
     /// Adds one labelled field.
-    pub fn field(&mut self, label: impl Into<String>, value: impl Into<String>) {
+    pub fn field(&mut self, label: impl Into<Label>, value: impl Into<String>) {
         let (label, value) = (label.into(), value.into());
-        self.raw(&label, value.as_bytes());
+        self.raw(&label.to_string(), value.as_bytes());
         self.fields.push(KeyField { label, value });
     }
 
@@ -149,6 +211,26 @@ impl KeyBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_keep_their_text_in_the_key_and_the_index() {
+        for (label, text) in [
+            (Label::Arg("-C".into()), "arg -C"),
+            (Label::Env("RUSTFLAGS".into()), "env RUSTFLAGS"),
+            (Label::Extern("serde".into()), "extern serde"),
+            (Label::Named("env:CC".into()), "env:CC"),
+        ] {
+            assert_eq!(label.to_string(), text);
+            assert_eq!(Label::from(text), label);
+            let field = KeyField {
+                label,
+                value: "v".into(),
+            };
+            let json = serde_json::to_string(&field).expect("json");
+            assert_eq!(json, format!("{{\"label\":\"{text}\",\"value\":\"v\"}}"));
+            assert_eq!(serde_json::from_str::<KeyField>(&json).ok(), Some(field));
+        }
+    }
 
     /// A file shrinking under the hasher must never kill it (with `mmap` it was SIGBUS, exit
     /// 135): each hash is the file's content or an error saying it changed.

@@ -70,7 +70,7 @@ pub fn identify(
     });
     let memo_path = memo_path(cache_dir, rustc, rustup_toolchain);
     if let Some((size, mtime_ns)) = stamp
-        && let Ok(bytes) = crate::store::fsutil::read_below(cache_dir, &memo_path)
+        && let Ok(bytes) = crate::fsutil::read_below(cache_dir, &memo_path)
         && let Ok(memo) = serde_json::from_slice::<Memo>(&bytes)
         && memo.rustc == rustc
         && memo.size == size
@@ -90,7 +90,7 @@ pub fn identify(
         };
         // The memo is an optimisation: failing to write it costs time, never correctness.
         if let Ok(json) = serde_json::to_vec(&memo) {
-            let _ = crate::store::fsutil::write_atomic(cache_dir, &memo_path, &json);
+            let _ = crate::fsutil::write_atomic(cache_dir, &memo_path, &json);
         }
     }
     Ok(toolchain)

@@ -54,7 +54,7 @@ impl Breaker {
         self.is_open_at(SystemTime::now())
     }
 
-    pub fn is_open_at(&self, now: SystemTime) -> bool {
+    pub(crate) fn is_open_at(&self, now: SystemTime) -> bool {
         let state = self.read();
         let now = millis(now);
         // An expiry further away than one cool-down means the clock went backwards since it
@@ -63,18 +63,18 @@ impl Breaker {
     }
 
     /// The remote answered: forget past failures.
-    pub fn record_success(&self) {
+    pub(crate) fn record_success(&self) {
         // Removing is one syscall and needs no read; the usual case (no file) costs a failed
         // unlink only.
         let _ = fs::remove_file(&self.path);
     }
 
     /// The remote failed; returns whether the breaker is now open.
-    pub fn record_failure(&self) -> bool {
+    pub(crate) fn record_failure(&self) -> bool {
         self.record_failure_at(SystemTime::now())
     }
 
-    pub fn record_failure_at(&self, now: SystemTime) -> bool {
+    pub(crate) fn record_failure_at(&self, now: SystemTime) -> bool {
         let mut state = self.read();
         state.failures = state.failures.saturating_add(1);
         let open = state.failures >= self.threshold;
@@ -133,7 +133,7 @@ impl MissCache {
         self.contains_at(key, SystemTime::now())
     }
 
-    pub fn contains_at(&self, key: &str, now: SystemTime) -> bool {
+    pub(crate) fn contains_at(&self, key: &str, now: SystemTime) -> bool {
         if self.ttl.is_zero() {
             return false;
         }
@@ -148,7 +148,7 @@ impl MissCache {
         self.insert_at(key, SystemTime::now());
     }
 
-    pub fn insert_at(&self, key: &str, now: SystemTime) {
+    pub(crate) fn insert_at(&self, key: &str, now: SystemTime) {
         // Keys are stored one per line after a space; anything that could break that framing
         // is simply not remembered.
         if self.ttl.is_zero() || key.is_empty() || key.len() > 1024 {

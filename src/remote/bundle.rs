@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 /// Name of the metadata member.
-pub const META_NAME: &str = "meta.json";
+pub(crate) const META_NAME: &str = "meta.json";
 /// Directory of the output members.
 const FILES_DIR: &str = "files/";
 /// zstd level: level 3 is the library default and compresses rlibs well at a fraction of the

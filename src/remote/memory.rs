@@ -1,7 +1,7 @@
 //! An in-process [`RemoteStore`], so code that uses a remote can be tested without a server.
 //!
-//! Owns nothing persistent; must not be used outside tests and experiments. It can be told to
-//! fail, to exercise the callers' degrade-to-local paths.
+//! Owns nothing persistent; compiled only for unit tests, so the binary people install
+//! cannot carry it. It can be told to fail, to exercise the callers' degrade-to-local paths.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,14 +37,6 @@ impl MemoryStore {
     /// How many calls reached the store, failed ones included.
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
-    }
-
-    pub fn len(&self) -> usize {
-        self.objects.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn enter(&self) -> Result<(), RemoteError> {

@@ -4,7 +4,8 @@
 //! ([`RemoteConfig`], read through the settings loader in [`crate::config`]), the object layout under
 //! `<prefix>/v1/`, and through its submodules the S3 client ([`s3`]), the one-file entry
 //! format ([`bundle`]), the circuit breaker and miss cache ([`breaker`]), the failure policy
-//! that combines them with a store ([`guard`]) and an in-memory store for tests ([`memory`]).
+//! that combines them with a store ([`guard`]) and, in unit tests only, an in-memory store
+//! (`memory`).
 //!
 //! Must not know about rustc, keys' meaning or the local store: it moves opaque bytes under
 //! names it is given. Nothing here may panic on anything from outside (environment, server
@@ -22,7 +23,8 @@
 pub mod breaker;
 pub mod bundle;
 pub mod guard;
-pub mod memory;
+#[cfg(test)]
+mod memory;
 pub mod s3;
 
 use std::fmt;
@@ -95,7 +97,7 @@ impl RemoteError {
 
 /// The layout generation; bump it when the bundle or manifest format changes incompatibly,
 /// so old and new kache versions sharing a bucket never read each other's objects.
-pub const LAYOUT_VERSION: &str = "v1";
+pub(crate) const LAYOUT_VERSION: &str = "v1";
 
 /// Object name of the bundle for entry `key` (lowercase hex).
 pub fn entry_object(key: &str) -> Result<String, RemoteError> {
@@ -110,7 +112,7 @@ pub fn manifest_object(key: &str) -> Result<String, RemoteError> {
 }
 
 /// Prefix under which the candidates of invocation key `key` are listed.
-pub fn candidate_prefix(key: &str) -> Result<String, RemoteError> {
+pub(crate) fn candidate_prefix(key: &str) -> Result<String, RemoteError> {
     let fan = fan_out(key)?;
     Ok(format!("{LAYOUT_VERSION}/candidates/{fan}/{key}/"))
 }
@@ -138,15 +140,15 @@ fn fan_out(key: &str) -> Result<&str, RemoteError> {
 }
 
 /// Default per-process remote time budget.
-pub const DEFAULT_BUDGET: Duration = Duration::from_millis(2000);
+pub(crate) const DEFAULT_BUDGET: Duration = Duration::from_millis(2000);
 /// Default bound on one downloaded object.
-pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
+pub(crate) const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
 /// Default consecutive failures that open the circuit breaker.
-pub const DEFAULT_BREAKER_FAILURES: u32 = 3;
+pub(crate) const DEFAULT_BREAKER_FAILURES: u32 = 3;
 /// Default time the breaker stays open.
-pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(120);
 /// Default lifetime of a remembered remote miss.
-pub const DEFAULT_MISS_TTL: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_MISS_TTL: Duration = Duration::from_secs(600);
 
 /// Where the S3 credentials come from. `Debug` never shows a secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -310,15 +312,6 @@ impl RemoteConfig {
             miss_ttl,
         }))
     }
-
-    /// The full object name inside the bucket for a layout key.
-    pub fn object_path(&self, key: &str) -> String {
-        if self.prefix.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}/{key}", self.prefix)
-        }
-    }
 }
 
 /// The S3 remote behind its failure policy: the one place a remote is set up (the wrapper and
@@ -469,7 +462,6 @@ mod tests {
         assert!(!c.read_only);
         assert_eq!(c.budget, DEFAULT_BUDGET);
         assert_eq!(c.breaker_failures, DEFAULT_BREAKER_FAILURES);
-        assert_eq!(c.object_path("v1/x"), "v1/x");
         assert_eq!(
             c.credentials,
             Credentials::Static {
@@ -484,10 +476,6 @@ mod tests {
     fn prefix_is_normalised() {
         let c = ok(&[("KACHE_REMOTE", "s3://b/team/ci/"), KEYS[0], KEYS[1]]);
         assert_eq!(c.prefix, "team/ci");
-        assert_eq!(
-            c.object_path("v1/entries/ab/ab.tar.zst"),
-            "team/ci/v1/entries/ab/ab.tar.zst"
-        );
     }
 
     #[test]

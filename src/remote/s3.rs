@@ -122,7 +122,7 @@ impl S3Remote {
     }
 
     /// Time left for remote calls in this process.
-    pub fn remaining_budget(&self) -> Duration {
+    pub(crate) fn remaining_budget(&self) -> Duration {
         let spent = self.spent.lock().map(|s| *s).unwrap_or(self.budget);
         self.budget.saturating_sub(spent)
     }
@@ -342,6 +342,21 @@ mod tests {
             Ok(Some(c)) => c,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Object names are the layout key under the prefix (moved here from the settings'
+    /// unused `object_path`, which the client never called).
+    #[test]
+    fn object_names_are_the_key_under_the_prefix() {
+        let remote = S3Remote::new(&config("http://127.0.0.1:9", 100)).expect("client");
+        assert_eq!(
+            remote.path("v1/entries/ab/ab.tar.zst").ok().as_deref(),
+            Some("pre/v1/entries/ab/ab.tar.zst")
+        );
+        let mut bare = config("http://127.0.0.1:9", 100);
+        bare.prefix = String::new();
+        let remote = S3Remote::new(&bare).expect("client");
+        assert_eq!(remote.path("v1/x").ok().as_deref(), Some("v1/x"));
     }
 
     #[test]

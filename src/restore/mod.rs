@@ -14,7 +14,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::compile::outputs::is_linkable;
+use crate::invocation::outputs::is_linkable;
 use crate::key::FileHasher;
 use crate::key::roots::{Roots, Spelling};
 use crate::store::blobs::blob_mode;
@@ -35,9 +35,9 @@ pub enum RestoreError {
 /// What this invocation's rustc writes into its out dir: nothing else may be restored.
 #[derive(Debug, Clone, Copy)]
 pub struct Expected<'a> {
-    /// `compile::outputs::expected_outputs` for the invocation.
+    /// `invocation::outputs::expected_outputs` for the invocation.
     pub outputs: &'a [String],
-    /// `compile::outputs::depinfo_name` for the invocation.
+    /// `invocation::outputs::depinfo_name` for the invocation.
     pub depinfo: &'a str,
     /// The invocation's crate name and types, which decide what may be hardlinked
     /// ([`is_linkable`]); never the entry's, which come from outside. `None`: nothing is

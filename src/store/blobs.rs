@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::fsutil::{make_dirs_below, unique_suffix};
+use crate::fsutil::{make_dirs_below, unique_suffix};
 use crate::key::hash_file_contents;
 
 pub fn blob_path(dir: &Path, hash: &str) -> PathBuf {
@@ -44,12 +44,12 @@ pub fn ingest(dir: &Path, src: &Path, linkable: bool) -> io::Result<(String, u64
 /// The mode of a blob, and so of an output hardlinked to it: what rustc gives its outputs
 /// (an executable keeps its execute bits, since a build script must stay runnable), never
 /// group- or other-writable, never setuid.
-pub fn blob_mode(executable: bool) -> u32 {
+pub(crate) fn blob_mode(executable: bool) -> u32 {
     if executable { 0o755 } else { 0o644 }
 }
 
 /// Reflink where the filesystem can, else an in-kernel copy.
-pub fn copy_fast(src: &Path, dest: &Path) -> io::Result<()> {
+pub(crate) fn copy_fast(src: &Path, dest: &Path) -> io::Result<()> {
     match reflink_copy::reflink(src, dest) {
         Ok(()) => Ok(()),
         Err(_) => {

@@ -12,7 +12,7 @@ use crate::key::manifest::Manifest;
 
 /// What the store holds, in one look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Bytes of indexed blobs: what the store takes on disk.
     pub size: u64,
     pub entries: u64,
@@ -23,14 +23,14 @@ pub struct Totals {
 
 impl Totals {
     /// Bytes saved by storing identical outputs once.
-    pub fn dedup_saved(&self) -> u64 {
+    pub(crate) fn dedup_saved(&self) -> u64 {
         self.logical_size.saturating_sub(self.size)
     }
 }
 
 /// One entry as `kache list` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EntrySummary {
+pub(crate) struct EntrySummary {
     pub key: String,
     pub crate_name: String,
     pub crate_version: Option<String>,
@@ -47,7 +47,7 @@ pub struct EntrySummary {
 /// A stored entry with what `explain` compares: its key fields (in the entry) and the
 /// manifest of source-level inputs it was stored under.
 #[derive(Debug, Clone)]
-pub struct StoredCompile {
+pub(crate) struct StoredCompile {
     pub entry: Entry,
     pub manifest: Option<Manifest>,
     /// Unix seconds.
@@ -65,7 +65,7 @@ struct BodyHead {
 }
 
 impl Store {
-    pub fn totals(&self) -> Result<Totals, StoreError> {
+    pub(crate) fn totals(&self) -> Result<Totals, StoreError> {
         let count = |sql: &str| -> Result<u64, StoreError> {
             Ok(self
                 .conn()
@@ -81,7 +81,7 @@ impl Store {
     }
 
     /// Every entry, or those of one crate, in no particular order.
-    pub fn entry_summaries(
+    pub(crate) fn entry_summaries(
         &self,
         crate_name: Option<&str>,
     ) -> Result<Vec<EntrySummary>, StoreError> {
@@ -110,7 +110,10 @@ impl Store {
 
     /// A crate's stored compiles, newest first. Entries whose body does not parse are left
     /// out (they cannot be compared).
-    pub fn crate_compiles(&self, crate_name: &str) -> Result<Vec<StoredCompile>, StoreError> {
+    pub(crate) fn crate_compiles(
+        &self,
+        crate_name: &str,
+    ) -> Result<Vec<StoredCompile>, StoreError> {
         let mut stmt = self.conn().prepare(
             "SELECT body, created, last_used, hits, key FROM entries WHERE crate_name = ?1
              ORDER BY created DESC, rowid DESC",
@@ -144,7 +147,7 @@ impl Store {
     }
 
     /// Names of every crate with a stored entry, sorted.
-    pub fn crate_names(&self) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn crate_names(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
             .conn()
             .prepare("SELECT DISTINCT crate_name FROM entries ORDER BY crate_name")?

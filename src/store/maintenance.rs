@@ -21,15 +21,15 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::{Store, StoreError, now_secs, remove_entry_in, write_tx};
+use super::{Store, StoreError, Use, now_secs, remove_entry_in, write_tx};
 use crate::key::hash_file_contents;
 
 /// Unindexed blobs and temporary files younger than this may belong to a store in progress.
-pub const ORPHAN_GRACE: Duration = Duration::from_secs(15 * 60);
+pub(crate) const ORPHAN_GRACE: Duration = Duration::from_secs(15 * 60);
 
 /// An automatic gc brings the store down to this share of its limit, so the stores that
 /// follow do not start another one at once.
-pub const AUTO_GC_TARGET: f64 = 0.9;
+pub(crate) const AUTO_GC_TARGET: f64 = 0.9;
 
 /// Told how far a long maintenance task has got, to drive a progress bar.
 pub trait Progress {
@@ -95,19 +95,19 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Evicts least-recently-used entries until the store is at most `max_size` bytes and no
-    /// entry is older than `max_age` (by last use); then removes unreferenced blobs, old
+    /// Folds `hits` in ([`Store::fold_usage`]), then evicts least-recently-used entries until
+    /// the store is at most `max_size` bytes and no entry is older than `max_age` (by last
+    /// use); then removes unreferenced blobs, old
     /// orphans and stale temporary files.
     pub fn gc(
         &self,
         max_size: u64,
         max_age: Option<Duration>,
         dry_run: bool,
+        hits: &[Use<'_>],
         progress: &dyn Progress,
     ) -> Result<GcReport, StoreError> {
-        if let Ok(events) = crate::events::read_all(self.dir()) {
-            self.fold_usage(&events)?;
-        }
+        self.fold_usage(hits)?;
         let mut report = GcReport {
             dry_run,
             size_before: self.size()?,
@@ -304,9 +304,10 @@ impl Store {
     /// The automatic gc (`kache gc --auto`): when no other one is running and the store is
     /// still past `max_size`, evicts down to [`AUTO_GC_TARGET`] of it. `None` when there was
     /// nothing to do.
-    pub fn auto_gc(
+    pub(crate) fn auto_gc(
         &self,
         max_size: u64,
+        hits: &[Use<'_>],
         progress: &dyn Progress,
     ) -> Result<Option<GcReport>, StoreError> {
         let Some(_running) = lock_auto_gc(self.dir()) else {
@@ -317,7 +318,7 @@ impl Store {
             return Ok(None);
         }
         let target = (max_size as f64 * AUTO_GC_TARGET) as u64;
-        self.gc(target, None, false, progress).map(Some)
+        self.gc(target, None, false, hits, progress).map(Some)
     }
 
     fn indexed_blobs(&self) -> Result<HashSet<String>, StoreError> {
@@ -364,7 +365,11 @@ impl Store {
     /// Removes every entry of one crate (`gc --crate`), as [`Store::gc`] evicts: index rows in
     /// one transaction, then the blobs no other entry uses, under the exclusive lock. With
     /// `dry_run`, counts without removing.
-    pub fn remove_crate(&self, crate_name: &str, dry_run: bool) -> Result<GcReport, StoreError> {
+    pub(crate) fn remove_crate(
+        &self,
+        crate_name: &str,
+        dry_run: bool,
+    ) -> Result<GcReport, StoreError> {
         let mut report = GcReport {
             dry_run,
             size_before: self.size()?,
@@ -400,7 +405,7 @@ impl Store {
     /// Blobs are linked into place while this shared lock is held; maintenance takes it
     /// exclusively before deleting any. `None` when the lock file cannot be opened, in which
     /// case the caller goes on unprotected rather than failing the build.
-    pub fn lock_shared(&self) -> Option<fs::File> {
+    pub(crate) fn lock_shared(&self) -> Option<fs::File> {
         lock(self.dir(), libc::LOCK_SH)
     }
 
@@ -413,7 +418,7 @@ impl Store {
 /// `kache gc --auto` as a detached process (no stdio, its own process group, so neither cargo
 /// nor a Ctrl-C in the terminal waits for or stops it) unless one is running already.
 /// Returns whether it started one. Costs one `SUM` over the blob table; never blocks.
-pub fn maybe_start_background_gc(store: &Store, max_size: u64) -> bool {
+pub(crate) fn maybe_start_background_gc(store: &Store, max_size: u64) -> bool {
     if !store.size().is_ok_and(|size| size > max_size) {
         return false;
     }
@@ -456,7 +461,7 @@ fn lock(dir: &Path, how: libc::c_int) -> Option<fs::File> {
 fn lock_file(path: &Path, how: libc::c_int) -> Option<fs::File> {
     use std::os::fd::AsRawFd;
     let dir = path.parent()?;
-    let f = super::fsutil::open_below(
+    let f = crate::fsutil::open_below(
         dir,
         path,
         fs::OpenOptions::new()
@@ -523,14 +528,14 @@ mod tests {
         }
         assert_eq!(store.size().expect("size"), 4000);
         assert!(
-            store.auto_gc(4000, &()).expect("gc").is_none(),
+            store.auto_gc(4000, &[], &()).expect("gc").is_none(),
             "at the limit"
         );
         // While another automatic gc holds the lock, this one does nothing.
         let held = lock_auto_gc(dir.path()).expect("lock");
-        assert!(store.auto_gc(3000, &()).expect("gc").is_none());
+        assert!(store.auto_gc(3000, &[], &()).expect("gc").is_none());
         drop(held);
-        let report = store.auto_gc(3000, &()).expect("gc").expect("ran");
+        let report = store.auto_gc(3000, &[], &()).expect("gc").expect("ran");
         // Down to 90% of 3000: two entries of 1000 go.
         assert_eq!(report.entries_evicted, 2);
         assert_eq!(store.size().expect("size"), 2000);

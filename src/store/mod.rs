@@ -6,11 +6,10 @@
 //! removes. A corrupt index is moved aside and recreated (the blobs it named become orphans).
 //! The store never runs rustc and never decides hit or miss.
 
-pub mod blobs;
-pub mod catalog;
-pub mod fsutil;
-pub mod maintenance;
-pub mod statcache;
+pub(crate) mod blobs;
+pub(crate) mod catalog;
+pub(crate) mod maintenance;
+pub(crate) mod statcache;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,9 +22,23 @@ use crate::key::KeyField;
 use crate::key::manifest::Manifest;
 pub use statcache::StatCache;
 
+use crate::fsutil;
+// The filesystem primitives moved down to `crate::fsutil`; this name stays until the wrapper,
+// the `cc` pipeline and build-script runs (being reworked) import them from there.
+
 const INDEX_SCHEMA: i64 = 2;
 /// How long a process waits for another's write transaction before giving up on the cache.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One hit on a stored entry, as the event log records it: what [`Store::fold_usage`]
+/// counts. The store does not read the log itself; it only stores what it is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Use<'a> {
+    /// The entry hit; a hit whose event named no key still moves the fold past its time.
+    pub key: Option<&'a str>,
+    /// Unix milliseconds of the hit.
+    pub at_ms: u64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -140,7 +153,7 @@ impl Store {
     /// (`None` when there is no index yet) and never repairs. A store that cannot be written
     /// (a read-only mount, another user's files) is opened read-only, and
     /// [`Store::is_read_only`] says so.
-    pub fn open_existing(dir: &Path) -> Result<Option<Store>, StoreError> {
+    pub(crate) fn open_existing(dir: &Path) -> Result<Option<Store>, StoreError> {
         for sub in [dir.to_owned(), dir.join("blobs"), dir.join("tmp")] {
             if fsutil::is_foreign_symlink(&sub) {
                 return Err(StoreError::ForeignSymlink(sub));
@@ -194,7 +207,7 @@ impl Store {
     /// A writable copy of the index in a temporary file (`VACUUM INTO` works on a read-only
     /// database), with the same cache dir: a dry run of maintenance on a read-only store runs
     /// on it. The caller removes the returned file when done.
-    pub fn scratch_copy(&self) -> Result<(Store, PathBuf), StoreError> {
+    pub(crate) fn scratch_copy(&self) -> Result<(Store, PathBuf), StoreError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -214,7 +227,7 @@ impl Store {
 
     /// Whether the index cannot be written (opened by [`Store::open_existing`] on a
     /// read-only store); usage is then not folded into it.
-    pub fn is_read_only(&self) -> bool {
+    pub(crate) fn is_read_only(&self) -> bool {
         self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
     }
 
@@ -273,7 +286,7 @@ impl Store {
     }
 
     /// Places downloaded bytes in the blob directory once they hash to `hash`.
-    pub fn ingest_bytes(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn ingest_bytes(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.blob_path(hash);
         blobs::write_bytes(&self.dir, hash, bytes).map_err(io_err(&path))
     }
@@ -332,13 +345,14 @@ impl Store {
         Ok(())
     }
 
-    /// Folds hits recorded in the event log into the entries' use counts and LRU times.
+    /// Folds hits (read from the event log by the caller) into the entries' use counts and
+    /// LRU times.
     ///
     /// A hit writes nothing to the index (so hits never wait for each other's write locks and
     /// the WAL stays small); the event log, which names every hit's key, is the record of use.
-    /// Maintenance folds it in before it needs LRU order. Events already folded are skipped by
-    /// their timestamp.
-    pub fn fold_usage(&self, events: &[crate::events::BuildEvent]) -> Result<(), StoreError> {
+    /// Maintenance folds it in before it needs LRU order. Hits already folded are skipped by
+    /// their time.
+    pub(crate) fn fold_usage(&self, hits: &[Use<'_>]) -> Result<(), StoreError> {
         // A read-only store (a reader on a read-only mount) shows the counts as last folded.
         if self.is_read_only() {
             return Ok(());
@@ -357,12 +371,12 @@ impl Store {
             let mut update = tx.prepare_cached(
                 "UPDATE entries SET hits = hits + 1, last_used = MAX(last_used, ?2) WHERE key = ?1",
             )?;
-            for e in events {
-                let ts = e.ts as i64;
-                if ts <= folded_until || !e.result.is_hit() {
+            for hit in hits {
+                let ts = hit.at_ms as i64;
+                if ts <= folded_until {
                     continue;
                 }
-                if let Some(key) = &e.cache_key {
+                if let Some(key) = hit.key {
                     update.execute(params![key, ts / 1000])?;
                 }
                 newest = newest.max(ts);
@@ -377,7 +391,7 @@ impl Store {
     }
 
     /// Writes what the stat cache learnt when nothing else is written.
-    pub fn flush_stat_cache(&self, stat: &mut StatCache) -> Result<(), StoreError> {
+    pub(crate) fn flush_stat_cache(&self, stat: &mut StatCache) -> Result<(), StoreError> {
         if stat.has_pending() {
             let tx = write_tx(&self.conn)?;
             stat.flush(&tx)?;
@@ -392,11 +406,11 @@ impl Store {
     /// Deletes a blob file found damaged (its bytes no longer hash to its name), so the next
     /// store of that content writes it afresh instead of keeping a same-size damaged file.
     /// Entries still naming it find it missing, are dropped and stored again.
-    pub fn discard_damaged_blob(&self, hash: &str) {
+    pub(crate) fn discard_damaged_blob(&self, hash: &str) {
         let _ = fs::remove_file(self.blob_path(hash));
     }
 
-    pub fn remove_entry(&self, key: &str) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn remove_entry(&self, key: &str) -> Result<Vec<String>, StoreError> {
         // Shared: it keeps `verify` (exclusive) from counting a blob deleted under its feet.
         let _maintenance = self.lock_shared();
         let tx = write_tx(&self.conn)?;
@@ -413,7 +427,7 @@ impl Store {
     /// a file deleted here either committed first (then the file is named, and kept) or finds
     /// it gone. Works in batches so builds wait for at most one batch. Returns how many files
     /// it deleted.
-    pub fn delete_unindexed_blobs(
+    pub(crate) fn delete_unindexed_blobs(
         &self,
         blobs: Vec<(String, PathBuf)>,
     ) -> Result<usize, StoreError> {
@@ -439,7 +453,7 @@ impl Store {
 /// the effective user and not writable by group or others. Anyone who can write the dir can
 /// swap the index, blobs or toolchain memo and so run code in our builds. With `create`, a
 /// missing dir is made, readable by its owner only.
-pub fn trust_cache_dir(dir: &Path, create: bool) -> Result<(), StoreError> {
+pub(crate) fn trust_cache_dir(dir: &Path, create: bool) -> Result<(), StoreError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     if dir.as_os_str().is_empty() {
         return Err(StoreError::NoCacheDir);
@@ -484,7 +498,7 @@ pub fn trust_cache_dir(dir: &Path, create: bool) -> Result<(), StoreError> {
 }
 
 /// Deletes an entry inside an open transaction; returns blobs whose count fell to zero.
-pub fn remove_entry_in(tx: &Connection, key: &str) -> Result<Vec<String>, StoreError> {
+pub(crate) fn remove_entry_in(tx: &Connection, key: &str) -> Result<Vec<String>, StoreError> {
     let blobs: Vec<String> = tx
         .prepare_cached("SELECT blob FROM outputs WHERE entry = ?1")?
         .query_map([key], |r| r.get(0))?
@@ -509,7 +523,7 @@ pub fn remove_entry_in(tx: &Connection, key: &str) -> Result<Vec<String>, StoreE
 /// Starts a write transaction that takes the write lock up front. A deferred transaction
 /// would start as a reader and, in WAL mode, fail at once with `SQLITE_BUSY` (without waiting)
 /// when another process committed in between.
-pub fn write_tx(conn: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+pub(crate) fn write_tx(conn: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
     rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
 }
 
@@ -620,7 +634,7 @@ CREATE TABLE IF NOT EXISTS stat_cache(
 
 impl StoreError {
     /// Whether the index itself is damaged (rather than busy, full or read-only).
-    pub fn is_corrupt_index(&self) -> bool {
+    pub(crate) fn is_corrupt_index(&self) -> bool {
         matches!(self, StoreError::Sqlite(e) if is_corruption(e))
     }
 }
@@ -628,7 +642,7 @@ impl StoreError {
 /// Called when an open index reported damage in use: moves it aside (as [`Store::open`] does
 /// with one that cannot be opened) once a check on a fresh connection confirms the damage, so
 /// an index another process has just recreated is left alone. Returns whether it moved it.
-pub fn quarantine_if_corrupt(dir: &Path) -> bool {
+pub(crate) fn quarantine_if_corrupt(dir: &Path) -> bool {
     let db = index_path(dir);
     let verdict = Connection::open_with_flags(&db, index_flags()).and_then(|c| {
         c.busy_timeout(BUSY_TIMEOUT)?;
@@ -661,7 +675,7 @@ fn quarantine(db: &Path) {
     }
 }
 
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

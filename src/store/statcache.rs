@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::fsutil::{FileStamp, hash_from_xattr, now_ns, set_hash_xattr};
+use crate::fsutil::{FileStamp, hash_from_xattr, now_ns, set_hash_xattr};
 use crate::key::{ContentHash, FileHasher, hash_file_contents};
 
 /// Changes younger than this are never trusted from the cache.
-pub const RECENT_NS: i64 = 2_000_000_000;
+pub(crate) const RECENT_NS: i64 = 2_000_000_000;
 
 pub struct StatCache<'c> {
     conn: &'c Connection,
@@ -44,7 +44,7 @@ impl<'c> StatCache<'c> {
     }
 
     /// Remembers the content of a file kache itself just wrote.
-    pub fn record_trusted(&mut self, path: &Path, hash: &str) -> io::Result<()> {
+    pub(crate) fn record_trusted(&mut self, path: &Path, hash: &str) -> io::Result<()> {
         let stamp = FileStamp::of(&std::fs::metadata(path)?);
         self.memo.insert(path.to_owned(), hash.to_owned());
         if !set_hash_xattr(path, hash, &stamp) {
@@ -55,7 +55,7 @@ impl<'c> StatCache<'c> {
     }
 
     /// Writes what was learnt to the index; call inside the invocation's write transaction.
-    pub fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
+    pub(crate) fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
         let mut stmt = tx.prepare_cached(
             "INSERT OR REPLACE INTO stat_cache(path, size, mtime_ns, ctime_ns, ino, hash, trusted)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -74,7 +74,7 @@ impl<'c> StatCache<'c> {
         Ok(())
     }
 
-    pub fn has_pending(&self) -> bool {
+    pub(crate) fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
 

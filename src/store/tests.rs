@@ -232,7 +232,7 @@ fn gc_verify_store_and_restore_racing_never_lose_an_indexed_blob() {
             s.spawn(move || {
                 let store = Store::open(dir).expect("open");
                 while !stop.load(Ordering::Relaxed) {
-                    store.gc(3000, None, false, &()).expect("gc");
+                    store.gc(3000, None, false, &[], &()).expect("gc");
                 }
             });
             s.spawn(move || {

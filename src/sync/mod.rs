@@ -20,7 +20,7 @@ use crate::remote::bundle::BundleError;
 use crate::store::StoreError;
 
 /// How many candidates of one invocation key a remote lookup reads.
-pub const MAX_CANDIDATES: usize = 8;
+pub(crate) const MAX_CANDIDATES: usize = 8;
 
 /// The manifest object of one invocation key that older versions wrote (read, never written).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,12 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{Candidate, SyncError};
 use crate::events::now_ms;
+use crate::fsutil;
 use crate::remote::bundle::{self, Source};
 use crate::remote::{RemoteError, RemoteStore, candidate_object, entry_object};
-use crate::store::{Store, fsutil};
+use crate::store::Store;
 
 /// Uploads of one entry are given up after this many failed attempts.
-pub const MAX_ATTEMPTS: u32 = 6;
+pub(crate) const MAX_ATTEMPTS: u32 = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct QueueItem {
@@ -53,7 +54,7 @@ fn write_item(cache_dir: &Path, item: &QueueItem) -> Result<(), SyncError> {
 }
 
 /// How many entries wait for upload.
-pub fn queue_len(cache_dir: &Path) -> usize {
+pub(crate) fn queue_len(cache_dir: &Path) -> usize {
     fs::read_dir(queue_dir(cache_dir))
         .map(|d| d.flatten().filter(|f| !is_temp(&f.path())).count())
         .unwrap_or(0)
@@ -67,7 +68,7 @@ fn is_temp(path: &Path) -> bool {
 
 /// Starts a detached worker that drains the queue; returns at once. The worker has no
 /// stdio and its own session, so cargo never waits for it.
-pub fn spawn_worker() {
+pub(crate) fn spawn_worker() {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
@@ -298,7 +299,7 @@ fn record_upload(cache_dir: &Path, entry: &str, bytes: u64) {
 }
 
 /// Total bytes uploaded, from `<cache>/uploads.jsonl`.
-pub fn uploaded_bytes(cache_dir: &Path) -> u64 {
+pub(crate) fn uploaded_bytes(cache_dir: &Path) -> u64 {
     fsutil::read_below(cache_dir, &cache_dir.join("uploads.jsonl"))
         .map(|bytes| {
             String::from_utf8_lossy(&bytes)

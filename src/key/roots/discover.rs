@@ -20,6 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Roots, root};
+use crate::fsutil::absolute;
 use crate::invocation::RustcArgs;
 
 /// What roots are discovered from.
@@ -195,14 +196,6 @@ fn tagged_target_dir(out_dir: &Path) -> Option<PathBuf> {
         .take(6)
         .find(|d| d.join("CACHEDIR.TAG").is_file())
         .map(Path::to_owned)
-}
-
-fn absolute(cwd: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        cwd.join(p)
-    }
 }
 
 #[cfg(test)]

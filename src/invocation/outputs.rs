@@ -2,7 +2,7 @@
 //! `-C extra-filename` and the target's file-name conventions. Predicting (rather than
 //! listing the directory afterwards) is what lets parallel rustc processes share an out dir.
 
-use crate::invocation::{EmitKind, PassthroughReason, RustcArgs};
+use super::{EmitKind, PassthroughReason, RustcArgs};
 
 /// Output file names for a target family.
 struct Naming {

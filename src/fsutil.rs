@@ -1,5 +1,6 @@
-//! Small filesystem primitives the store is built from: atomic writes, file identity, and
-//! opening paths under the cache dir without following links.
+//! Small filesystem and path primitives every step uses: atomic writes, file identity,
+//! opening paths under the cache dir without following links, and making a path absolute.
+//! Knows nothing of entries, keys or rustc; it sits below everything else.
 //!
 //! Everything kache opens below its cache dir goes through [`open_below`] / [`make_dirs_below`]
 //! / [`write_atomic`]: a symlink planted anywhere under the dir (a file, a fan-out dir, a lock)
@@ -10,7 +11,17 @@
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
+
+/// `p` as seen from `cwd`: unchanged when absolute, else joined to `cwd`. Purely lexical:
+/// nothing is resolved, so a path keeps the spelling the compiler was given.
+pub fn absolute(cwd: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        cwd.join(p)
+    }
+}
 
 /// The error for a symlink found where kache expects its own file or directory. Its text
 /// names the path and says "symlink", as the one warning line shows it.
