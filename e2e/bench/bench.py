@@ -1269,6 +1269,11 @@ def render(out: Path) -> Path:
     L.append("")
     for res in results:
         L += render_workload(res, bench_dir)
+    # `cargo install <registry crate>` twice: measured by install-registry.sh, whose table
+    # is kept beside the JSON and carried into the page as it is.
+    installs = bench_dir / "install-registry.md"
+    if installs.is_file():
+        L += ["", installs.read_text().rstrip()]
     md = out / "benchmarks.md"
     md.write_text("\n".join(L).rstrip() + "\n")
     return md
