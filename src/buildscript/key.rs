@@ -164,7 +164,7 @@ pub fn invocation_key(
     k.field("script", hash(stat, inputs.script)?);
     if let Some(rustc) = inputs.rustc {
         let tc = toolchain::identify(
-            &resolve_program(rustc, inputs.path_var).unwrap_or_else(|| PathBuf::from(rustc)),
+            &resolve(rustc, inputs.path_var).unwrap_or_else(|| PathBuf::from(rustc)),
             inputs.cache_dir,
             inputs.rustup_toolchain,
         )?;
@@ -197,7 +197,7 @@ pub fn invocation_key(
     programs.sort();
     programs.dedup();
     for program in programs {
-        let identity = match resolve_program(&program, inputs.path_var) {
+        let identity = match resolve(&program, inputs.path_var) {
             Some(path) => hash(stat, &path)?,
             None => "absent".to_owned(),
         };
@@ -211,16 +211,12 @@ pub fn invocation_key(
     Ok(k.finish())
 }
 
-/// Finds a program as `Command` would: a path as is, a bare name through `PATH`. Not
-/// canonicalised: a rustup proxy works only under its own name (hashing follows symlinks).
-fn resolve_program(program: &str, path_var: Option<&str>) -> Option<PathBuf> {
-    if program.contains('/') {
-        let p = PathBuf::from(program);
-        return p.is_file().then_some(p);
-    }
-    std::env::split_paths(OsStr::new(path_var.unwrap_or_default()))
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
+/// A program as the script would find it (`Command`'s rule): a path as given (the script runs
+/// in this process's working directory), else the first match on `PATH`. Not canonicalised: a
+/// rustup proxy works only under its own name (hashing follows symlinks).
+fn resolve(program: &str, path_var: Option<&str>) -> Option<PathBuf> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    crate::key::invocation_key::resolve_program(Path::new(program), &cwd, path_var)
 }
 
 /// Hashes a file, or a directory as the sorted list of its entries and their contents
