@@ -46,9 +46,13 @@ SCENARIOS = ["cold", "warm", "relocated", "noop", "edit", "check_cold", "check_w
 # workspace members with -C incremental); every other scenario runs with CARGO_INCREMENTAL=0.
 INCREMENTAL_SCENARIOS = {"inc_cold", "inc_warm", "inc_relocated", "inc_edit"}
 QUICK_SCENARIOS = ["cold", "warm", "noop"]
-CONTENDERS = ["nocache", "sccache", "kache"]
-LABEL = {"nocache": "no cache", "sccache": "sccache", "kache": "kache"}
-COLOR = {"nocache": "#8c8c8c", "sccache": "#d9822b", "kache": "#2b6cb0"}
+CONTENDERS = ["nocache", "sccache", "kache", "other"]
+# "other" is the other Rust cache that wraps rustc (kunobi-ninja/kache on crates.io, which
+# shares our binary's name): built by hand beside the project and passed as --other PATH.
+LABEL = {"nocache": "no cache", "sccache": "sccache", "kache": "kache",
+         "other": "kunobi-kache"}
+COLOR = {"nocache": "#8c8c8c", "sccache": "#d9822b", "kache": "#2b6cb0",
+         "other": "#6b8e23"}
 SCENARIO_DOC = {
     "cold": "`cargo build`, empty cache, fresh target",
     "warm": "`cargo build`, target deleted, warm cache",
@@ -496,6 +500,45 @@ class Kache(Contender):
         return {"kache_events": run_figures(stats)}
 
 
+class OtherKache(Contender):
+    """The other Rust cache that wraps rustc (kunobi-ninja/kache), local only, with its own
+    empty cache dir and config. Its daemon, if one starts, is stopped after every command so
+    no run profits from the previous run's in-memory state."""
+    name = "other"
+
+    def __init__(self, root: Path, opts: argparse.Namespace):
+        super().__init__(root, opts)
+        self.bin = str(opts.other)
+        self.config = root / "other-config.toml"
+
+    def env(self) -> dict[str, str]:
+        env = base_env()
+        env.update({
+            "RUSTC_WRAPPER": self.bin,
+            "KACHE_CACHE_DIR": str(self.cache_dir),
+            "KACHE_CONFIG": str(self.config),
+            "KACHE_LOCAL_ONLY": "1",
+        })
+        return env
+
+    def _stop(self) -> None:
+        if self.cache_dir.exists():
+            capture([self.bin, "daemon", "stop"], env=self.env(), timeout=60)
+
+    def reset_cache(self) -> None:
+        self._stop()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config.write_text("")
+        super().reset_cache()
+
+    def after_run(self, log_path: Path) -> dict:
+        self._stop()
+        return {}
+
+    def shutdown(self) -> None:
+        self._stop()
+
+
 class RunSetupError(Exception):
     """A contender could not be prepared for one run (recorded as a failed run)."""
 
@@ -549,6 +592,8 @@ class WorkloadBench:
             return c
         if name == "kache":
             return Kache(root, self.opts)
+        if name == "other":
+            return OtherKache(root, self.opts)
         raise BenchError(f"unknown contender {name}")
 
     # -- setup ----------------------------------------------------------------------------
@@ -838,6 +883,10 @@ def versions(opts: argparse.Namespace) -> dict:
     if opts.sccache_bin:
         rc, out = capture([opts.sccache_bin, "--version"])
         v["sccache"] = out if rc == 0 else f"unavailable: {out}"
+    if "other" in opts.contenders and opts.other:
+        rc, out = capture([str(opts.other), "--version"], timeout=20)
+        v["other"] = (f"kunobi-ninja/{out.splitlines()[0]}" if rc == 0 and out
+                      else f"unavailable: {out}")
     rc, rev = capture(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"])
     rev = rev if rc == 0 else "no-commit"
     rc, dirty = capture(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
@@ -889,6 +938,8 @@ def preflight(opts: argparse.Namespace) -> None:
         rc, out = capture([opts.sccache_bin, "--version"])
         if rc != 0:
             raise BenchError(f"`{opts.sccache_bin} --version` failed: {out}")
+    if "other" in opts.contenders and not (opts.other and os.access(opts.other, os.X_OK)):
+        raise BenchError("contender 'other' needs --other PATH (kunobi-ninja/kache's binary)")
     if "kache" in opts.contenders:
         k = Path(opts.kache)
         if not (k.is_file() and os.access(k, os.X_OK)):
@@ -1062,6 +1113,8 @@ def render_workload(res: dict, bench_dir: Path) -> list[str]:
     vers = [v.get("rustc"), v.get("cargo")]
     if "sccache" in contenders:
         vers.append(v.get("sccache"))
+    if "other" in contenders:
+        vers.append(v.get("other"))
     if "kache" in contenders:
         vers.append(f"kache {v.get('kache_git_rev')} (binary sha256 "
                     f"{v.get('kache_bin_sha256', '?')})")
@@ -1080,6 +1133,9 @@ def render_workload(res: dict, bench_dir: Path) -> list[str]:
     if "kache" in contenders and "sccache" in contenders:
         head += " | kache/sccache"
         sep += "---:|"
+    if "kache" in contenders and "other" in contenders:
+        head += f" | kache/{LABEL['other']}"
+        sep += "---:|"
     L += [head + " |", sep]
     for sc in scenarios:
         cells = []
@@ -1093,6 +1149,8 @@ def render_workload(res: dict, bench_dir: Path) -> list[str]:
             row += " | " + fmt_ratio(ratio(k, med_wall(runs, main_fs, sc, "nocache")))
         if "kache" in contenders and "sccache" in contenders:
             row += " | " + fmt_ratio(ratio(k, med_wall(runs, main_fs, sc, "sccache")))
+        if "kache" in contenders and "other" in contenders:
+            row += " | " + fmt_ratio(ratio(k, med_wall(runs, main_fs, sc, "other")))
         L.append(row + " |")
     L += ["", f"![wall time]({bench_dir.name}/{wl}-wall.svg)", ""]
 
@@ -1116,7 +1174,7 @@ def render_workload(res: dict, bench_dir: Path) -> list[str]:
              lambda x: f"{x:.3f}×")
         for sc in ("warm", "relocated"):
             k = med_wall(runs, main_fs, sc, "kache")
-            for other, goal in (("nocache", 30), ("sccache", 8)):
+            for other, goal in (("nocache", 30), ("sccache", 8), ("other", 1)):
                 if other in contenders:
                     sp = ratio(med_wall(runs, main_fs, sc, other), k)
                     line(f"{sc}: speedup vs {LABEL[other]}", sp, f"≥ {goal}×",
@@ -1333,6 +1391,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--scenarios", default=None, help="comma list of " + ",".join(SCENARIOS))
     p.add_argument("--kache", type=Path, default=REPO / "target" / "release" / "kache",
                    help="kache binary (default: target/release/kache of this checkout)")
+    p.add_argument("--other", type=Path, default=None,
+                   help="the other Rust cache's binary (kunobi-ninja/kache), for contender 'other'")
     p.add_argument("--sccache", dest="sccache_bin", default=None, help="sccache binary")
     p.add_argument("--sccache-port", type=int, default=4237,
                    help="port of the harness's own sccache server (default 4237)")
