@@ -5,14 +5,12 @@
 //! removes what is broken and rebuilds the counts (exit 0), and the next build stores the
 //! dropped entries again.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use support::*;
+use crate::support::*;
 
 fn name_of(blob: &Path) -> String {
     blob.file_name()

@@ -7,15 +7,13 @@
 //!   arguments, different out dirs), for three different keys, then once more to hit:
 //!   every output is right, each key is stored once, and the store stays consistent.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Barrier;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn four_builds_at_once_cold_then_warm() {

@@ -12,16 +12,13 @@
 //! Only `fixture-where` (it embeds `env!("CARGO_MANIFEST_DIR")`) may compile again when the
 //! checkout moves, and it must print its own path.
 
-mod support;
-mod support_s3;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::*;
+use crate::support_s3::MotoServer;
 use serde_json::Value;
-use support::*;
-use support_s3::MotoServer;
 
 /// The events of every unit but fixture-where (which embeds the checkout's path).
 fn path_independent(events: &[Value]) -> Vec<Value> {

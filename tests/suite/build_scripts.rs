@@ -9,15 +9,14 @@
 //! printing what `bsdep` was built with. Each case compares the app's output with a build of
 //! the same sources and environment without kache, and checks the run's event.
 
-mod support;
-mod support_s3;
+use crate::support_s3;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const DEP_MANIFEST: &str = r#"[package]
 name = "bsdep"

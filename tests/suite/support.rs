@@ -30,8 +30,6 @@
 //!   printed);
 //! - `KACHE_E2E_WRAPPER=/path` uses another wrapper instead of the kache binary under test.
 
-#![allow(dead_code)]
-
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -523,14 +521,6 @@ pub struct CargoCmd {
 }
 
 impl CargoCmd {
-    /// Adds an argument.
-    pub fn arg(mut self, arg: &str) -> CargoCmd {
-        self.cmd.arg(arg);
-        self.label.push(' ');
-        self.label.push_str(arg);
-        self
-    }
-
     /// Sets a variable for this command only.
     pub fn env(mut self, key: &str, value: &str) -> CargoCmd {
         self.cmd.env(key, value);
@@ -542,13 +532,6 @@ impl CargoCmd {
     pub fn current_dir(mut self, dir: &Path) -> CargoCmd {
         self.cmd.current_dir(dir);
         self.dir = dir.to_path_buf();
-        self
-    }
-
-    /// Removes a variable for this command only.
-    pub fn env_remove(mut self, key: &str) -> CargoCmd {
-        self.cmd.env_remove(key);
-        self.label = format!("(unset {key}) {}", self.label);
         self
     }
 
@@ -743,24 +726,6 @@ pub fn count(events: &[Value], wanted: &str) -> usize {
         .count()
 }
 
-/// Number of events per `result`.
-pub fn counts(events: &[Value]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for event in events {
-        *counts.entry(result(event).to_string()).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// The units (see [`unit`]) of the events with the given `result`.
-pub fn units_with(events: &[Value], wanted: &str) -> BTreeSet<String> {
-    events
-        .iter()
-        .filter(|event| result(event) == wanted)
-        .map(unit)
-        .collect()
-}
-
 /// The units (see [`unit`]) of all the events.
 pub fn units(events: &[Value]) -> BTreeSet<String> {
     events.iter().map(unit).collect()
@@ -874,12 +839,6 @@ impl Workspace {
     pub fn read_bytes(&self, rel: &str) -> Vec<u8> {
         let path = self.path(rel);
         fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-    }
-
-    /// Removes a file of the checkout.
-    pub fn remove(&self, rel: &str) {
-        let path = self.path(rel);
-        fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
     }
 
     /// Replaces every occurrence of `from` with `to`; panics unless there are exactly

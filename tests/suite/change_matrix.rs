@@ -12,13 +12,11 @@
 //! what the case changed; where a case hides a change from cargo's mtime-based check, it
 //! makes the change visible before the reference build.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use support::*;
+use crate::support::*;
 
 /// What a case's kache build must show besides the reference output.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -4,17 +4,15 @@
 //! Needs `moto_server` on PATH (`pip install 'moto[server]'`); the tests fail, and say so,
 //! when it is missing. Talks to nothing but loopback.
 
-mod support_s3;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::support_s3::MotoServer;
 use kache::remote::breaker::{Breaker, MissCache};
 use kache::remote::bundle::{self, BundleError, Source};
 use kache::remote::guard::Guarded;
 use kache::remote::s3::S3Remote;
 use kache::remote::{RemoteConfig, RemoteError, RemoteStore, entry_object, manifest_object};
-use support_s3::MotoServer;
 
 const BUCKET: &str = "kache-test";
 

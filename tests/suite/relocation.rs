@@ -2,12 +2,10 @@
 //! served entirely from the cache (no compiler run) except the one unit that embeds its
 //! path, `fixture-where` (`env!("CARGO_MANIFEST_DIR")`), which must print its *own* path.
 
-mod support;
-
 use std::path::Path;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// The events of every unit but fixture-where (which embeds the checkout's path).
 fn path_independent(events: &[Value]) -> Vec<Value> {

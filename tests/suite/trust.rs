@@ -12,14 +12,12 @@
 //! The tests chown to another uid, so they need root (the machine's tests run as root);
 //! without it they say so and skip.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::*;
+use crate::support::*;
 
 /// The uid and gid of the "other user" (no such account is needed).
 const INTRUDER: u32 = 4242;

@@ -22,16 +22,14 @@
 //! mount that fails is a failure. The crash tests need the hook, compiled in only with
 //! `--features fault-injection` (which `e2e/run-tests` passes); without it they are ignored.
 
-mod support;
-
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// Units of one build of the fixture (every crate but the two probes).
 const UNITS: usize = 10;
@@ -717,8 +715,8 @@ fn root_needing_tests_are_ignored_not_silently_skipped() {
     // Spelled with a `#` removed at run time, so this test's own text does not match.
     let needs_root = ["Mount#::", "mounted#(", "chown#(", "plant#("].map(|p| p.replace('#', ""));
     let test_attr = ["#[", "test]"].concat();
-    for entry in fs::read_dir(root.join("tests"))
-        .expect("read tests/")
+    for entry in fs::read_dir(root.join("tests/suite"))
+        .expect("read tests/suite/")
         .flatten()
     {
         let path = entry.path();

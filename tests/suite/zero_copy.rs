@@ -11,14 +11,12 @@
 //! - The cache dir, its `blobs`/`tmp` dirs and the blobs themselves are never used through a
 //!   symlink someone else planted: kache refuses and the build goes on without the cache.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const EXT4_SUPER_MAGIC: i64 = 0xEF53;
 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;

@@ -8,15 +8,13 @@
 //! reusing the session rustc left; an entry stored by a compile that started from a stale
 //! session behaves as a fresh compile's; and nothing of a session ends up in an output.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// The workspace members: the units cargo compiles with `-C incremental`.
 const MEMBERS: &[&str] = &[

@@ -8,16 +8,13 @@
 //!
 //! Needs `moto_server` on PATH (`e2e/run-tests` installs it).
 
-mod support;
-mod support_s3;
-
 use std::process::Command;
 
+use crate::support::*;
+use crate::support_s3::MotoServer;
 use kache::remote::s3::S3Remote;
 use kache::remote::{RemoteConfig, RemoteStore, entry_object};
 use serde_json::Value;
-use support::*;
-use support_s3::MotoServer;
 
 const BUCKET: &str = "kache-e2e";
 const APP_BIN: &str = "fixture-app";

@@ -4,15 +4,13 @@
 //! without breaking the next build, `explain` names what changed, `init` edits cargo's config
 //! file politely, and bad input is a one-line error with exit code 2, never a panic.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// Every command people run (not `help`).
 const COMMANDS: [&str; 12] = [

@@ -6,15 +6,15 @@
 //! whose build script compiles C through the `cc` crate (offline, cc 1.11.1 from the local
 //! registry), with `RUSTC_WRAPPER` as a bare name and as an absolute path.
 
-mod support;
-mod support_s3;
+use crate::support;
+use crate::support_s3;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::{EventCursor, kache_bin_under_test, result};
 use serde_json::Value;
-use support::{EventCursor, kache_bin_under_test, result};
 
 /// A directory with C sources, a kache cache, and helpers to compile with and without kache.
 struct CProject {

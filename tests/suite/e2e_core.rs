@@ -2,10 +2,8 @@
 //! (e2e/fixtures/ws): cold, warm, from a second checkout, no-op, and after three kinds
 //! of change. Every output is compared with a build of the same sources without kache.
 
-mod support;
-
+use crate::support::*;
 use std::collections::BTreeSet;
-use support::*;
 
 /// The fixture's crates that depend on fixture-core, so cargo rebuilds them with it.
 const CORE_AND_DEPENDENTS: &[&str] = &[
