@@ -48,16 +48,16 @@ fn assert_warnings_are_one_liners(output: &Output, invocations: usize, context: 
 }
 
 /// The events with a `warning`.
-fn warned(events: &[Value]) -> Vec<Value> {
+fn warned(events: &[BuildEvent]) -> Vec<BuildEvent> {
     events
         .iter()
-        .filter(|e| !e["warning"].is_null())
+        .filter(|e| e.warning.is_some())
         .cloned()
         .collect()
 }
 
 /// `rm -rf target`, a kache build that must succeed, and its events (probes left out).
-fn rebuild(ws: &Workspace, log: &mut EventCursor) -> (Output, Vec<Value>) {
+fn rebuild(ws: &Workspace, log: &mut EventCursor) -> (Output, Vec<BuildEvent>) {
     ws.rm_target();
     let output = ws.kache_build(&[]);
     (output, compiles(&log.take()))
@@ -124,7 +124,7 @@ fn damaged_blobs_are_dropped_and_stored_again() {
     for name in damaged {
         let theirs = of_crate(&events, name);
         assert!(
-            theirs.len() == 1 && result(&theirs[0]) == "miss" && !theirs[0]["warning"].is_null(),
+            theirs.len() == 1 && theirs[0].result == Outcome::Miss && theirs[0].warning.is_some(),
             "{name}'s damaged entry is dropped with a warning and the crate compiled\n{}",
             describe(&events)
         );
@@ -257,7 +257,7 @@ fn damaged_entry_and_manifest_rows_are_dropped() {
     for name in ["fixture_core", "itoa"] {
         let theirs = of_crate(&events, name);
         assert!(
-            theirs.len() == 1 && result(&theirs[0]) == "miss",
+            theirs.len() == 1 && theirs[0].result == Outcome::Miss,
             "{name} is compiled: its damaged row cannot be used\n{}",
             describe(&events)
         );
@@ -326,13 +326,13 @@ fn tampered_index_rows_write_nothing_outside_target_and_no_setuid_file() {
     for name in ["fixture_core", "fixture_macros"] {
         let theirs = of_crate(&events, name);
         assert!(
-            theirs.len() == 1 && result(&theirs[0]) == "miss",
+            theirs.len() == 1 && theirs[0].result == Outcome::Miss,
             "{name} is compiled: its tampered row cannot be used\n{}",
             describe(&events)
         );
     }
     assert!(
-        count(&events, "local_hit") > 0,
+        count(&events, Outcome::LocalHit) > 0,
         "entries with masked modes are still used\n{}",
         describe(&events)
     );
@@ -466,7 +466,7 @@ fn writes_into_a_hardlinked_output_are_caught_and_healed() {
         let (output, events) = rebuild(&ws, &mut log);
         let core = of_crate(&events, "fixture_core");
         assert!(
-            core.len() == 1 && result(&core[0]) == "miss" && !core[0]["warning"].is_null(),
+            core.len() == 1 && core[0].result == Outcome::Miss && core[0].warning.is_some(),
             "{how}: the damaged blob is caught, dropped and compiled\n{}",
             describe(&events)
         );
@@ -543,7 +543,7 @@ fn a_full_disk_never_breaks_the_build_nor_the_store() {
     assert_eq!(ws.run_bin(APP_BIN, &[]), expected, "full disk");
     assert_warnings_are_one_liners(&output, UNITS, "full disk");
     assert!(
-        !kache_lines(&output).is_empty() || events.iter().any(|e| !e["warning"].is_null()),
+        !kache_lines(&output).is_empty() || events.iter().any(|e| e.warning.is_some()),
         "premise: the disk did fill up (no warning at all)\n{}",
         describe(&events)
     );
@@ -610,13 +610,13 @@ fn killed_at_every_stage_of_a_store_then_the_next_build_succeeds() {
         assert_no_faults(&events, &format!("the build after a kill at {stage}"));
         let core = of_crate(&events, "fixture_core");
         let want = if *stage == "after_commit" {
-            "local_hit"
+            Outcome::LocalHit
         } else {
-            "miss"
+            Outcome::Miss
         };
         assert!(
-            core.len() == 1 && result(&core[0]) == want,
-            "after a kill at {stage}, fixture_core is a {want}\n{}",
+            core.len() == 1 && core[0].result == want,
+            "after a kill at {stage}, fixture_core is a {want:?}\n{}",
             describe(&events)
         );
         assert_eq!(

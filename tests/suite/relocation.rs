@@ -5,10 +5,9 @@
 use std::path::Path;
 
 use crate::support::*;
-use serde_json::Value;
 
 /// The events of every unit but fixture-where (which embeds the checkout's path).
-fn path_independent(events: &[Value]) -> Vec<Value> {
+fn path_independent(events: &[BuildEvent]) -> Vec<BuildEvent> {
     events
         .iter()
         .filter(|event| crate_name(event) != "fixture_where")

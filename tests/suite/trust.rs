@@ -148,11 +148,8 @@ fn an_untrusted_cache_dir_is_refused() {
     program.build(&cache, &root.path().join("out-b"));
     let meta = fs::metadata(&cache).expect("stat the cache dir");
     assert_eq!(meta.mode() & 0o777, 0o700, "made for its owner only");
-    let results: Vec<String> = events(&cache)
-        .iter()
-        .map(|e| result(e).to_owned())
-        .collect();
-    assert_eq!(results, ["miss", "local_hit"]);
+    let results: Vec<Outcome> = events(&cache).iter().map(|e| e.result).collect();
+    assert_eq!(results, [Outcome::Miss, Outcome::LocalHit]);
 }
 
 #[test]

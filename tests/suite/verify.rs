@@ -208,7 +208,7 @@ fn verify_finds_every_problem_and_repair_fixes_them() {
     for name in ["fixture_core", "fixture_macros", "itoa", unparsable_crate] {
         let theirs = of_crate(&events, name);
         assert!(
-            !theirs.is_empty() && theirs.iter().all(|e| result(e) == "miss"),
+            !theirs.is_empty() && theirs.iter().all(|e| e.result == Outcome::Miss),
             "{name}'s entry was dropped, so it compiles and is stored again\n{}",
             describe(&events)
         );
@@ -216,7 +216,7 @@ fn verify_finds_every_problem_and_repair_fixes_them() {
     assert!(
         of_crate(&events, "cc")
             .iter()
-            .all(|e| result(e) == "local_hit"),
+            .all(|e| e.result == Outcome::LocalHit),
         "the miscounted blob's entry survived the repair\n{}",
         describe(&events)
     );
