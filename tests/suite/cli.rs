@@ -112,10 +112,8 @@ fn assert_close(got: f64, want: f64, what: &str) {
 
 #[test]
 fn stats_list_and_gc_on_a_real_store() {
-    let sandbox = Sandbox::new();
+    let Warmed { sandbox, ws, .. } = Sandbox::warmed("ws");
     let cache = sandbox.cache_dir();
-    let ws = sandbox.checkout("ws");
-    ws.kache_build(&[]);
     let expected = ws.run_bin(APP_BIN, &[]);
     ws.rm_target();
     ws.kache_build(&[]);
@@ -327,10 +325,8 @@ fn auto_gc_running(cache: &Path) -> bool {
 
 #[test]
 fn automatic_gc_keeps_the_store_under_its_limit() {
-    let sandbox = Sandbox::new();
+    let Warmed { sandbox, ws, .. } = Sandbox::warmed("ws");
     let cache = sandbox.cache_dir();
-    let ws = sandbox.checkout("ws");
-    ws.kache_build(&[]);
     let full = num(&json(cache, &["stats", "--json"])["store"]["size"]) as u64;
 
     // A source edit makes the app miss; storing it passes a limit below what the store
@@ -396,10 +392,10 @@ fn explain_lines(cache: &Path, krate: &str) -> String {
 
 #[test]
 fn explain_names_what_changed() {
-    let sandbox = Sandbox::new();
+    let Warmed {
+        sandbox, mut ws, ..
+    } = Sandbox::warmed("ws");
     let cache = sandbox.cache_dir();
-    let mut ws = sandbox.checkout("ws");
-    ws.kache_build(&[]);
     let first = explain_lines(cache, "fixture_core");
     assert!(first.contains("the only stored entry"), "{first}");
 

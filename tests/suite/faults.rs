@@ -82,12 +82,13 @@ fn assert_heals(ws: &Workspace, log: &mut EventCursor, expected: &str, context: 
 
 #[test]
 fn damaged_blobs_are_dropped_and_stored_again() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
 
     let cache = sandbox.cache_dir();
     let core = blob_of(cache, &ws.deps_file("libfixture_core-", ".rlib"));
@@ -152,12 +153,13 @@ enum IndexDamage {
 
 #[test]
 fn a_damaged_index_is_replaced() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
     let db = sandbox.cache_dir().join("index.db");
 
     for damage in [
@@ -222,12 +224,13 @@ fn damage_index(db: &Path, damage: IndexDamage) {
 
 #[test]
 fn damaged_entry_and_manifest_rows_are_dropped() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
 
     let conn =
         rusqlite::Connection::open(sandbox.cache_dir().join("index.db")).expect("open the index");
@@ -274,12 +277,13 @@ fn damaged_entry_and_manifest_rows_are_dropped() {
 /// bit beyond 0o755.
 #[test]
 fn tampered_index_rows_write_nothing_outside_target_and_no_setuid_file() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
 
     // `ws/target/debug/deps/../../../../x` is `<sandbox>/x`.
     let outside = sandbox.root().join("evil-setuid");
@@ -425,12 +429,13 @@ fn cargo_without_kache_rebuilds_over_what_kache_left_in_target() {
 /// same-size overwrite), drop the entry, compile and store again: never restore the damage.
 #[test]
 fn writes_into_a_hardlinked_output_are_caught_and_healed() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
     type Damage = fn(&Path);
     let append: Damage = |path| {
         let mut f = fs::File::options().append(true).open(path).expect("open");
@@ -482,12 +487,10 @@ fn writes_into_a_hardlinked_output_are_caught_and_healed() {
 #[test]
 #[ignore = "needs root: bind-mounts the cache dir read-only"]
 fn a_read_only_cache_dir_never_breaks_the_build() {
-    let sandbox = Sandbox::new();
-    let mut ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox, mut ws, ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
     let empty = sandbox.root().join("empty-cache");
     fs::create_dir_all(&empty).expect("create an empty cache dir");
 
@@ -584,11 +587,12 @@ fn crashing_build(ws: &Workspace, stage: &str, crate_name: &str) {
     ignore = "needs the crash hook: cargo test --features fault-injection"
 )]
 fn killed_at_every_stage_of_a_store_then_the_next_build_succeeds() {
-    let sandbox = Sandbox::new();
-    let mut ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
-    ws.kache_build(&[]);
-    log.take();
+    let Warmed {
+        sandbox,
+        mut ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
 
     let stages = [
         "after_compile",
@@ -638,12 +642,13 @@ fn killed_at_every_stage_of_a_store_then_the_next_build_succeeds() {
     ignore = "needs the crash hook: cargo test --features fault-injection"
 )]
 fn locks_held_by_a_killed_process_do_not_block_anyone() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
 
     // Killed in the middle of a restore, holding the store's shared maintenance lock.
     ws.rm_target();

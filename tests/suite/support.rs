@@ -185,6 +185,44 @@ impl Sandbox {
     pub fn cursor(&self) -> EventCursor {
         EventCursor::new(&self.cache_dir)
     }
+
+    /// A new sandbox whose cache a cold kache build of the fixture checked out at
+    /// `sub_path` has filled: the start of every test about a warm store.
+    pub fn warmed(sub_path: &str) -> Warmed {
+        Sandbox::new().warm(sub_path)
+    }
+
+    /// Fills this (empty) sandbox's cache with a cold kache build of the fixture checked
+    /// out at `sub_path`, checking that every compile was a miss without a fault, so a test
+    /// that starts from it knows what the store holds.
+    pub fn warm(self, sub_path: &str) -> Warmed {
+        let ws = self.checkout(sub_path);
+        let mut log = self.cursor();
+        ws.kache_build(&[]);
+        let cold = compiles(&log.take());
+        assert!(!cold.is_empty(), "the cold build compiled nothing");
+        assert_all(&cold, Outcome::Miss, "the cold build that fills the cache");
+        assert_no_faults(&cold, "the cold build that fills the cache");
+        Warmed {
+            sandbox: self,
+            ws,
+            log,
+            cold,
+        }
+    }
+}
+
+/// What [`Sandbox::warm`] leaves: each test owns its own (tests run in parallel). Bind
+/// `sandbox` to a name (`sandbox: _sandbox` if unused): a field left to `..` is dropped at
+/// once, and dropping the sandbox deletes it.
+pub struct Warmed {
+    pub sandbox: Sandbox,
+    /// The checkout that was built, its target dir still in place.
+    pub ws: Workspace,
+    /// A cursor past the cold build's events.
+    pub log: EventCursor,
+    /// The cold build's compiles, every one a miss.
+    pub cold: Vec<BuildEvent>,
 }
 
 impl Default for Sandbox {

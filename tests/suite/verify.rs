@@ -64,13 +64,14 @@ const LABELS: &[&str] = &[
 
 #[test]
 fn verify_finds_every_problem_and_repair_fixes_them() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let cache = sandbox.cache_dir();
-    let mut log = sandbox.cursor();
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
 
     // --- a healthy store ----------------------------------------------------------------
     let healthy = verify(cache, false);

@@ -122,12 +122,13 @@ fn assert_a_miss_after_a_hit_leaves_blobs_alone(ws: &Workspace, context: &str) {
 #[ignore = "needs root: loop-mounts an ext4 image"]
 fn ext4_hardlinks_libraries_and_copies_executables() {
     let (_dir, mount) = mounted("ext4", EXT4_SUPER_MAGIC);
-    let sandbox = Sandbox::new_in(mount.path());
-    let a = sandbox.checkout("a/ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws: a,
+        mut log,
+        ..
+    } = Sandbox::new_in(mount.path()).warm("a/ws");
     let expected = a.reference_output(&[], APP_BIN);
-    a.kache_build(&[]);
-    log.take();
 
     // Nothing links the blobs once A's target dir is gone: libraries come back as links.
     a.rm_target();
@@ -198,12 +199,13 @@ fn ext4_hardlinks_libraries_and_copies_executables() {
 #[ignore = "needs root: loop-mounts a btrfs image (and mkfs.btrfs from btrfs-progs)"]
 fn btrfs_reflinks_every_output() {
     let (_dir, mount) = mounted("btrfs", BTRFS_SUPER_MAGIC);
-    let sandbox = Sandbox::new_in(mount.path());
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox: _sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::new_in(mount.path()).warm("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
 
     ws.rm_target();
     ws.kache_build(&[]);
