@@ -1,8 +1,9 @@
 //! Helpers for kache's end-to-end tests: build the fixture workspace in
-//! `e2e/fixtures/ws` with real cargo, with and without kache, and read the event log.
+//! `e2e/fixtures/ws` with real cargo, with and without kache, and read the event log (as
+//! the library's own `BuildEvent`).
 //!
-//! Use it from a `tests/*.rs` file with `mod support;`. A test reads like a shell
-//! session:
+//! Use it from a module of the suite with `use crate::support::*;`. A test reads like a
+//! shell session:
 //!
 //! ```ignore
 //! let sandbox = Sandbox::new();
@@ -13,6 +14,9 @@
 //! assert_eq!(ws.run_bin("fixture-app", &[]), ws.reference_output(&[], "fixture-app"));
 //! ws.rm_target();                               // rm -rf target
 //! ```
+//!
+//! A test about a warm store starts from [`Sandbox::warmed`] (the first four lines above,
+//! with the cold build checked to be all misses).
 //!
 //! What the harness controls for every cargo it runs:
 //! - the working directory is the checkout, and `CARGO_TARGET_DIR` (and every other
