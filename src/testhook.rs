@@ -1,4 +1,4 @@
-//! A fault injector for the crash tests (`tests/faults.rs`): with
+//! A fault injector for the crash tests (`tests/suite/faults.rs`): with
 //! `KACHE_TEST_CRASH_AT=<stage>` (or `<stage>:<crate name>`) set, the process kills itself with
 //! SIGKILL, exactly as `kill -9` would, when it reaches that stage (for that crate).
 //!

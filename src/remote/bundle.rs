@@ -489,12 +489,18 @@ mod tests {
 
     #[test]
     fn bounds_decompressed_size() {
-        // 64 MiB of zeros compresses to a few KiB.
-        let zeros = vec![0u8; 64 << 20];
+        // 256 MiB of zeros compresses to well under 1 MiB.
+        let zeros = vec![0u8; 256 << 20];
         let packed = pack(b"{}", &[("big", Source::Bytes(&zeros))]).expect("pack");
-        assert!(packed.len() < 64 << 10, "{}", packed.len());
-        let e = unpack(&packed, 1 << 20).expect_err("bomb accepted");
-        assert!(matches!(e, BundleError::TooLarge { .. }), "{e:?}");
+        assert!(packed.len() < 1 << 20, "{}", packed.len());
+        let start = std::time::Instant::now();
+        let e = unpack(&packed, 8 << 20).expect_err("bomb accepted");
+        assert!(
+            matches!(e, BundleError::TooLarge { limit } if limit == 8 << 20),
+            "{e:?}"
+        );
+        // Refused early, not after inflating everything.
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
         // Exactly at the bound is fine: find the decompressed size and use it as the limit.
         let small = pack(b"{}", &[("a", Source::Bytes(b"abc"))]).expect("pack");
         let exact = zstd::stream::decode_all(&small[..]).expect("decode").len() as u64;
@@ -530,15 +536,25 @@ mod tests {
         )
         .expect("pack");
         let good = unpack(&original, MAX).expect("unpack");
-        for i in 0..original.len() {
-            for flip in [0x01u8, 0x80, 0xff] {
+        for flip in [0x01u8, 0x5a, 0x80, 0xff] {
+            let mut refused_count = 0;
+            for i in 0..original.len() {
                 let mut bad = original.clone();
                 bad[i] ^= flip;
                 // Either refused, or (for a flip zstd can prove harmless) identical content.
-                if let Ok(b) = unpack(&bad, MAX) {
-                    assert_eq!(b, good, "byte {i} flip {flip:#x} changed content silently");
+                match unpack(&bad, MAX) {
+                    Err(_) => refused_count += 1,
+                    Ok(b) => {
+                        assert_eq!(b, good, "byte {i} flip {flip:#x} changed content silently")
+                    }
                 }
             }
+            // The frame checksum turns most damage into an error, not a silent pass.
+            assert!(
+                refused_count > original.len() / 2,
+                "flip {flip:#x}: {refused_count}/{} refused",
+                original.len()
+            );
         }
         for len in 0..original.len() {
             assert!(unpack(&original[..len], MAX).is_err(), "truncated to {len}");

@@ -12,13 +12,11 @@
 //! what the case changed; where a case hides a change from cargo's mtime-based check, it
 //! makes the change visible before the reference build.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use support::*;
+use crate::support::*;
 
 /// What a case's kache build must show besides the reference output.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -397,7 +395,7 @@ fn run_matrix<'a>(cases: impl Iterator<Item = &'a Case>, cargo_defaults: bool) {
         );
         let passed_through = all
             .iter()
-            .filter(|e| e["passthrough_reason"] == "incremental")
+            .filter(|e| e.passthrough_reason.as_deref() == Some("incremental"))
             .count();
         assert_eq!(passed_through, 0, "{}", describe(&all));
     }
@@ -429,7 +427,7 @@ fn run_case(sandbox: &Sandbox, ws: &mut Workspace, case: &Case, base: &str) {
     println!(
         "[{name}] {} units compiled, {} hits",
         compiled(&events).len(),
-        count(&events, "local_hit")
+        count(&events, Outcome::LocalHit)
     );
 
     if let Expect::BuildFails(needle) = case.expect {
@@ -455,7 +453,7 @@ fn run_case(sandbox: &Sandbox, ws: &mut Workspace, case: &Case, base: &str) {
                 !theirs.is_empty()
                     && theirs
                         .iter()
-                        .all(|e| result(e) == "miss" && e["exit_code"] != 0),
+                        .all(|e| e.result == Outcome::Miss && e.exit_code != 0),
                 "[{name}] {crate_name} must be compiled (and fail), never served\n{}",
                 describe(&events)
             );
@@ -473,7 +471,7 @@ fn run_case(sandbox: &Sandbox, ws: &mut Workspace, case: &Case, base: &str) {
     for crate_name in case.must_compile {
         let theirs = of_crate(&events, crate_name);
         assert!(
-            !theirs.is_empty() && theirs.iter().all(|e| result(e) == "miss"),
+            !theirs.is_empty() && theirs.iter().all(|e| e.result == Outcome::Miss),
             "[{name}] kache must compile {crate_name}: no stored variant is right for it\n{}",
             describe(&events)
         );

@@ -12,19 +12,15 @@
 //! Only `fixture-where` (it embeds `env!("CARGO_MANIFEST_DIR")`) may compile again when the
 //! checkout moves, and it must print its own path.
 
-mod support;
-mod support_s3;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
-use support::*;
-use support_s3::MotoServer;
+use crate::support::*;
+use crate::support_s3::MotoServer;
 
 /// The events of every unit but fixture-where (which embeds the checkout's path).
-fn path_independent(events: &[Value]) -> Vec<Value> {
+fn path_independent(events: &[BuildEvent]) -> Vec<BuildEvent> {
     events
         .iter()
         .filter(|event| crate_name(event) != "fixture_where")
@@ -146,7 +142,7 @@ fn private_cargo_home(home: &Path) {
 
 /// Asserts the second build of a shape: the same units as the first, every one a local hit
 /// without a compiler run (`fixture-where` aside when the checkout moved).
-fn assert_warm(events: &[Value], every_unit: &std::collections::BTreeSet<String>, what: &str) {
+fn assert_warm(events: &[BuildEvent], every_unit: &std::collections::BTreeSet<String>, what: &str) {
     assert_no_faults(events, what);
     assert_eq!(&units(events), every_unit, "{what}\n{}", describe(events));
     assert_all_local_hits(&path_independent(events), what);
@@ -286,7 +282,7 @@ fn cargo_install_twice_is_all_hits() {
             None => {
                 assert_no_faults(&events, "first install");
                 // The build script, its run (a git or registry package's), the binary.
-                assert_eq!(count(&events, "miss"), 3, "{}", describe(&events));
+                assert_eq!(count(&events, Outcome::Miss), 3, "{}", describe(&events));
                 every_unit = Some(units(&events));
             }
             Some(every_unit) => assert_warm(&events, every_unit, "second install --git"),
@@ -310,7 +306,7 @@ fn cargo_install_twice_is_all_hits() {
             None => {
                 assert_no_faults(&events, "first registry install");
                 // The build script, its run (a git or registry package's), the binary.
-                assert_eq!(count(&events, "miss"), 3, "{}", describe(&events));
+                assert_eq!(count(&events, Outcome::Miss), 3, "{}", describe(&events));
                 every_unit = Some(units(&events));
             }
             Some(every_unit) => assert_warm(&events, every_unit, "second registry install"),
@@ -485,7 +481,7 @@ fn git_vendored_and_patched_sources_hit_elsewhere_and_a_sibling_says_why() {
     first.kache(&["build"]).env("CARGO_HOME", utf8(&home)).run();
     let cold = compiles(&log.take());
     assert_no_faults(&cold, "cold");
-    assert_eq!(count(&cold, "miss"), 5, "{}", describe(&cold));
+    assert_eq!(count(&cold, Outcome::Miss), 5, "{}", describe(&cold));
     assert_eq!(first.run_bin("shapes", &[]), expected);
     let every_unit = units(&cold);
 
@@ -512,14 +508,14 @@ fn git_vendored_and_patched_sources_hit_elsewhere_and_a_sibling_says_why() {
     assert_no_faults(&moved, "moved");
     assert_eq!(units(&moved), every_unit, "{}", describe(&moved));
     let outside = ["sibling", "shapes"];
-    let (recompiled, shared): (Vec<Value>, Vec<Value>) = moved
+    let (recompiled, shared): (Vec<BuildEvent>, Vec<BuildEvent>) = moved
         .iter()
         .cloned()
         .partition(|e| outside.contains(&crate_name(e)));
     assert_all_local_hits(&shared, "git, vendored and patched sources moved");
     assert_all(
         &recompiled,
-        "miss",
+        Outcome::Miss,
         "a path dependency outside the workspace",
     );
     assert_eq!(second.run_bin("shapes", &[]), expected);
@@ -579,8 +575,8 @@ fn registry_crates_hit_across_machines_whose_cargo_homes_differ() {
             describe(&events)
         );
     }
-    assert_all(&shared, "remote_hit", "machine B, another CARGO_HOME");
-    assert!(shared.iter().all(|e| e["compiler_runs"] == 0));
+    assert_all(&shared, Outcome::RemoteHit, "machine B, another CARGO_HOME");
+    assert!(shared.iter().all(|e| e.compiler_runs == 0));
     assert_eq!(b.run_bin(APP_BIN, &[]), expected);
 }
 
@@ -607,7 +603,7 @@ fn a_crate_that_embeds_its_out_dir_still_keys_on_it() {
     ws.kache(&["build"])
         .env("CARGO_TARGET_DIR", utf8(&one))
         .run();
-    assert_all(&compiles(&log.take()), "miss", "cold");
+    assert_all(&compiles(&log.take()), Outcome::Miss, "cold");
     assert!(
         ws.run_bin_in(&one, "where-out", &[])
             .starts_with(utf8(&one))
@@ -619,12 +615,12 @@ fn a_crate_that_embeds_its_out_dir_still_keys_on_it() {
         .run();
     let events = compiles(&log.take());
     assert_no_faults(&events, "second target dir");
-    let (bin, script): (Vec<Value>, Vec<Value>) = events
+    let (bin, script): (Vec<BuildEvent>, Vec<BuildEvent>) = events
         .iter()
         .cloned()
         .partition(|e| crate_name(e) == "where_out");
     assert_all_local_hits(&script, "the build script");
-    assert_all(&bin, "miss", "a binary that embeds OUT_DIR");
+    assert_all(&bin, Outcome::Miss, "a binary that embeds OUT_DIR");
     assert!(
         ws.run_bin_in(&two, "where-out", &[])
             .starts_with(utf8(&two)),
@@ -669,7 +665,7 @@ fn an_rpath_into_the_target_dir_is_keyed_as_is() {
             .run();
         let events = compiles(&log.take());
         assert_no_faults(&events, sub);
-        let (bin, script): (Vec<Value>, Vec<Value>) = events
+        let (bin, script): (Vec<BuildEvent>, Vec<BuildEvent>) = events
             .iter()
             .cloned()
             .partition(|e| crate_name(e) == "rpath");
@@ -677,7 +673,7 @@ fn an_rpath_into_the_target_dir_is_keyed_as_is() {
             assert_all_local_hits(&script, "the build script");
         }
         // The linker writes the rpath as given: the binary must be linked for its own dir.
-        assert_all(&bin, "miss", sub);
+        assert_all(&bin, Outcome::Miss, sub);
         assert_eq!(ws.run_bin_in(&target, "rpath", &[]), "rpath");
         rpaths.push((
             target.clone(),

@@ -6,15 +6,15 @@
 //! whose build script compiles C through the `cc` crate (offline, cc 1.11.1 from the local
 //! registry), with `RUSTC_WRAPPER` as a bare name and as an absolute path.
 
-mod support;
-mod support_s3;
+use crate::support;
+use crate::support_s3;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::{BuildEvent, Compiler, EventCursor, Outcome, kache_bin_under_test};
 use serde_json::Value;
-use support::{EventCursor, kache_bin_under_test, result};
 
 /// A directory with C sources, a kache cache, and helpers to compile with and without kache.
 struct CProject {
@@ -81,21 +81,17 @@ impl CProject {
     }
 
     /// Results of the events since the last call.
-    fn results(&mut self) -> Vec<String> {
-        self.log
-            .take()
-            .iter()
-            .map(|e| result(e).to_owned())
-            .collect()
+    fn results(&mut self) -> Vec<Outcome> {
+        self.log.take().iter().map(|e| e.result).collect()
     }
 
-    fn events(&mut self) -> Vec<Value> {
+    fn events(&mut self) -> Vec<BuildEvent> {
         self.log.take()
     }
 
     /// Compiles `src/main.c` with `flags` through kache into `obj`, checks it against the
     /// compiler's own object, links and runs it; returns the event result and the output.
-    fn build(&mut self, flags: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    fn build(&mut self, flags: &[&str], env: &[(&str, &str)]) -> (Outcome, String) {
         let mut args = vec!["-c", "src/main.c", "-o", "out/main.o"];
         args.extend_from_slice(flags);
         fs::create_dir_all(self.path("out")).expect("mkdir out");
@@ -114,7 +110,7 @@ impl CProject {
             self.link_and_run("out/ref.o"),
             "kache's object behaves differently"
         );
-        (results[0].clone(), run)
+        (results[0], run)
     }
 
     fn link_and_run(&self, obj: &str) -> String {
@@ -167,9 +163,9 @@ const INC: [&str; 4] = ["-Isrc", "-Iinc1", "-Iinc2", "-O1"];
 #[test]
 fn c_change_matrix() {
     let mut p = CProject::new();
-    assert_eq!(p.build(&INC, &[]), ("miss".into(), "hello\n".into()));
+    assert_eq!(p.build(&INC, &[]), (Outcome::Miss, "hello\n".into()));
     let first = fs::read(p.path("out/main.o")).expect("object");
-    assert_eq!(p.build(&INC, &[]), ("local_hit".into(), "hello\n".into()));
+    assert_eq!(p.build(&INC, &[]), (Outcome::LocalHit, "hello\n".into()));
     assert_eq!(
         fs::read(p.path("out/main.o")).expect("object"),
         first,
@@ -178,9 +174,9 @@ fn c_change_matrix() {
 
     // Edit the source; put it back.
     p.write("src/main.c", &MAIN_C.replace("%s%s\\n", "%s%s!\\n"));
-    assert_eq!(p.build(&INC, &[]), ("miss".into(), "hello!\n".into()));
+    assert_eq!(p.build(&INC, &[]), (Outcome::Miss, "hello!\n".into()));
     p.write("src/main.c", MAIN_C);
-    assert_eq!(p.build(&INC, &[]).0, "local_hit");
+    assert_eq!(p.build(&INC, &[]).0, Outcome::LocalHit);
 
     // Edit a header keeping its size and mtime.
     let header = p.path("inc2/greet.h");
@@ -195,29 +191,29 @@ fn c_change_matrix() {
         .expect("open")
         .set_modified(mtime)
         .expect("set mtime");
-    assert_eq!(p.build(&INC, &[]), ("miss".into(), "HELLO\n".into()));
+    assert_eq!(p.build(&INC, &[]), (Outcome::Miss, "HELLO\n".into()));
     p.write("inc2/greet.h", "#define GREETING \"hello\"\n");
-    assert_eq!(p.build(&INC, &[]).0, "local_hit");
+    assert_eq!(p.build(&INC, &[]).0, Outcome::LocalHit);
 
     // A header that shadows another: earlier on the -I path, and next to the source.
     p.write("inc1/greet.h", "#define GREETING \"shadow-I\"\n");
-    assert_eq!(p.build(&INC, &[]), ("miss".into(), "shadow-I\n".into()));
+    assert_eq!(p.build(&INC, &[]), (Outcome::Miss, "shadow-I\n".into()));
     p.write("src/greet.h", "#define GREETING \"shadow-src\"\n");
-    assert_eq!(p.build(&INC, &[]), ("miss".into(), "shadow-src\n".into()));
+    assert_eq!(p.build(&INC, &[]), (Outcome::Miss, "shadow-src\n".into()));
     fs::remove_file(p.path("src/greet.h")).expect("rm");
     fs::remove_file(p.path("inc1/greet.h")).expect("rm");
-    assert_eq!(p.build(&INC, &[]), ("local_hit".into(), "hello\n".into()));
+    assert_eq!(p.build(&INC, &[]), (Outcome::LocalHit, "hello\n".into()));
 
     // A -D, other CFLAGS; and back.
     let with_d = [&INC[..], &["-DEXTRA=\" world\""]].concat();
     assert_eq!(
         p.build(&with_d, &[]),
-        ("miss".into(), "hello world\n".into())
+        (Outcome::Miss, "hello world\n".into())
     );
     let o2 = [&INC[..], &["-O2"]].concat();
-    assert_eq!(p.build(&o2, &[]).0, "miss");
-    assert_eq!(p.build(&INC, &[]).0, "local_hit");
-    assert_eq!(p.build(&with_d, &[]).0, "local_hit");
+    assert_eq!(p.build(&o2, &[]).0, Outcome::Miss);
+    assert_eq!(p.build(&INC, &[]).0, Outcome::LocalHit);
+    assert_eq!(p.build(&with_d, &[]).0, Outcome::LocalHit);
 
     // CPATH: the header comes from another directory.
     p.write("cpath/greet.h", "#define GREETING \"from CPATH\"\n");
@@ -226,23 +222,23 @@ fn c_change_matrix() {
     let cpath = [("CPATH", cpath.to_str().expect("utf-8"))];
     assert_eq!(
         p.build(&no_inc2, &cpath),
-        ("miss".into(), "from CPATH\n".into())
+        (Outcome::Miss, "from CPATH\n".into())
     );
     p.write("cpath2/greet.h", "#define GREETING \"from CPATH 2\"\n");
     let cpath2 = p.path("cpath2");
     let cpath2 = [("CPATH", cpath2.to_str().expect("utf-8"))];
     assert_eq!(
         p.build(&no_inc2, &cpath2),
-        ("miss".into(), "from CPATH 2\n".into())
+        (Outcome::Miss, "from CPATH 2\n".into())
     );
-    assert_eq!(p.build(&no_inc2, &cpath).0, "local_hit");
+    assert_eq!(p.build(&no_inc2, &cpath).0, Outcome::LocalHit);
 }
 
 #[test]
 fn compiler_identity_and_time_macros() {
     let mut p = CProject::new();
     // CC change: `cc` and `gcc` are different names (and may be different compilers).
-    assert_eq!(p.build(&INC, &[]).0, "miss");
+    assert_eq!(p.build(&INC, &[]).0, Outcome::Miss);
     let o = p.kache_in(
         &p.root,
         "cc",
@@ -259,7 +255,7 @@ fn compiler_identity_and_time_macros() {
         &[],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(p.results(), ["miss"]);
+    assert_eq!(p.results(), [Outcome::Miss]);
 
     // The compiler swapped at the same path.
     let bin = p.path("bin");
@@ -284,7 +280,7 @@ fn compiler_identity_and_time_macros() {
         "-Iinc2",
     ];
     let gcc_s = gcc.to_str().expect("utf-8");
-    for want in ["miss", "local_hit"] {
+    for want in [Outcome::Miss, Outcome::LocalHit] {
         let o = p.kache_in(&p.root, gcc_s, &args, &[]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(p.results(), [want]);
@@ -295,7 +291,7 @@ fn compiler_identity_and_time_macros() {
     ));
     let o = p.kache_in(&p.root, gcc_s, &args, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(p.results(), ["miss"]);
+    assert_eq!(p.results(), [Outcome::Miss]);
     assert_eq!(p.link_and_run("out/swap.o"), "hello swapped\n");
 
     // Another assembler first in PATH (gcc runs `as` from PATH here): a miss, then hits.
@@ -324,7 +320,7 @@ fn compiler_identity_and_time_macros() {
         "-Iinc2",
         "-O1",
     ];
-    for want in ["miss", "local_hit"] {
+    for want in [Outcome::Miss, Outcome::LocalHit] {
         let o = p.kache_in(&p.root, "gcc", &cc_args, &[("PATH", &path)]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(p.results(), [want], "another as");
@@ -335,10 +331,10 @@ fn compiler_identity_and_time_macros() {
         "src/main.c",
         &MAIN_C.replace("GREETING, EXTRA", "GREETING, __DATE__"),
     );
-    assert_eq!(p.build(&INC, &[]).0, "miss");
+    assert_eq!(p.build(&INC, &[]).0, Outcome::Miss);
     assert_eq!(
         p.build(&INC, &[]).0,
-        "miss",
+        Outcome::Miss,
         "__DATE__ without SOURCE_DATE_EPOCH is not stored"
     );
     assert_eq!(
@@ -349,16 +345,16 @@ fn compiler_identity_and_time_macros() {
     let sde = [("SOURCE_DATE_EPOCH", "0")];
     assert_eq!(
         p.build(&INC, &sde),
-        ("miss".into(), "helloJan  1 1970\n".into())
+        (Outcome::Miss, "helloJan  1 1970\n".into())
     );
     assert_eq!(
         p.build(&INC, &sde),
-        ("local_hit".into(), "helloJan  1 1970\n".into())
+        (Outcome::LocalHit, "helloJan  1 1970\n".into())
     );
     let sde2 = [("SOURCE_DATE_EPOCH", "100000000")];
     assert_eq!(
         p.build(&INC, &sde2),
-        ("miss".into(), "helloMar  3 1973\n".into())
+        (Outcome::Miss, "helloMar  3 1973\n".into())
     );
 }
 
@@ -375,7 +371,7 @@ fn failures_warnings_and_probes_replay_exactly() {
         assert_eq!(o.status.code(), r.status.code());
         assert_ne!(o.status.code(), Some(0));
         assert_eq!(stderr(&o), stderr(&r));
-        assert_eq!(p.results(), ["miss"]);
+        assert_eq!(p.results(), [Outcome::Miss]);
     }
     assert_eq!(p.entries(), 0, "a failed compile is never stored");
 
@@ -384,10 +380,10 @@ fn failures_warnings_and_probes_replay_exactly() {
     let args = ["-Wall", "-c", "src/warn.c", "-o", "out/warn.o"];
     let r = p.plain("gcc", &args, &[]);
     assert!(stderr(&r).contains("unused"), "{}", stderr(&r));
-    for want in ["miss", "local_hit"] {
+    for want in [Outcome::Miss, Outcome::LocalHit] {
         let o = p.kache(&args, &[]);
         assert!(o.status.success());
-        assert_eq!(stderr(&o), stderr(&r), "{want}");
+        assert_eq!(stderr(&o), stderr(&r), "{want:?}");
         assert_eq!(p.results(), [want]);
     }
 
@@ -406,9 +402,9 @@ fn failures_warnings_and_probes_replay_exactly() {
         assert_eq!(o.status.code(), r.status.code());
         let ev = p.events();
         assert_eq!(ev.len(), 1);
-        assert_eq!(result(&ev[0]), "passthrough");
-        assert_eq!(ev[0]["passthrough_reason"], reason);
-        assert_eq!(ev[0]["compiler"], "c");
+        assert_eq!(ev[0].result, Outcome::Passthrough);
+        assert_eq!(ev[0].passthrough_reason.as_deref(), Some(reason));
+        assert_eq!(ev[0].compiler, Compiler::C);
     }
 }
 
@@ -421,7 +417,7 @@ fn assembly_is_cached_unless_it_pulls_in_unreported_files() {
     p.write("src/g.S", "#define RET ret\n.text\n.globl g\ng: RET\n");
     for src in ["src/f.s", "src/g.S"] {
         let args = ["-c", src, "-o", "out/asm.o"];
-        for want in ["miss", "local_hit"] {
+        for want in [Outcome::Miss, Outcome::LocalHit] {
             let o = p.kache(&args, &[]);
             assert!(o.status.success(), "{}", stderr(&o));
             assert!(stderr(&o).is_empty(), "{}", stderr(&o));
@@ -435,7 +431,7 @@ fn assembly_is_cached_unless_it_pulls_in_unreported_files() {
     for _ in 0..2 {
         let o = p.kache(&args, &[]);
         assert!(o.status.success(), "{}", stderr(&o));
-        assert_eq!(p.results(), ["miss"]);
+        assert_eq!(p.results(), [Outcome::Miss]);
     }
 }
 
@@ -454,7 +450,10 @@ fn a_relocated_checkout_hits_and_embeds_neither_path() {
         fs::create_dir_all(p.path(&format!("{ws}/out"))).expect("mkdir");
     }
     let mut objects = Vec::new();
-    for (ws, want) in [("one/ws", "miss"), ("two/deeper/ws", "local_hit")] {
+    for (ws, want) in [
+        ("one/ws", Outcome::Miss),
+        ("two/deeper/ws", Outcome::LocalHit),
+    ] {
         let dir = p.path(ws);
         let d = dir.to_str().expect("utf-8");
         let (src, inc, out) = (
@@ -502,13 +501,13 @@ fn a_relocated_checkout_hits_and_embeds_neither_path() {
         &[("PWD", real.to_str().expect("utf-8"))],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(p.results(), ["miss"]);
+    assert_eq!(p.results(), [Outcome::Miss]);
     let link = p.path("three");
     std::os::unix::fs::symlink(p.path("one"), &link).expect("symlink");
     let dir = link.join("ws");
     let o = p.kache_in(&dir, "gcc", &args, &[("PWD", dir.to_str().expect("utf-8"))]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(p.results(), ["miss"]);
+    assert_eq!(p.results(), [Outcome::Miss]);
     let out = format!("{}/out/rel.o", dir.display());
     let bytes = fs::read(&out).expect("object");
     assert!(
@@ -553,14 +552,12 @@ fn parallel_compiles_and_faults_never_break_the_build() {
         }
     };
     compile_all(&p);
-    let mut r = p.results();
-    r.sort();
-    assert_eq!(r, vec!["miss"; 6]);
+    assert_eq!(p.results(), vec![Outcome::Miss; 6]);
     let stored: Vec<Vec<u8>> = (0..6)
         .map(|i| fs::read(p.path(&format!("out/f{i}.o"))).expect("obj"))
         .collect();
     compile_all(&p);
-    assert_eq!(p.results(), vec!["local_hit"; 6]);
+    assert_eq!(p.results(), vec![Outcome::LocalHit; 6]);
     for (i, bytes) in stored.iter().enumerate() {
         assert_eq!(
             &fs::read(p.path(&format!("out/f{i}.o"))).expect("obj"),
@@ -579,7 +576,7 @@ fn parallel_compiles_and_faults_never_break_the_build() {
     let o = p.kache(&args, &[]);
     assert!(o.status.success());
     assert!(stderr(&o).contains("damaged"), "{}", stderr(&o));
-    assert_eq!(p.results(), ["miss"]);
+    assert_eq!(p.results(), [Outcome::Miss]);
     assert_eq!(&fs::read(p.path("out/f0.o")).expect("obj"), &stored[0]);
 
     // An unusable cache directory: one warning line, the compile runs as given.
@@ -640,7 +637,7 @@ fn parallel_compiles_and_faults_never_break_the_build() {
     );
     assert!(!o.status.success(), "the crash hook kills kache");
     let _ = p.results();
-    for want in ["miss", "local_hit"] {
+    for want in [Outcome::Miss, Outcome::LocalHit] {
         let o = p.kache(&["-c", "src/f2.c", "-o", "out/f2.o"], &[]);
         assert!(o.status.success());
         assert_eq!(p.results(), [want]);
@@ -705,42 +702,50 @@ fn cargo_build_script_with_cc_crate() {
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let run = |wrapper: &str, extra_path: Option<&Path>| run_with(wrapper, extra_path, &[]);
-    let c_results = |p: &CProject| -> Vec<String> {
-        let mut r: Vec<String> = support::events(&p.cache)
-            .iter()
-            .filter(|e| e["compiler"] == "c")
-            .map(|e| format!("{}:{}", e["crate_name"].as_str().unwrap_or("?"), result(e)))
+    let c_results = |p: &CProject| -> Vec<(String, Outcome)> {
+        let mut r: Vec<(String, Outcome)> = support::events(&p.cache)
+            .into_iter()
+            .filter(|e| e.compiler == Compiler::C)
+            .map(|e| (support::crate_name(&e).to_owned(), e.result))
             .collect();
-        r.sort();
+        // By source file, then in log order: a file's miss comes before its hit.
+        r.sort_by(|a, b| a.0.cmp(&b.0));
         r
     };
     assert_eq!(run(kache.to_str().expect("utf-8"), None), "hi from C 42\n");
-    assert_eq!(c_results(&p), ["a.c:miss", "b.c:miss"]);
+    let c = |name: &str, outcome| (name.to_owned(), outcome);
+    assert_eq!(
+        c_results(&p),
+        [c("a.c", Outcome::Miss), c("b.c", Outcome::Miss)]
+    );
     fs::remove_dir_all(ws.join("target")).expect("rm target");
     assert_eq!(run("kache", Some(&kache_dir)), "hi from C 42\n");
     assert_eq!(
         c_results(&p),
-        ["a.c:local_hit", "a.c:miss", "b.c:local_hit", "b.c:miss"]
+        [
+            c("a.c", Outcome::Miss),
+            c("a.c", Outcome::LocalHit),
+            c("b.c", Outcome::Miss),
+            c("b.c", Outcome::LocalHit)
+        ]
     );
 
     // A profile change (cc passes other flags) misses; back, both profiles hit.
     let abs = kache.to_str().expect("utf-8");
     let mut log = EventCursor::new(&p.cache);
-    let c_of = |events: Vec<Value>| -> Vec<String> {
-        let mut r: Vec<String> = events
+    let c_of = |events: Vec<BuildEvent>| -> Vec<Outcome> {
+        events
             .iter()
-            .filter(|e| e["compiler"] == "c")
-            .map(|e| result(e).to_owned())
-            .collect();
-        r.sort();
-        r
+            .filter(|e| e.compiler == Compiler::C)
+            .map(|e| e.result)
+            .collect()
     };
     assert_eq!(run_with(abs, None, &["--release"]), "hi from C 42\n");
-    assert_eq!(c_of(log.take()), ["miss", "miss"]);
+    assert_eq!(c_of(log.take()), [Outcome::Miss, Outcome::Miss]);
     fs::remove_dir_all(ws.join("target")).expect("rm target");
     assert_eq!(run(abs, None), "hi from C 42\n");
     assert_eq!(run_with(abs, None, &["--release"]), "hi from C 42\n");
-    assert_eq!(c_of(log.take()), ["local_hit"; 4]);
+    assert_eq!(c_of(log.take()), [Outcome::LocalHit; 4]);
 }
 
 /// C entries travel through S3 like rustc's: machine A compiles and pushes, machine B (an
@@ -761,7 +766,7 @@ fn c_entries_are_shared_through_s3() {
     let env_a: Vec<(&str, &str)> = remote.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let o = p.kache(&args, &env_a);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(p.results(), ["miss"]);
+    assert_eq!(p.results(), [Outcome::Miss]);
     let built = fs::read(p.path("out/main.o")).expect("object");
 
     let mut push = Command::new(kache_bin_under_test());
@@ -788,7 +793,7 @@ fn c_entries_are_shared_through_s3() {
     assert!(o.status.success(), "{}", stderr(&o));
     let events = support::events(&cache_b);
     assert_eq!(events.len(), 1);
-    assert_eq!(result(&events[0]), "remote_hit", "{}", events[0]);
-    assert_eq!(events[0]["compiler_runs"], 0);
+    assert_eq!(events[0].result, Outcome::RemoteHit, "{:?}", events[0]);
+    assert_eq!(events[0].compiler_runs, 0);
     assert_eq!(fs::read(p.path("out/main.o")).expect("object"), built);
 }

@@ -2,10 +2,8 @@
 //! (e2e/fixtures/ws): cold, warm, from a second checkout, no-op, and after three kinds
 //! of change. Every output is compared with a build of the same sources without kache.
 
-mod support;
-
+use crate::support::*;
 use std::collections::BTreeSet;
-use support::*;
 
 /// The fixture's crates that depend on fixture-core, so cargo rebuilds them with it.
 const CORE_AND_DEPENDENTS: &[&str] = &[
@@ -46,8 +44,8 @@ fn cold_warm_relocated_noop_and_invalidated_builds() {
     first.kache_build(&[]);
     let cold = compiles(&log.take());
     assert_no_faults(&cold, "cold build");
-    assert_all(&cold, "miss", "cold build");
-    assert_eq!(count(&cold, "local_hit"), 0);
+    assert_all(&cold, Outcome::Miss, "cold build");
+    assert_eq!(count(&cold, Outcome::LocalHit), 0);
     assert_eq!(
         crates(&cold),
         names(EVERY_CRATE),
@@ -127,7 +125,11 @@ fn cold_warm_relocated_noop_and_invalidated_builds() {
     first.kache_build(&[]);
     let edited = compiles(&log.take());
     assert_no_faults(&edited, "after editing crates/app/src/main.rs");
-    assert_all(&edited, "miss", "after editing crates/app/src/main.rs");
+    assert_all(
+        &edited,
+        Outcome::Miss,
+        "after editing crates/app/src/main.rs",
+    );
     assert_eq!(
         crates(&edited),
         names(&["fixture_app"]),
@@ -152,7 +154,7 @@ fn cold_warm_relocated_noop_and_invalidated_builds() {
         readers.contains("fixture_core"),
         "fixture-core's dep-info must name FIXTURE_GREETING; readers: {readers:?}"
     );
-    let missed = crates_with(&greeted, "miss");
+    let missed = crates_with(&greeted, Outcome::Miss);
     assert!(
         readers.is_subset(&missed),
         "after changing FIXTURE_GREETING every crate whose dep-info names it ({readers:?}) \
@@ -167,7 +169,7 @@ fn cold_warm_relocated_noop_and_invalidated_builds() {
     assert!(
         greeted
             .iter()
-            .all(|event| matches!(result(event), "miss" | "local_hit")),
+            .all(|event| matches!(event.result, Outcome::Miss | Outcome::LocalHit)),
         "after changing FIXTURE_GREETING\n{}",
         describe(&greeted)
     );
@@ -185,7 +187,7 @@ fn cold_warm_relocated_noop_and_invalidated_builds() {
     first.kache_build(&loud);
     let louder = compiles(&log.take());
     assert_no_faults(&louder, "with feature loud");
-    assert_all(&louder, "miss", "with feature loud");
+    assert_all(&louder, Outcome::Miss, "with feature loud");
     let mut allowed = names(CORE_AND_DEPENDENTS);
     allowed.insert("build_script_build".to_string());
     let missed = crates(&louder);

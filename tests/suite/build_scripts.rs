@@ -9,15 +9,13 @@
 //! printing what `bsdep` was built with. Each case compares the app's output with a build of
 //! the same sources and environment without kache, and checks the run's event.
 
-mod support;
-mod support_s3;
+use crate::support_s3;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 const DEP_MANIFEST: &str = r#"[package]
 name = "bsdep"
@@ -242,7 +240,7 @@ impl Fixture {
     /// Builds through kache into a fresh target dir and without kache into a reference target
     /// dir with the same env; asserts the outputs are equal and returns the build-script run
     /// events of the kache build.
-    fn case(&self, target: &str, env: &[(&str, &str)]) -> (String, Vec<Value>) {
+    fn case(&self, target: &str, env: &[(&str, &str)]) -> (String, Vec<BuildEvent>) {
         let cursor = self.sandbox.cursor();
         let got = self.build_run("app", target, true, env);
         let runs = runs(&cursor.since());
@@ -279,23 +277,23 @@ fn git(dir: &Path, args: &[&str]) {
 }
 
 /// The build-script run events among `events`.
-fn runs(events: &[Value]) -> Vec<Value> {
+fn runs(events: &[BuildEvent]) -> Vec<BuildEvent> {
     events
         .iter()
-        .filter(|e| e["crate_types"][0] == "build-script-run")
+        .filter(|e| e.crate_types.first().map(String::as_str) == Some("build-script-run"))
         .cloned()
         .collect()
 }
 
 /// The single run event's result; panics unless there is exactly one.
-fn one_run(runs: &[Value]) -> String {
+fn one_run(runs: &[BuildEvent]) -> Outcome {
     assert_eq!(
         runs.len(),
         1,
         "expected one build-script run: {}",
         describe(runs)
     );
-    result(&runs[0]).to_owned()
+    runs[0].result
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -327,8 +325,8 @@ fn bsdep_out_dir(target: &Path) -> PathBuf {
 fn git_dependency_run_is_restored_in_fresh_and_relocated_target_dirs() {
     let f = Fixture::new(Dep::Git);
     let (first, runs) = f.case("t1", &[]);
-    assert_eq!(one_run(&runs), "miss");
-    assert!(runs[0]["cache_key"].is_string(), "the run is stored");
+    assert_eq!(one_run(&runs), Outcome::Miss);
+    assert!(runs[0].cache_key.is_some(), "the run is stored");
     assert!(
         first.contains("mode=unset") && first.ends_with("sum=5"),
         "{first}"
@@ -347,8 +345,8 @@ fn git_dependency_run_is_restored_in_fresh_and_relocated_target_dirs() {
 
     // A fresh target dir: the run is restored, the binary links the restored C library.
     let (again, runs) = f.case("t2", &[]);
-    assert_eq!(one_run(&runs), "local_hit");
-    assert_eq!(runs[0]["compiler_runs"], 0);
+    assert_eq!(one_run(&runs), Outcome::LocalHit);
+    assert_eq!(runs[0].compiler_runs, 0);
     assert_eq!(again, first);
     let out_dir = bsdep_out_dir(&f.root().join("t2"));
     for file in files_under(&out_dir) {
@@ -387,11 +385,11 @@ fn git_dependency_run_is_restored_in_fresh_and_relocated_target_dirs() {
     .expect("copy the lockfile");
     let cursor = f.sandbox.cursor();
     let moved = f.build_run("elsewhere/deeper/app", "other/t3", true, &[]);
-    assert_eq!(one_run(&runs_of(&cursor)), "local_hit");
+    assert_eq!(one_run(&runs_of(&cursor)), Outcome::LocalHit);
     assert_eq!(moved, first);
 }
 
-fn runs_of(cursor: &EventCursor) -> Vec<Value> {
+fn runs_of(cursor: &EventCursor) -> Vec<BuildEvent> {
     runs(&cursor.since())
 }
 
@@ -413,7 +411,7 @@ fn write_cc(f: &Fixture, version: &str) -> String {
 fn git_dependency_change_matrix() {
     let f = Fixture::new(Dep::Git);
     let (base, runs) = f.case("base", &[]);
-    assert_eq!(one_run(&runs), "miss");
+    assert_eq!(one_run(&runs), Outcome::Miss);
     // Another `PATH` string reaching the same tools: the same run (tools are keyed by
     // content, so two machines with the same toolchain share runs).
     let empty_bin = f.root().join("empty-bin");
@@ -424,7 +422,7 @@ fn git_dependency_change_matrix() {
         std::env::var("PATH").unwrap_or_default()
     );
     let (got, runs) = f.case("path-string", &[("PATH", path.as_str())]);
-    assert_eq!(one_run(&runs), "local_hit", "{}", describe(&runs));
+    assert_eq!(one_run(&runs), Outcome::LocalHit, "{}", describe(&runs));
     assert_eq!(got, base);
     let cc = write_cc(&f, "mycc-1");
     // (name, env and arguments, text the output must contain)
@@ -438,18 +436,22 @@ fn git_dependency_change_matrix() {
     ];
     for (name, env, wanted) in cases {
         let (got, runs) = f.case(name, env);
-        assert_eq!(one_run(&runs), "miss", "{name}: no stored run may stand in");
+        assert_eq!(
+            one_run(&runs),
+            Outcome::Miss,
+            "{name}: no stored run may stand in"
+        );
         assert!(got.contains(wanted), "{name}: {got}");
         assert_ne!(got, base, "{name}");
     }
     // The compiler changed behind the same `CC`: identified by content, so a new run.
     write_cc(&f, "mycc-2");
     let (got, runs) = f.case("cc-upgraded", &[("CC", cc.as_str())]);
-    assert_eq!(one_run(&runs), "miss");
+    assert_eq!(one_run(&runs), Outcome::Miss);
     assert!(got.contains("cc=mycc-2"), "{got}");
     // Unset again (and every other input back at base): the first run is restored.
     let (got, runs) = f.case("back", &[]);
-    assert_eq!(one_run(&runs), "local_hit");
+    assert_eq!(one_run(&runs), Outcome::LocalHit);
     assert_eq!(got, base);
 }
 
@@ -482,11 +484,11 @@ fn path_packages_are_cached_only_when_asked() {
     );
 
     let (base, runs) = f.case("base", &[ALL]);
-    assert_eq!(one_run(&runs), "miss");
+    assert_eq!(one_run(&runs), Outcome::Miss);
     // A declared file: its content makes a new run, its mtime alone does not.
     write(&f.root().join("bsdep/data.txt"), "data-2\n");
     let (changed, runs) = f.case("data", &[ALL]);
-    assert_eq!(one_run(&runs), "miss");
+    assert_eq!(one_run(&runs), Outcome::Miss);
     assert!(changed.contains("data=data-2"), "{changed}");
     // `kache explain` names the declared file that changed.
     let explained = kache_command(f.sandbox.cache_dir(), &["explain", "bsdep:build-script"]);
@@ -495,25 +497,25 @@ fn path_packages_are_cached_only_when_asked() {
     assert!(text.contains("data.txt"), "{text}");
     write(&f.root().join("bsdep/data.txt"), "data-2\n");
     let (same, runs) = f.case("data-mtime", &[ALL]);
-    assert_eq!(one_run(&runs), "local_hit");
+    assert_eq!(one_run(&runs), Outcome::LocalHit);
     assert_eq!(same, changed);
     // build.rs edited.
     let build = f.root().join("bsdep/build.rs");
     let text = fs::read_to_string(&build).expect("read");
     write(&build, &text.replace("\"mode={};", "\"MODE={};"));
     let (edited, runs) = f.case("build-rs", &[ALL]);
-    assert_eq!(one_run(&runs), "miss");
+    assert_eq!(one_run(&runs), Outcome::Miss);
     assert!(edited.contains("MODE=unset"), "{edited}");
     // A script that declares nothing, then a file of its package changes.
     let undeclared: &[(&str, &str)] = &[ALL, ("--", "--features=undeclared")];
     let (_, runs) = f.case("undeclared", undeclared);
-    assert_eq!(one_run(&runs), "miss");
+    assert_eq!(one_run(&runs), Outcome::Miss);
     write(
         &f.root().join("bsdep/csrc/add.c"),
         &DEP_C.replace("a + b", "a + b + 10"),
     );
     let (got, runs) = f.case("undeclared-file", undeclared);
-    assert_eq!(one_run(&runs), "miss");
+    assert_eq!(one_run(&runs), Outcome::Miss);
     assert!(got.ends_with("sum=15"), "{got}");
     let _ = base;
 }
@@ -538,29 +540,29 @@ fn runs_that_cannot_be_restored_are_not_stored() {
             assert!(err.contains("bsdep-stdout-before-failing"), "{err}");
         }
         let runs = runs_of(&cursor);
-        assert_eq!(one_run(&runs), "miss");
-        assert_eq!(runs[0]["exit_code"], 3);
-        assert!(runs[0]["cache_key"].is_null());
+        assert_eq!(one_run(&runs), Outcome::Miss);
+        assert_eq!(runs[0].exit_code, 3);
+        assert!(runs[0].cache_key.is_none());
         fs::remove_dir_all(f.root().join("fail")).expect("rm");
         fs::remove_dir_all(f.root().join("fail-ref")).expect("rm");
     }
     // A script that writes a library outside OUT_DIR and names it: runs, is not stored.
     for target in ["outside-1", "outside-2"] {
         let (got, runs) = f.case(target, &[ALL, ("BSDEP_OUTSIDE", "1")]);
-        assert_eq!(one_run(&runs), "miss");
-        assert!(runs[0]["cache_key"].is_null(), "{}", describe(&runs));
+        assert_eq!(one_run(&runs), Outcome::Miss);
+        assert!(runs[0].cache_key.is_none(), "{}", describe(&runs));
         assert_eq!(
-            runs[0]["passthrough_reason"],
-            "names_target_dir_outside_out_dir"
+            runs[0].passthrough_reason.as_deref(),
+            Some("names_target_dir_outside_out_dir")
         );
         assert!(got.ends_with("sum=5"));
     }
     // A text file in OUT_DIR that names OUT_DIR: restored elsewhere with the new path.
     let env: Env = &[ALL, ("BSDEP_PATHFILE", "1")];
     let (_, runs) = f.case("pf-1", env);
-    assert_eq!(one_run(&runs), "miss");
+    assert_eq!(one_run(&runs), Outcome::Miss);
     let (_, runs) = f.case("pf-2", env);
-    assert_eq!(one_run(&runs), "local_hit");
+    assert_eq!(one_run(&runs), Outcome::LocalHit);
     let out_dir = bsdep_out_dir(&f.root().join("pf-2"));
     let written = fs::read_to_string(out_dir.join("where.txt")).expect("where.txt");
     assert_eq!(
@@ -571,16 +573,16 @@ fn runs_that_cannot_be_restored_are_not_stored() {
     // …unless it is not UTF-8 text: then it is restored only at the same place.
     let env: Env = &[ALL, ("BSDEP_PATHFILE", "latin1")];
     let (_, runs) = f.case("pl-1", env);
-    assert_eq!(one_run(&runs), "miss");
+    assert_eq!(one_run(&runs), Outcome::Miss);
     let (_, runs) = f.case("pl-2", env);
     assert_eq!(
         one_run(&runs),
-        "miss",
+        Outcome::Miss,
         "another target dir must not get pl-1's where.txt"
     );
     fs::remove_dir_all(f.root().join("pl-1")).expect("rm");
     let (_, runs) = f.case("pl-1", env);
-    assert_eq!(one_run(&runs), "local_hit", "the same place again");
+    assert_eq!(one_run(&runs), Outcome::LocalHit, "the same place again");
     let out_dir = bsdep_out_dir(&f.root().join("pl-1"));
     let written = fs::read(out_dir.join("where.txt")).expect("where.txt");
     assert!(written.ends_with(out_dir.as_os_str().as_encoded_bytes()));
@@ -591,8 +593,11 @@ fn runs_that_cannot_be_restored_are_not_stored() {
     let got = f.build_run("app", "reuse", true, &[ALL]);
     assert!(got.contains("data=data-3"), "{got}");
     let runs = runs_of(&cursor);
-    assert_eq!(one_run(&runs), "passthrough");
-    assert_eq!(runs[0]["passthrough_reason"], "out_dir_not_empty");
+    assert_eq!(one_run(&runs), Outcome::Passthrough);
+    assert_eq!(
+        runs[0].passthrough_reason.as_deref(),
+        Some("out_dir_not_empty")
+    );
 }
 
 #[test]
@@ -664,7 +669,7 @@ fn a_git_dependency_run_is_shared_through_the_remote() {
     let env: Vec<(&str, &str)> = remote.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let cursor = f.sandbox.cursor();
     let expected = f.build_run("app", "a", true, &env);
-    assert_eq!(one_run(&runs_of(&cursor)), "miss");
+    assert_eq!(one_run(&runs_of(&cursor)), Outcome::Miss);
     let mut push = Command::new(kache_bin_under_test());
     push.args(["sync", "--push"])
         .env("KACHE_DIR", f.sandbox.cache_dir())
@@ -699,18 +704,18 @@ fn a_git_dependency_run_is_shared_through_the_remote() {
     let b_runs = runs(&events(&b_cache));
     assert_eq!(
         one_run(&b_runs),
-        "remote_hit",
+        Outcome::RemoteHit,
         "{}",
         describe(&events(&b_cache))
     );
-    assert_eq!(b_runs[0]["compiler_runs"], 0);
+    assert_eq!(b_runs[0].compiler_runs, 0);
 }
 
 #[test]
 fn a_damaged_stored_run_is_dropped_and_the_script_runs() {
     let f = Fixture::new(Dep::Path);
     let (expected, runs) = f.case("t1", &[ALL]);
-    assert_eq!(one_run(&runs), "miss");
+    assert_eq!(one_run(&runs), Outcome::Miss);
     // Damage every blob of the store (the run's OUT_DIR files among them).
     for blob in files_under(&f.sandbox.cache_dir().join("blobs")) {
         use std::os::unix::fs::PermissionsExt;
@@ -722,18 +727,19 @@ fn a_damaged_stored_run_is_dropped_and_the_script_runs() {
     let cursor = f.sandbox.cursor();
     assert_eq!(f.build_run("app", "t2", true, &[ALL]), expected);
     let runs = runs_of(&cursor);
-    assert_eq!(one_run(&runs), "error", "{}", describe(&runs));
+    assert_eq!(one_run(&runs), Outcome::Error, "{}", describe(&runs));
     assert!(
-        runs[0]["warning"]
-            .as_str()
+        runs[0]
+            .warning
+            .as_deref()
             .is_some_and(|w| w.contains("damaged"))
     );
     // Dropped, so the next fresh target dir runs and stores it again, and the one after hits.
     let (got, runs) = f.case("t3", &[ALL]);
     assert_eq!(
         (one_run(&runs), got.as_str()),
-        ("miss".to_owned(), expected.as_str())
+        (Outcome::Miss, expected.as_str())
     );
     let (got, runs) = f.case("t4", &[ALL]);
-    assert_eq!((one_run(&runs), got), ("local_hit".to_owned(), expected));
+    assert_eq!((one_run(&runs), got), (Outcome::LocalHit, expected));
 }

@@ -7,18 +7,16 @@
 //!
 //! Needs `moto_server` on PATH (`e2e/run-tests` installs it).
 
-mod support_s3;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Barrier, Mutex};
 
+use crate::support_s3::MotoServer;
 use kache::key::manifest::{Manifest, ManifestFile};
 use kache::remote::s3::S3Remote;
 use kache::remote::{RemoteConfig, RemoteError, RemoteStore, entry_object};
 use kache::store::{Entry, StatCache, Store, StoredOutput};
 use kache::sync::{fetch, upload};
-use support_s3::MotoServer;
 
 const BUCKET: &str = "kache-upload";
 const INVOCATION: &str = "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd";

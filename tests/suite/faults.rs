@@ -22,16 +22,14 @@
 //! mount that fails is a failure. The crash tests need the hook, compiled in only with
 //! `--features fault-injection` (which `e2e/run-tests` passes); without it they are ignored.
 
-mod support;
-
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// Units of one build of the fixture (every crate but the two probes).
 const UNITS: usize = 10;
@@ -50,16 +48,16 @@ fn assert_warnings_are_one_liners(output: &Output, invocations: usize, context: 
 }
 
 /// The events with a `warning`.
-fn warned(events: &[Value]) -> Vec<Value> {
+fn warned(events: &[BuildEvent]) -> Vec<BuildEvent> {
     events
         .iter()
-        .filter(|e| !e["warning"].is_null())
+        .filter(|e| e.warning.is_some())
         .cloned()
         .collect()
 }
 
 /// `rm -rf target`, a kache build that must succeed, and its events (probes left out).
-fn rebuild(ws: &Workspace, log: &mut EventCursor) -> (Output, Vec<Value>) {
+fn rebuild(ws: &Workspace, log: &mut EventCursor) -> (Output, Vec<BuildEvent>) {
     ws.rm_target();
     let output = ws.kache_build(&[]);
     (output, compiles(&log.take()))
@@ -84,12 +82,13 @@ fn assert_heals(ws: &Workspace, log: &mut EventCursor, expected: &str, context: 
 
 #[test]
 fn damaged_blobs_are_dropped_and_stored_again() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
 
     let cache = sandbox.cache_dir();
     let core = blob_of(cache, &ws.deps_file("libfixture_core-", ".rlib"));
@@ -126,7 +125,7 @@ fn damaged_blobs_are_dropped_and_stored_again() {
     for name in damaged {
         let theirs = of_crate(&events, name);
         assert!(
-            theirs.len() == 1 && result(&theirs[0]) == "miss" && !theirs[0]["warning"].is_null(),
+            theirs.len() == 1 && theirs[0].result == Outcome::Miss && theirs[0].warning.is_some(),
             "{name}'s damaged entry is dropped with a warning and the crate compiled\n{}",
             describe(&events)
         );
@@ -154,12 +153,13 @@ enum IndexDamage {
 
 #[test]
 fn a_damaged_index_is_replaced() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
     let db = sandbox.cache_dir().join("index.db");
 
     for damage in [
@@ -224,12 +224,13 @@ fn damage_index(db: &Path, damage: IndexDamage) {
 
 #[test]
 fn damaged_entry_and_manifest_rows_are_dropped() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
 
     let conn =
         rusqlite::Connection::open(sandbox.cache_dir().join("index.db")).expect("open the index");
@@ -259,7 +260,7 @@ fn damaged_entry_and_manifest_rows_are_dropped() {
     for name in ["fixture_core", "itoa"] {
         let theirs = of_crate(&events, name);
         assert!(
-            theirs.len() == 1 && result(&theirs[0]) == "miss",
+            theirs.len() == 1 && theirs[0].result == Outcome::Miss,
             "{name} is compiled: its damaged row cannot be used\n{}",
             describe(&events)
         );
@@ -276,12 +277,13 @@ fn damaged_entry_and_manifest_rows_are_dropped() {
 /// bit beyond 0o755.
 #[test]
 fn tampered_index_rows_write_nothing_outside_target_and_no_setuid_file() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
 
     // `ws/target/debug/deps/../../../../x` is `<sandbox>/x`.
     let outside = sandbox.root().join("evil-setuid");
@@ -328,13 +330,13 @@ fn tampered_index_rows_write_nothing_outside_target_and_no_setuid_file() {
     for name in ["fixture_core", "fixture_macros"] {
         let theirs = of_crate(&events, name);
         assert!(
-            theirs.len() == 1 && result(&theirs[0]) == "miss",
+            theirs.len() == 1 && theirs[0].result == Outcome::Miss,
             "{name} is compiled: its tampered row cannot be used\n{}",
             describe(&events)
         );
     }
     assert!(
-        count(&events, "local_hit") > 0,
+        count(&events, Outcome::LocalHit) > 0,
         "entries with masked modes are still used\n{}",
         describe(&events)
     );
@@ -427,12 +429,13 @@ fn cargo_without_kache_rebuilds_over_what_kache_left_in_target() {
 /// same-size overwrite), drop the entry, compile and store again: never restore the damage.
 #[test]
 fn writes_into_a_hardlinked_output_are_caught_and_healed() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
     type Damage = fn(&Path);
     let append: Damage = |path| {
         let mut f = fs::File::options().append(true).open(path).expect("open");
@@ -468,7 +471,7 @@ fn writes_into_a_hardlinked_output_are_caught_and_healed() {
         let (output, events) = rebuild(&ws, &mut log);
         let core = of_crate(&events, "fixture_core");
         assert!(
-            core.len() == 1 && result(&core[0]) == "miss" && !core[0]["warning"].is_null(),
+            core.len() == 1 && core[0].result == Outcome::Miss && core[0].warning.is_some(),
             "{how}: the damaged blob is caught, dropped and compiled\n{}",
             describe(&events)
         );
@@ -484,12 +487,10 @@ fn writes_into_a_hardlinked_output_are_caught_and_healed() {
 #[test]
 #[ignore = "needs root: bind-mounts the cache dir read-only"]
 fn a_read_only_cache_dir_never_breaks_the_build() {
-    let sandbox = Sandbox::new();
-    let mut ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox, mut ws, ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
     let empty = sandbox.root().join("empty-cache");
     fs::create_dir_all(&empty).expect("create an empty cache dir");
 
@@ -545,7 +546,7 @@ fn a_full_disk_never_breaks_the_build_nor_the_store() {
     assert_eq!(ws.run_bin(APP_BIN, &[]), expected, "full disk");
     assert_warnings_are_one_liners(&output, UNITS, "full disk");
     assert!(
-        !kache_lines(&output).is_empty() || events.iter().any(|e| !e["warning"].is_null()),
+        !kache_lines(&output).is_empty() || events.iter().any(|e| e.warning.is_some()),
         "premise: the disk did fill up (no warning at all)\n{}",
         describe(&events)
     );
@@ -586,11 +587,12 @@ fn crashing_build(ws: &Workspace, stage: &str, crate_name: &str) {
     ignore = "needs the crash hook: cargo test --features fault-injection"
 )]
 fn killed_at_every_stage_of_a_store_then_the_next_build_succeeds() {
-    let sandbox = Sandbox::new();
-    let mut ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
-    ws.kache_build(&[]);
-    log.take();
+    let Warmed {
+        sandbox,
+        mut ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
 
     let stages = [
         "after_compile",
@@ -612,13 +614,13 @@ fn killed_at_every_stage_of_a_store_then_the_next_build_succeeds() {
         assert_no_faults(&events, &format!("the build after a kill at {stage}"));
         let core = of_crate(&events, "fixture_core");
         let want = if *stage == "after_commit" {
-            "local_hit"
+            Outcome::LocalHit
         } else {
-            "miss"
+            Outcome::Miss
         };
         assert!(
-            core.len() == 1 && result(&core[0]) == want,
-            "after a kill at {stage}, fixture_core is a {want}\n{}",
+            core.len() == 1 && core[0].result == want,
+            "after a kill at {stage}, fixture_core is a {want:?}\n{}",
             describe(&events)
         );
         assert_eq!(
@@ -640,12 +642,13 @@ fn killed_at_every_stage_of_a_store_then_the_next_build_succeeds() {
     ignore = "needs the crash hook: cargo test --features fault-injection"
 )]
 fn locks_held_by_a_killed_process_do_not_block_anyone() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
 
     // Killed in the middle of a restore, holding the store's shared maintenance lock.
     ws.rm_target();
@@ -717,8 +720,8 @@ fn root_needing_tests_are_ignored_not_silently_skipped() {
     // Spelled with a `#` removed at run time, so this test's own text does not match.
     let needs_root = ["Mount#::", "mounted#(", "chown#(", "plant#("].map(|p| p.replace('#', ""));
     let test_attr = ["#[", "test]"].concat();
-    for entry in fs::read_dir(root.join("tests"))
-        .expect("read tests/")
+    for entry in fs::read_dir(root.join("tests/suite"))
+        .expect("read tests/suite/")
         .flatten()
     {
         let path = entry.path();

@@ -8,15 +8,12 @@
 //! reusing the session rustc left; an entry stored by a compile that started from a stale
 //! session behaves as a fresh compile's; and nothing of a session ends up in an output.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 /// The workspace members: the units cargo compiles with `-C incremental`.
 const MEMBERS: &[&str] = &[
@@ -74,7 +71,7 @@ fn work_products(session: &Path) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn members_with(events: &[Value], wanted: &str) -> Vec<String> {
+fn members_with(events: &[BuildEvent], wanted: Outcome) -> Vec<String> {
     let mut names: Vec<String> = crates_with(events, wanted)
         .into_iter()
         .filter(|c| MEMBERS.contains(&c.as_str()))
@@ -121,12 +118,13 @@ fn edit_revert_clean_target_and_second_checkout_are_hits_with_cargo_defaults() {
     let cold = compiles(&all);
     assert_no_faults(&cold, "cold build");
     assert!(
-        all.iter().all(|e| e["passthrough_reason"] != "incremental"),
+        all.iter()
+            .all(|e| e.passthrough_reason.as_deref() != Some("incremental")),
         "no member passes through as incremental\n{}",
         describe(&all)
     );
     assert_eq!(
-        members_with(&cold, "miss").len(),
+        members_with(&cold, Outcome::Miss).len(),
         MEMBERS.len(),
         "{}",
         describe(&cold)
@@ -143,7 +141,7 @@ fn edit_revert_clean_target_and_second_checkout_are_hits_with_cargo_defaults() {
     let edited = compiles(&log.take());
     assert_no_faults(&edited, "edit");
     assert_eq!(
-        crates_with(&edited, "miss").len(),
+        crates_with(&edited, Outcome::Miss).len(),
         1,
         "{}",
         describe(&edited)
@@ -187,7 +185,7 @@ fn edit_revert_clean_target_and_second_checkout_are_hits_with_cargo_defaults() {
     second.kache_build(&[]);
     let relocated = compiles(&log.take());
     assert_eq!(units(&relocated), units(&cold), "{}", describe(&relocated));
-    let path_independent: Vec<Value> = relocated
+    let path_independent: Vec<BuildEvent> = relocated
         .iter()
         .filter(|e| crate_name(e) != "fixture_where")
         .cloned()
@@ -206,7 +204,8 @@ fn edit_revert_clean_target_and_second_checkout_are_hits_with_cargo_defaults() {
     assert!(
         of_crate(&passed, "fixture_app")
             .iter()
-            .all(|e| result(e) == "passthrough" && e["passthrough_reason"] == "incremental"),
+            .all(|e| e.result == Outcome::Passthrough
+                && e.passthrough_reason.as_deref() == Some("incremental")),
         "{}",
         describe(&passed)
     );
@@ -242,7 +241,7 @@ fn an_edit_after_a_hit_compiles_incrementally_and_right() {
     assert!(
         of_crate(&first, "fixture_app")
             .iter()
-            .all(|e| result(e) == "miss"),
+            .all(|e| e.result == Outcome::Miss),
         "{}",
         describe(&first)
     );
@@ -269,7 +268,7 @@ fn an_edit_after_a_hit_compiles_incrementally_and_right() {
     assert!(
         of_crate(&second, "fixture_app")
             .iter()
-            .all(|e| result(e) == "miss"),
+            .all(|e| e.result == Outcome::Miss),
         "{}",
         describe(&second)
     );
@@ -302,7 +301,7 @@ fn an_edit_after_a_hit_compiles_incrementally_and_right() {
     assert!(
         of_crate(&stale, "fixture_app")
             .iter()
-            .all(|e| result(e) == "miss"),
+            .all(|e| e.result == Outcome::Miss),
         "{}",
         describe(&stale)
     );
@@ -321,7 +320,7 @@ fn an_edit_after_a_hit_compiles_incrementally_and_right() {
     assert!(
         of_crate(&served, "fixture_app")
             .iter()
-            .all(|e| result(e) == "local_hit"),
+            .all(|e| e.result == Outcome::LocalHit),
         "{}",
         describe(&served)
     );

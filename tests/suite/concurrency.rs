@@ -7,15 +7,13 @@
 //!   arguments, different out dirs), for three different keys, then once more to hit:
 //!   every output is right, each key is stored once, and the store stays consistent.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Barrier;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn four_builds_at_once_cold_then_warm() {
@@ -133,7 +131,7 @@ fn rustc_processes_racing_to_store_the_same_key() {
             let theirs = of_crate(&events, name);
             let keys: BTreeSet<&str> = theirs
                 .iter()
-                .map(|e| e["cache_key"].as_str().expect("a cached event has a key"))
+                .map(|e| e.cache_key.as_deref().expect("a cached event has a key"))
                 .collect();
             assert_eq!(
                 keys.len(),
@@ -145,7 +143,7 @@ fn rustc_processes_racing_to_store_the_same_key() {
                 assert_all_local_hits(&theirs, "round 3 repeats round 2");
             } else {
                 assert!(
-                    count(&theirs, "miss") >= 1,
+                    count(&theirs, Outcome::Miss) >= 1,
                     "round {round}: someone compiled {name}\n{}",
                     describe(&theirs)
                 );

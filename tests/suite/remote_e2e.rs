@@ -8,16 +8,13 @@
 //!
 //! Needs `moto_server` on PATH (`e2e/run-tests` installs it).
 
-mod support;
-mod support_s3;
-
 use std::process::Command;
 
+use crate::support::*;
+use crate::support_s3::MotoServer;
 use kache::remote::s3::S3Remote;
 use kache::remote::{RemoteConfig, RemoteStore, entry_object};
 use serde_json::Value;
-use support::*;
-use support_s3::MotoServer;
 
 const BUCKET: &str = "kache-e2e";
 const APP_BIN: &str = "fixture-app";
@@ -83,7 +80,7 @@ fn retried<T, E: std::fmt::Display>(what: &str, mut request: impl FnMut() -> Res
 }
 
 /// Units whose output embeds their checkout's path: they must miss elsewhere.
-fn path_independent(events: &[Value]) -> Vec<Value> {
+fn path_independent(events: &[BuildEvent]) -> Vec<BuildEvent> {
     events
         .iter()
         .filter(|e| crate_name(e) != "fixture_where")
@@ -102,7 +99,7 @@ fn a_build_on_one_machine_is_a_remote_hit_on_another() {
     let mut log_a = machine_a.cursor();
     a.kache_build(&[]);
     let built = compiles(&log_a.take());
-    assert_all(&built, "miss", "machine A, cold");
+    assert_all(&built, Outcome::Miss, "machine A, cold");
     let expected = a.run_bin(APP_BIN, &[]);
     let report = push(machine_a.cache_dir(), &server);
     assert_eq!(report["failed"], 0, "push report: {report}");
@@ -118,10 +115,10 @@ fn a_build_on_one_machine_is_a_remote_hit_on_another() {
     assert_no_faults(&fetched, "machine B");
     let shared = path_independent(&fetched);
     assert!(!shared.is_empty(), "machine B compiled nothing?");
-    assert_all(&shared, "remote_hit", "machine B, from the remote");
+    assert_all(&shared, Outcome::RemoteHit, "machine B, from the remote");
     for e in &shared {
-        assert_eq!(e["compiler_runs"], 0, "{}", describe(&shared));
-        assert!(e["downloaded_bytes"].as_u64().unwrap_or(0) > 0, "{e}");
+        assert_eq!(e.compiler_runs, 0, "{}", describe(&shared));
+        assert!(e.downloaded_bytes > 0, "{e:?}");
     }
     assert_eq!(b.run_bin(APP_BIN, &[]), expected, "machine B's binary");
     assert_eq!(
@@ -197,7 +194,12 @@ fn a_read_only_remote_receives_nothing() {
     let mut log = other.cursor();
     ws2.kache_build(&[]);
     let events = compiles(&log.take());
-    assert_eq!(count(&events, "remote_hit"), 0, "{}", describe(&events));
+    assert_eq!(
+        count(&events, Outcome::RemoteHit),
+        0,
+        "{}",
+        describe(&events)
+    );
 }
 
 #[test]
@@ -215,9 +217,9 @@ fn a_dead_remote_never_fails_the_build() {
     let reference = ws.reference_output(&[], APP_BIN);
     ws.kache_build(&[]);
     let events = compiles(&log.take());
-    assert_eq!(count(&events, "remote_hit"), 0);
+    assert_eq!(count(&events, Outcome::RemoteHit), 0);
     assert_eq!(
-        count(&events, "miss"),
+        count(&events, Outcome::Miss),
         events.len(),
         "every unit compiles locally: {}",
         describe(&events)
@@ -242,7 +244,7 @@ fn a_tampered_object_is_rejected_and_compiled_locally() {
         .iter()
         .find(|e| crate_name(e) == "fixture_core")
         .expect("fixture_core was compiled");
-    let key = core["cache_key"].as_str().expect("cache key");
+    let key = core.cache_key.as_deref().expect("cache key");
     let object = entry_object(key).expect("object name");
     let remote = s3(&server);
     let mut bytes = remote.get(&object).expect("get").expect("bundle uploaded");
@@ -258,7 +260,7 @@ fn a_tampered_object_is_rejected_and_compiled_locally() {
     let events = compiles(&log_b.take());
     let core_b = of_crate(&events, "fixture_core");
     assert!(
-        core_b.iter().all(|e| result(e) == "miss"),
+        core_b.iter().all(|e| e.result == Outcome::Miss),
         "the tampered entry must be compiled locally: {}",
         describe(&events)
     );
@@ -295,7 +297,7 @@ fn a_crafted_remote_entry_writes_nothing_outside_target_and_no_setuid_file() {
     let outside = machine_b.root().join("evil-setuid");
     let climbed = machine_b.root().join("x");
     for e in &built {
-        let Some(key) = e["cache_key"].as_str() else {
+        let Some(key) = e.cache_key.as_deref() else {
             continue;
         };
         // A client per entry: each has a time budget meant for one build step.
@@ -336,13 +338,13 @@ fn a_crafted_remote_entry_writes_nothing_outside_target_and_no_setuid_file() {
     for name in ["fixture_core", "fixture_macros"] {
         let theirs = of_crate(&events, name);
         assert!(
-            theirs.len() == 1 && result(&theirs[0]) == "miss",
+            theirs.len() == 1 && theirs[0].result == Outcome::Miss,
             "{name} is compiled: its crafted entry cannot be used\n{}",
             describe(&events)
         );
     }
     assert!(
-        count(&events, "remote_hit") > 0,
+        count(&events, Outcome::RemoteHit) > 0,
         "entries with masked modes are still used\n{}",
         describe(&events)
     );
@@ -371,7 +373,7 @@ fn a_remote_manifest_naming_a_device_or_a_fifo_never_hangs_the_build() {
     let core_entry = built
         .iter()
         .find(|e| crate_name(e) == "fixture_core")
-        .and_then(|e| e["cache_key"].as_str())
+        .and_then(|e| e.cache_key.as_deref())
         .expect("fixture_core was stored");
     let conn = rusqlite::Connection::open(machine_a.cache_dir().join("index.db")).expect("index");
     let invocation_key: String = conn
@@ -442,7 +444,7 @@ fn a_remote_manifest_naming_a_device_or_a_fifo_never_hangs_the_build() {
     assert_no_faults(&events, "crafted manifests");
     let core = of_crate(&events, "fixture_core");
     assert!(
-        core.len() == 1 && result(&core[0]) == "remote_hit",
+        core.len() == 1 && core[0].result == Outcome::RemoteHit,
         "the genuine candidate still matches\n{}",
         describe(&events)
     );

@@ -1,8 +1,9 @@
 //! Helpers for kache's end-to-end tests: build the fixture workspace in
-//! `e2e/fixtures/ws` with real cargo, with and without kache, and read the event log.
+//! `e2e/fixtures/ws` with real cargo, with and without kache, and read the event log (as
+//! the library's own `BuildEvent`).
 //!
-//! Use it from a `tests/*.rs` file with `mod support;`. A test reads like a shell
-//! session:
+//! Use it from a module of the suite with `use crate::support::*;`. A test reads like a
+//! shell session:
 //!
 //! ```ignore
 //! let sandbox = Sandbox::new();
@@ -13,6 +14,9 @@
 //! assert_eq!(ws.run_bin("fixture-app", &[]), ws.reference_output(&[], "fixture-app"));
 //! ws.rm_target();                               // rm -rf target
 //! ```
+//!
+//! A test about a warm store starts from [`Sandbox::warmed`] (the first four lines above,
+//! with the cold build checked to be all misses).
 //!
 //! What the harness controls for every cargo it runs:
 //! - the working directory is the checkout, and `CARGO_TARGET_DIR` (and every other
@@ -30,8 +34,7 @@
 //!   printed);
 //! - `KACHE_E2E_WRAPPER=/path` uses another wrapper instead of the kache binary under test.
 
-#![allow(dead_code)]
-
+pub use kache::events::{BuildEvent, Compiler, Outcome};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -178,7 +181,7 @@ impl Sandbox {
     }
 
     /// Every event in the shared cache's log so far.
-    pub fn events(&self) -> Vec<Value> {
+    pub fn events(&self) -> Vec<BuildEvent> {
         events(&self.cache_dir)
     }
 
@@ -186,6 +189,44 @@ impl Sandbox {
     pub fn cursor(&self) -> EventCursor {
         EventCursor::new(&self.cache_dir)
     }
+
+    /// A new sandbox whose cache a cold kache build of the fixture checked out at
+    /// `sub_path` has filled: the start of every test about a warm store.
+    pub fn warmed(sub_path: &str) -> Warmed {
+        Sandbox::new().warm(sub_path)
+    }
+
+    /// Fills this (empty) sandbox's cache with a cold kache build of the fixture checked
+    /// out at `sub_path`, checking that every compile was a miss without a fault, so a test
+    /// that starts from it knows what the store holds.
+    pub fn warm(self, sub_path: &str) -> Warmed {
+        let ws = self.checkout(sub_path);
+        let mut log = self.cursor();
+        ws.kache_build(&[]);
+        let cold = compiles(&log.take());
+        assert!(!cold.is_empty(), "the cold build compiled nothing");
+        assert_all(&cold, Outcome::Miss, "the cold build that fills the cache");
+        assert_no_faults(&cold, "the cold build that fills the cache");
+        Warmed {
+            sandbox: self,
+            ws,
+            log,
+            cold,
+        }
+    }
+}
+
+/// What [`Sandbox::warm`] leaves: each test owns its own (tests run in parallel). Bind
+/// `sandbox` to a name (`sandbox: _sandbox` if unused): a field left to `..` is dropped at
+/// once, and dropping the sandbox deletes it.
+pub struct Warmed {
+    pub sandbox: Sandbox,
+    /// The checkout that was built, its target dir still in place.
+    pub ws: Workspace,
+    /// A cursor past the cold build's events.
+    pub log: EventCursor,
+    /// The cold build's compiles, every one a miss.
+    pub cold: Vec<BuildEvent>,
 }
 
 impl Default for Sandbox {
@@ -523,14 +564,6 @@ pub struct CargoCmd {
 }
 
 impl CargoCmd {
-    /// Adds an argument.
-    pub fn arg(mut self, arg: &str) -> CargoCmd {
-        self.cmd.arg(arg);
-        self.label.push(' ');
-        self.label.push_str(arg);
-        self
-    }
-
     /// Sets a variable for this command only.
     pub fn env(mut self, key: &str, value: &str) -> CargoCmd {
         self.cmd.env(key, value);
@@ -542,13 +575,6 @@ impl CargoCmd {
     pub fn current_dir(mut self, dir: &Path) -> CargoCmd {
         self.cmd.current_dir(dir);
         self.dir = dir.to_path_buf();
-        self
-    }
-
-    /// Removes a variable for this command only.
-    pub fn env_remove(mut self, key: &str) -> CargoCmd {
-        self.cmd.env_remove(key);
-        self.label = format!("(unset {key}) {}", self.label);
         self
     }
 
@@ -623,7 +649,7 @@ impl CargoCmd {
     }
 }
 
-fn tail(events: &[Value], n: usize) -> &[Value] {
+fn tail(events: &[BuildEvent], n: usize) -> &[BuildEvent] {
     &events[events.len().saturating_sub(n)..]
 }
 
@@ -632,8 +658,9 @@ fn tail(events: &[Value], n: usize) -> &[Value] {
 // ---------------------------------------------------------------------------
 
 /// Every event in `<cache_dir>/events.jsonl.1` then `<cache_dir>/events.jsonl`, in order,
-/// skipping lines that are not JSON objects (as the log's own readers do).
-pub fn events(cache_dir: &Path) -> Vec<Value> {
+/// parsed into the library's own `BuildEvent`, skipping lines that are not one (torn by a
+/// crash, as the log's own readers do).
+pub fn events(cache_dir: &Path) -> Vec<BuildEvent> {
     let mut all = Vec::new();
     for name in ["events.jsonl.1", "events.jsonl"] {
         let path = cache_dir.join(name);
@@ -644,8 +671,7 @@ pub fn events(cache_dir: &Path) -> Vec<Value> {
         };
         all.extend(
             text.lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .filter(Value::is_object),
+                .filter_map(|line| serde_json::from_str::<BuildEvent>(line).ok()),
         );
     }
     all
@@ -667,7 +693,7 @@ impl EventCursor {
     }
 
     /// The events appended since the cursor was set (or last moved); the cursor stays.
-    pub fn since(&self) -> Vec<Value> {
+    pub fn since(&self) -> Vec<BuildEvent> {
         let all = events(&self.cache_dir);
         assert!(
             all.len() >= self.seen,
@@ -680,46 +706,27 @@ impl EventCursor {
     }
 
     /// The events appended since the cursor was set, moving the cursor past them.
-    pub fn take(&mut self) -> Vec<Value> {
+    pub fn take(&mut self) -> Vec<BuildEvent> {
         let new = self.since();
         self.seen += new.len();
         new
     }
 }
 
-/// An event's `result` (`""` when missing).
-pub fn result(event: &Value) -> &str {
-    event["result"].as_str().unwrap_or("")
-}
-
-/// An event's `crate_name` (`"?"` when missing or null, e.g. for probes).
-pub fn crate_name(event: &Value) -> &str {
-    event["crate_name"].as_str().unwrap_or("?")
-}
-
-/// An event's `crate_types`, joined with `,`.
-pub fn crate_types(event: &Value) -> String {
-    event["crate_types"]
-        .as_array()
-        .map(|types| {
-            types
-                .iter()
-                .map(|t| t.as_str().unwrap_or("?"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
+/// An event's `crate_name` (`"?"` when missing, e.g. for probes).
+pub fn crate_name(event: &BuildEvent) -> &str {
+    event.crate_name.as_deref().unwrap_or("?")
 }
 
 /// A label naming the unit an event is for: `crate_name@version[crate_types]`, e.g.
 /// `fixture_core@0.3.1[lib]` or `build_script_build@0.3.1[bin]`. A `--test` harness
 /// has no `--crate-type`, so its label ends in `[]`.
-pub fn unit(event: &Value) -> String {
+pub fn unit(event: &BuildEvent) -> String {
     format!(
         "{}@{}[{}]",
         crate_name(event),
-        event["crate_version"].as_str().unwrap_or("?"),
-        crate_types(event)
+        event.crate_version.as_deref().unwrap_or("?"),
+        event.crate_types.join(",")
     )
 }
 
@@ -727,56 +734,35 @@ pub fn unit(event: &Value) -> String {
 /// `-vV` / `--print` probes and other invocations kache does not cache) and but the C/C++
 /// compiles build scripts run through the `cc` crate (`compiler: "c"`, which follow the
 /// build script rather than the crate; `tests/cc.rs` checks those).
-pub fn compiles(events: &[Value]) -> Vec<Value> {
+pub fn compiles(events: &[BuildEvent]) -> Vec<BuildEvent> {
     events
         .iter()
-        .filter(|event| result(event) != "passthrough" && event["compiler"] != "c")
+        .filter(|event| event.result != Outcome::Passthrough && event.compiler != Compiler::C)
         .cloned()
         .collect()
 }
 
 /// How many events have the given `result`.
-pub fn count(events: &[Value], wanted: &str) -> usize {
-    events
-        .iter()
-        .filter(|event| result(event) == wanted)
-        .count()
-}
-
-/// Number of events per `result`.
-pub fn counts(events: &[Value]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for event in events {
-        *counts.entry(result(event).to_string()).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// The units (see [`unit`]) of the events with the given `result`.
-pub fn units_with(events: &[Value], wanted: &str) -> BTreeSet<String> {
-    events
-        .iter()
-        .filter(|event| result(event) == wanted)
-        .map(unit)
-        .collect()
+pub fn count(events: &[BuildEvent], wanted: Outcome) -> usize {
+    events.iter().filter(|event| event.result == wanted).count()
 }
 
 /// The units (see [`unit`]) of all the events.
-pub fn units(events: &[Value]) -> BTreeSet<String> {
+pub fn units(events: &[BuildEvent]) -> BTreeSet<String> {
     events.iter().map(unit).collect()
 }
 
 /// The crate names of the events with the given `result`.
-pub fn crates_with(events: &[Value], wanted: &str) -> BTreeSet<String> {
+pub fn crates_with(events: &[BuildEvent], wanted: Outcome) -> BTreeSet<String> {
     events
         .iter()
-        .filter(|event| result(event) == wanted)
+        .filter(|event| event.result == wanted)
         .map(|event| crate_name(event).to_string())
         .collect()
 }
 
 /// The crate names of all the events.
-pub fn crates(events: &[Value]) -> BTreeSet<String> {
+pub fn crates(events: &[BuildEvent]) -> BTreeSet<String> {
     events
         .iter()
         .map(|event| crate_name(event).to_string())
@@ -784,18 +770,21 @@ pub fn crates(events: &[Value]) -> BTreeSet<String> {
 }
 
 /// One line per event, for assertion messages.
-pub fn describe(events: &[Value]) -> String {
+pub fn describe(events: &[BuildEvent]) -> String {
     let mut text = String::new();
     for event in events {
         let _ = write!(
             text,
             "  {:<11} {:<40} compiler_runs={}",
-            result(event),
+            format!("{:?}", event.result),
             unit(event),
-            event["compiler_runs"]
+            event.compiler_runs
         );
-        for field in ["passthrough_reason", "warning"] {
-            if let Some(value) = event[field].as_str() {
+        for (field, value) in [
+            ("passthrough_reason", &event.passthrough_reason),
+            ("warning", &event.warning),
+        ] {
+            if let Some(value) = value {
                 let _ = write!(text, " {field}={value:?}");
             }
         }
@@ -808,31 +797,31 @@ pub fn describe(events: &[Value]) -> String {
 }
 
 /// Panics unless every event has the given `result`.
-pub fn assert_all(events: &[Value], wanted: &str, context: &str) {
+pub fn assert_all(events: &[BuildEvent], wanted: Outcome, context: &str) {
     assert!(
-        events.iter().all(|event| result(event) == wanted),
-        "{context}: expected every event to be `{wanted}`, got\n{}",
+        events.iter().all(|event| event.result == wanted),
+        "{context}: expected every event to be `{wanted:?}`, got\n{}",
         describe(events)
     );
 }
 
 /// Panics if any event is an `error` or carries a `warning` (kache degraded).
-pub fn assert_no_faults(events: &[Value], context: &str) {
+pub fn assert_no_faults(events: &[BuildEvent], context: &str) {
     assert!(
         events
             .iter()
-            .all(|event| result(event) != "error" && event["warning"].is_null()),
+            .all(|event| event.result != Outcome::Error && event.warning.is_none()),
         "{context}: kache reported faults\n{}",
         describe(events)
     );
 }
 
 /// Panics unless every event is a `local_hit` that did not run the compiler.
-pub fn assert_all_local_hits(events: &[Value], context: &str) {
+pub fn assert_all_local_hits(events: &[BuildEvent], context: &str) {
     assert!(
         events
             .iter()
-            .all(|event| result(event) == "local_hit" && event["compiler_runs"] == 0),
+            .all(|event| event.result == Outcome::LocalHit && event.compiler_runs == 0),
         "{context}: expected every event to be a local_hit with compiler_runs == 0, got\n{}",
         describe(events)
     );
@@ -874,12 +863,6 @@ impl Workspace {
     pub fn read_bytes(&self, rel: &str) -> Vec<u8> {
         let path = self.path(rel);
         fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-    }
-
-    /// Removes a file of the checkout.
-    pub fn remove(&self, rel: &str) {
-        let path = self.path(rel);
-        fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
     }
 
     /// Replaces every occurrence of `from` with `to`; panics unless there are exactly
@@ -968,7 +951,7 @@ fn sync_tree(from: &Path, to: &Path) {
 }
 
 /// The events of one crate (by `crate_name`).
-pub fn of_crate(events: &[Value], name: &str) -> Vec<Value> {
+pub fn of_crate(events: &[BuildEvent], name: &str) -> Vec<BuildEvent> {
     events
         .iter()
         .filter(|event| crate_name(event) == name)
@@ -977,10 +960,10 @@ pub fn of_crate(events: &[Value], name: &str) -> Vec<Value> {
 }
 
 /// The events that ran the compiler (`compiler_runs` > 0).
-pub fn compiled(events: &[Value]) -> Vec<Value> {
+pub fn compiled(events: &[BuildEvent]) -> Vec<BuildEvent> {
     events
         .iter()
-        .filter(|event| event["compiler_runs"].as_u64().unwrap_or(0) > 0)
+        .filter(|event| event.compiler_runs > 0)
         .cloned()
         .collect()
 }

@@ -5,14 +5,12 @@
 //! removes what is broken and rebuilds the counts (exit 0), and the next build stores the
 //! dropped entries again.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use support::*;
+use crate::support::*;
 
 fn name_of(blob: &Path) -> String {
     blob.file_name()
@@ -66,13 +64,14 @@ const LABELS: &[&str] = &[
 
 #[test]
 fn verify_finds_every_problem_and_repair_fixes_them() {
-    let sandbox = Sandbox::new();
-    let ws = sandbox.checkout("ws");
+    let Warmed {
+        sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::warmed("ws");
     let cache = sandbox.cache_dir();
-    let mut log = sandbox.cursor();
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
 
     // --- a healthy store ----------------------------------------------------------------
     let healthy = verify(cache, false);
@@ -210,7 +209,7 @@ fn verify_finds_every_problem_and_repair_fixes_them() {
     for name in ["fixture_core", "fixture_macros", "itoa", unparsable_crate] {
         let theirs = of_crate(&events, name);
         assert!(
-            !theirs.is_empty() && theirs.iter().all(|e| result(e) == "miss"),
+            !theirs.is_empty() && theirs.iter().all(|e| e.result == Outcome::Miss),
             "{name}'s entry was dropped, so it compiles and is stored again\n{}",
             describe(&events)
         );
@@ -218,7 +217,7 @@ fn verify_finds_every_problem_and_repair_fixes_them() {
     assert!(
         of_crate(&events, "cc")
             .iter()
-            .all(|e| result(e) == "local_hit"),
+            .all(|e| e.result == Outcome::LocalHit),
         "the miscounted blob's entry survived the repair\n{}",
         describe(&events)
     );

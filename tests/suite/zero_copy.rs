@@ -11,14 +11,11 @@
 //! - The cache dir, its `blobs`/`tmp` dirs and the blobs themselves are never used through a
 //!   symlink someone else planted: kache refuses and the build goes on without the cache.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 const EXT4_SUPER_MAGIC: i64 = 0xEF53;
 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
@@ -83,13 +80,9 @@ fn is_linkable(path: &Path) -> bool {
     name.ends_with(".rlib") || name.ends_with(".rmeta") || name.starts_with("libfixture_macros-")
 }
 
-fn is_lib_event(event: &Value) -> bool {
-    matches!(crate_types(event).as_str(), "lib" | "proc-macro")
+fn is_lib_event(event: &BuildEvent) -> bool {
+    matches!(event.crate_types.join(",").as_str(), "lib" | "proc-macro")
         || crate_name(event) == "build_script_build"
-}
-
-fn bytes(event: &Value, field: &str) -> u64 {
-    event[field].as_u64().unwrap_or(0)
 }
 
 /// After a hit, edit fixture-core so it misses and rustc writes the same output names again:
@@ -103,7 +96,7 @@ fn assert_a_miss_after_a_hit_leaves_blobs_alone(ws: &Workspace, context: &str) {
     let events = compiles(&log.take());
     let core = of_crate(&events, "fixture_core");
     assert!(
-        core.len() == 1 && result(&core[0]) == "miss",
+        core.len() == 1 && core[0].result == Outcome::Miss,
         "{context}: premise: fixture_core is compiled again\n{}",
         describe(&events)
     );
@@ -129,12 +122,13 @@ fn assert_a_miss_after_a_hit_leaves_blobs_alone(ws: &Workspace, context: &str) {
 #[ignore = "needs root: loop-mounts an ext4 image"]
 fn ext4_hardlinks_libraries_and_copies_executables() {
     let (_dir, mount) = mounted("ext4", EXT4_SUPER_MAGIC);
-    let sandbox = Sandbox::new_in(mount.path());
-    let a = sandbox.checkout("a/ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws: a,
+        mut log,
+        ..
+    } = Sandbox::new_in(mount.path()).warm("a/ws");
     let expected = a.reference_output(&[], APP_BIN);
-    a.kache_build(&[]);
-    log.take();
 
     // Nothing links the blobs once A's target dir is gone: libraries come back as links.
     a.rm_target();
@@ -144,11 +138,11 @@ fn ext4_hardlinks_libraries_and_copies_executables() {
     assert_eq!(a.run_bin(APP_BIN, &[]), expected);
     for event in &warm {
         let (hard, copied, reflinked) = (
-            bytes(event, "hardlinked_bytes"),
-            bytes(event, "copied_bytes"),
-            bytes(event, "reflinked_bytes"),
+            event.hardlinked_bytes,
+            event.copied_bytes,
+            event.reflinked_bytes,
         );
-        let size = bytes(event, "size");
+        let size = event.size;
         let want = if is_lib_event(event) {
             (size, 0, 0)
         } else {
@@ -185,9 +179,9 @@ fn ext4_hardlinks_libraries_and_copies_executables() {
     let second = compiles(&log.take());
     for event in second.iter().filter(|e| crate_name(e) != "fixture_where") {
         assert!(
-            result(event) == "local_hit"
-                && bytes(event, "hardlinked_bytes") == 0
-                && bytes(event, "copied_bytes") == bytes(event, "size"),
+            event.result == Outcome::LocalHit
+                && event.hardlinked_bytes == 0
+                && event.copied_bytes == event.size,
             "{}: copied, since A links the blob\n{}",
             unit(event),
             describe(&second)
@@ -205,12 +199,13 @@ fn ext4_hardlinks_libraries_and_copies_executables() {
 #[ignore = "needs root: loop-mounts a btrfs image (and mkfs.btrfs from btrfs-progs)"]
 fn btrfs_reflinks_every_output() {
     let (_dir, mount) = mounted("btrfs", BTRFS_SUPER_MAGIC);
-    let sandbox = Sandbox::new_in(mount.path());
-    let ws = sandbox.checkout("ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox: _sandbox,
+        ws,
+        mut log,
+        ..
+    } = Sandbox::new_in(mount.path()).warm("ws");
     let expected = ws.reference_output(&[], APP_BIN);
-    ws.kache_build(&[]);
-    log.take();
 
     ws.rm_target();
     ws.kache_build(&[]);
@@ -218,13 +213,13 @@ fn btrfs_reflinks_every_output() {
     assert_all_local_hits(&warm, "warm build on btrfs");
     assert_eq!(ws.run_bin(APP_BIN, &[]), expected);
     for event in &warm {
-        let size = bytes(event, "size");
+        let size = event.size;
         assert!(
             size > 0
-                && bytes(event, "reflinked_bytes") == size
-                && bytes(event, "hardlinked_bytes") == 0
-                && bytes(event, "copied_bytes") == 0,
-            "{}: every byte reflinked\n{event}",
+                && event.reflinked_bytes == size
+                && event.hardlinked_bytes == 0
+                && event.copied_bytes == 0,
+            "{}: every byte reflinked\n{event:?}",
             unit(event)
         );
     }
@@ -301,8 +296,8 @@ fn planted_symlinks_are_refused() {
         let events = compiles(&log.take());
         assert!(
             !events.is_empty()
-                && events.iter().all(|e| result(e) == "error"
-                    && e["warning"].as_str().is_some_and(|w| w.contains("symlink"))),
+                && events.iter().all(|e| e.result == Outcome::Error
+                    && e.warning.as_deref().is_some_and(|w| w.contains("symlink"))),
             "planted {sub} dir: every invocation refuses the store\n{}",
             describe(&events)
         );
@@ -332,7 +327,7 @@ fn planted_symlinks_are_refused() {
     assert_eq!(ws.run_bin(APP_BIN, &[]), expected, "planted blob");
     let core = of_crate(&events, "fixture_core");
     assert!(
-        core.len() == 1 && result(&core[0]) == "miss" && !core[0]["warning"].is_null(),
+        core.len() == 1 && core[0].result == Outcome::Miss && core[0].warning.is_some(),
         "planted blob: refused (warning) and compiled\n{}",
         describe(&events)
     );

@@ -4,8 +4,6 @@
 //! test bucket, and killing it on drop. Must not install anything: when moto is missing the
 //! tests fail and say which command sets the machine up.
 
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

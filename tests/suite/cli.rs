@@ -4,15 +4,13 @@
 //! without breaking the next build, `explain` names what changed, `init` edits cargo's config
 //! file politely, and bad input is a one-line error with exit code 2, never a panic.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// Every command people run (not `help`).
 const COMMANDS: [&str; 12] = [
@@ -89,12 +87,20 @@ fn num(v: &Value) -> f64 {
         .unwrap_or_else(|| panic!("expected a number, got {v}"))
 }
 
-fn sum(events: &[Value], field: &str, result_wanted: Option<&str>) -> f64 {
+/// One figure of an event, as `stats` adds it up.
+type Figure = fn(&BuildEvent) -> f64;
+
+/// The sum of one figure of the events, of all or of those with one outcome.
+fn sum(events: &[BuildEvent], figure: Figure, wanted: Option<Outcome>) -> f64 {
     events
         .iter()
-        .filter(|e| result_wanted.is_none_or(|r| result(e) == r))
-        .map(|e| e[field].as_f64().unwrap_or(0.0))
+        .filter(|e| wanted.is_none_or(|w| e.result == w))
+        .map(figure)
         .sum()
+}
+
+fn compile_ms(e: &BuildEvent) -> f64 {
+    e.compile_time_ms
 }
 
 fn assert_close(got: f64, want: f64, what: &str) {
@@ -106,10 +112,8 @@ fn assert_close(got: f64, want: f64, what: &str) {
 
 #[test]
 fn stats_list_and_gc_on_a_real_store() {
-    let sandbox = Sandbox::new();
+    let Warmed { sandbox, ws, .. } = Sandbox::warmed("ws");
     let cache = sandbox.cache_dir();
-    let ws = sandbox.checkout("ws");
-    ws.kache_build(&[]);
     let expected = ws.run_bin(APP_BIN, &[]);
     ws.rm_target();
     ws.kache_build(&[]);
@@ -119,23 +123,23 @@ fn stats_list_and_gc_on_a_real_store() {
     let events = sandbox.events();
     let s = json(cache, &["stats", "--json"]);
     assert_eq!(num(&s["invocations"]) as usize, events.len());
-    for (field, result_name) in [
-        ("local_hits", "local_hit"),
-        ("remote_hits", "remote_hit"),
-        ("misses", "miss"),
-        ("passthrough", "passthrough"),
-        ("errors", "error"),
+    for (field, outcome) in [
+        ("local_hits", Outcome::LocalHit),
+        ("remote_hits", Outcome::RemoteHit),
+        ("misses", Outcome::Miss),
+        ("passthrough", Outcome::Passthrough),
+        ("errors", Outcome::Error),
     ] {
         assert_eq!(
             num(&s[field]) as usize,
-            count(&events, result_name),
+            count(&events, outcome),
             "{field}\n{}",
             describe(&events)
         );
     }
     assert!(num(&s["misses"]) > 0.0 && num(&s["local_hits"]) > 0.0);
-    let hit_ms = sum(&events, "compile_time_ms", Some("local_hit"));
-    let miss_ms = sum(&events, "compile_time_ms", Some("miss"));
+    let hit_ms = sum(&events, compile_ms, Some(Outcome::LocalHit));
+    let miss_ms = sum(&events, compile_ms, Some(Outcome::Miss));
     assert_close(num(&s["hit_compile_time_ms"]), hit_ms, "hit compile time");
     assert_close(
         num(&s["miss_compile_time_ms"]),
@@ -147,14 +151,19 @@ fn stats_list_and_gc_on_a_real_store() {
         hit_ms / (hit_ms + miss_ms),
         "weighted hit rate",
     );
-    let hits = count(&events, "local_hit") as f64;
+    let hits = count(&events, Outcome::LocalHit) as f64;
     assert_close(
         num(&s["hit_rate"]),
-        hits / (hits + count(&events, "miss") as f64),
+        hits / (hits + count(&events, Outcome::Miss) as f64),
         "hit rate",
     );
-    for field in ["reflinked_bytes", "hardlinked_bytes", "copied_bytes"] {
-        assert_close(num(&s[field]), sum(&events, field, None), field);
+    let restored_by: [(&str, Figure); 3] = [
+        ("reflinked_bytes", |e| e.reflinked_bytes as f64),
+        ("hardlinked_bytes", |e| e.hardlinked_bytes as f64),
+        ("copied_bytes", |e| e.copied_bytes as f64),
+    ];
+    for (field, figure) in restored_by {
+        assert_close(num(&s[field]), sum(&events, figure, None), field);
     }
     let restored: f64 = ["reflinked_bytes", "hardlinked_bytes", "copied_bytes"]
         .iter()
@@ -162,7 +171,7 @@ fn stats_list_and_gc_on_a_real_store() {
         .sum();
     assert_close(
         restored,
-        sum(&events, "size", Some("local_hit")),
+        sum(&events, |e| e.size as f64, Some(Outcome::LocalHit)),
         "bytes restored",
     );
     let probes = s["passthrough_reasons"]
@@ -171,13 +180,13 @@ fn stats_list_and_gc_on_a_real_store() {
         .map(|r| num(&r["count"]) as usize);
     let probe_events = events
         .iter()
-        .filter(|e| e["passthrough_reason"] == "probe")
+        .filter(|e| e.passthrough_reason.as_deref() == Some("probe"))
         .count();
     assert_eq!(probes.unwrap_or(0), probe_events, "probe passthroughs");
     let stored: BTreeSet<&str> = events
         .iter()
-        .filter(|e| result(e) == "miss")
-        .filter_map(|e| e["cache_key"].as_str())
+        .filter(|e| e.result == Outcome::Miss)
+        .filter_map(|e| e.cache_key.as_deref())
         .collect();
     assert_eq!(
         num(&s["store"]["entries"]) as usize,
@@ -191,8 +200,8 @@ fn stats_list_and_gc_on_a_real_store() {
     assert!(!slowest.is_empty() && slowest.len() <= 5);
     let slowest_ms = events
         .iter()
-        .filter(|e| result(e) == "miss")
-        .map(|e| e["compile_time_ms"].as_f64().unwrap_or(0.0))
+        .filter(|e| e.result == Outcome::Miss)
+        .map(compile_ms)
         .fold(0.0, f64::max);
     assert_close(
         num(&slowest[0]["compile_time_ms"]),
@@ -236,7 +245,7 @@ fn stats_list_and_gc_on_a_real_store() {
     );
     // The warm build hit every entry once; list folds those hits in from the log.
     let hits: u64 = listed.iter().map(|e| num(&e["hits"]) as u64).sum();
-    assert_eq!(hits as usize, count(&events, "local_hit"));
+    assert_eq!(hits as usize, count(&events, Outcome::LocalHit));
     let core = ok(cache, &["list", "fixture-core"]);
     assert!(core.contains("fixture_core 0.3.1"), "{core}");
     assert!(!core.contains("itoa"), "{core}");
@@ -273,12 +282,12 @@ fn stats_list_and_gc_on_a_real_store() {
     let rebuilt = compiles(&log.take());
     assert_no_faults(&rebuilt, "build after gc");
     assert!(
-        count(&rebuilt, "miss") > 0,
+        count(&rebuilt, Outcome::Miss) > 0,
         "evicted units recompile\n{}",
         describe(&rebuilt)
     );
     assert!(
-        count(&rebuilt, "local_hit") > 0,
+        count(&rebuilt, Outcome::LocalHit) > 0,
         "kept units hit\n{}",
         describe(&rebuilt)
     );
@@ -295,7 +304,7 @@ fn stats_list_and_gc_on_a_real_store() {
     ws.kache_build(&[]);
     let refilled = compiles(&log.take());
     assert_no_faults(&refilled, "build after clear");
-    assert_all(&refilled, "miss", "build after clear");
+    assert_all(&refilled, Outcome::Miss, "build after clear");
     assert_eq!(ws.run_bin(APP_BIN, &[]), expected, "output after clear");
 }
 
@@ -316,10 +325,8 @@ fn auto_gc_running(cache: &Path) -> bool {
 
 #[test]
 fn automatic_gc_keeps_the_store_under_its_limit() {
-    let sandbox = Sandbox::new();
+    let Warmed { sandbox, ws, .. } = Sandbox::warmed("ws");
     let cache = sandbox.cache_dir();
-    let ws = sandbox.checkout("ws");
-    ws.kache_build(&[]);
     let full = num(&json(cache, &["stats", "--json"])["store"]["size"]) as u64;
 
     // A source edit makes the app miss; storing it passes a limit below what the store
@@ -333,7 +340,7 @@ fn automatic_gc_keeps_the_store_under_its_limit() {
     let stored = compiles(&log.take());
     assert_no_faults(&stored, "build past the limit");
     assert_eq!(
-        crates_with(&stored, "miss").len(),
+        crates_with(&stored, Outcome::Miss).len(),
         1,
         "{}",
         describe(&stored)
@@ -370,8 +377,8 @@ fn automatic_gc_keeps_the_store_under_its_limit() {
     ws.kache_build(&[]);
     let next = compiles(&log.take());
     assert_no_faults(&next, "build after the automatic gc");
-    assert!(count(&next, "miss") > 0, "{}", describe(&next));
-    assert!(count(&next, "local_hit") > 0, "{}", describe(&next));
+    assert!(count(&next, Outcome::Miss) > 0, "{}", describe(&next));
+    assert!(count(&next, Outcome::LocalHit) > 0, "{}", describe(&next));
     assert_eq!(
         ws.run_bin(APP_BIN, &[]),
         expected,
@@ -385,10 +392,10 @@ fn explain_lines(cache: &Path, krate: &str) -> String {
 
 #[test]
 fn explain_names_what_changed() {
-    let sandbox = Sandbox::new();
+    let Warmed {
+        sandbox, mut ws, ..
+    } = Sandbox::warmed("ws");
     let cache = sandbox.cache_dir();
-    let mut ws = sandbox.checkout("ws");
-    ws.kache_build(&[]);
     let first = explain_lines(cache, "fixture_core");
     assert!(first.contains("the only stored entry"), "{first}");
 
@@ -621,13 +628,18 @@ fn the_default_build_has_no_crash_hook() {
     for stage in ["after_compile", "after_blob", "before_commit", "in_commit"] {
         let fresh = dir.path().join(format!("cache-{stage}"));
         compile(&fresh, stage);
-        assert_eq!(count(&events(&fresh), "miss"), 1, "{stage}");
+        assert_eq!(count(&events(&fresh), Outcome::Miss), 1, "{stage}");
     }
     compile(&cache, "after_commit");
     compile(&cache, "mid_restore");
     let events = events(&cache);
-    assert_eq!(count(&events, "miss"), 1, "{}", describe(&events));
-    assert_eq!(count(&events, "local_hit"), 1, "{}", describe(&events));
+    assert_eq!(count(&events, Outcome::Miss), 1, "{}", describe(&events));
+    assert_eq!(
+        count(&events, Outcome::LocalHit),
+        1,
+        "{}",
+        describe(&events)
+    );
 }
 
 /// `kache <rustc> ...` compiling a one-line library `hook.rs` (written here) in `work`: the

@@ -2,15 +2,12 @@
 //! served entirely from the cache (no compiler run) except the one unit that embeds its
 //! path, `fixture-where` (`env!("CARGO_MANIFEST_DIR")`), which must print its *own* path.
 
-mod support;
-
 use std::path::Path;
 
-use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 /// The events of every unit but fixture-where (which embeds the checkout's path).
-fn path_independent(events: &[Value]) -> Vec<Value> {
+fn path_independent(events: &[BuildEvent]) -> Vec<BuildEvent> {
     events
         .iter()
         .filter(|event| crate_name(event) != "fixture_where")
@@ -27,13 +24,13 @@ fn canonical(path: &Path) -> String {
 
 #[test]
 fn checkouts_at_other_paths_and_under_a_symlink_are_all_hits() {
-    let sandbox = Sandbox::new();
-    let first = sandbox.checkout("first/ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws: first,
+        mut log,
+        cold,
+    } = Sandbox::warmed("first/ws");
     let expected = first.reference_output(&[], APP_BIN);
-    first.kache_build(&[]);
-    let cold = compiles(&log.take());
-    assert_no_faults(&cold, "first checkout");
     let every_unit = units(&cold);
 
     // --- another path, at another depth ------------------------------------------------
@@ -98,12 +95,14 @@ fn checkouts_at_other_paths_and_under_a_symlink_are_all_hits() {
 
 #[test]
 fn a_workspace_named_through_a_symlink_is_all_hits() {
-    let sandbox = Sandbox::new();
-    let first = sandbox.checkout("first/ws");
-    let mut log = sandbox.cursor();
+    let Warmed {
+        sandbox,
+        ws: first,
+        mut log,
+        cold,
+    } = Sandbox::warmed("first/ws");
     let expected = first.reference_output(&[], APP_BIN);
-    first.kache_build(&[]);
-    let every_unit = units(&compiles(&log.take()));
+    let every_unit = units(&cold);
 
     // cargo keeps the spelling of --manifest-path: CARGO_MANIFEST_DIR, --out-dir and the
     // target dir all go through the symlink, while rustc's working directory resolves it.

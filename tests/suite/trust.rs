@@ -12,14 +12,12 @@
 //! The tests chown to another uid, so they need root (the machine's tests run as root);
 //! without it they say so and skip.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::*;
+use crate::support::*;
 
 /// The uid and gid of the "other user" (no such account is needed).
 const INTRUDER: u32 = 4242;
@@ -150,11 +148,8 @@ fn an_untrusted_cache_dir_is_refused() {
     program.build(&cache, &root.path().join("out-b"));
     let meta = fs::metadata(&cache).expect("stat the cache dir");
     assert_eq!(meta.mode() & 0o777, 0o700, "made for its owner only");
-    let results: Vec<String> = events(&cache)
-        .iter()
-        .map(|e| result(e).to_owned())
-        .collect();
-    assert_eq!(results, ["miss", "local_hit"]);
+    let results: Vec<Outcome> = events(&cache).iter().map(|e| e.result).collect();
+    assert_eq!(results, [Outcome::Miss, Outcome::LocalHit]);
 }
 
 #[test]
