@@ -11,7 +11,7 @@
 //! own, passed in.
 
 use std::fmt::Display;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::compile;
@@ -42,6 +42,8 @@ pub enum Fault {
     ScriptKey(#[from] crate::buildscript::key::KeyError),
     #[error(transparent)]
     Restore(#[from] RestoreError),
+    #[error(transparent)]
+    Manifest(#[from] crate::key::manifest::RecordError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -78,6 +80,48 @@ pub fn plain(inv: &Invocation) -> i32 {
         Err(e) => {
             eprintln!("kache: cannot run {}: {e}", inv.rustc().display());
             1
+        }
+    }
+}
+
+/// Turns what a compile front-end's steps returned into what the invocation came to and the
+/// exit code: a passthrough runs the command as given; a fault (healed, one warning line) runs
+/// it as if kache were not there, unless it already `ran`, after removing `clear` (the files
+/// it writes: a restore may have stopped halfway, or an older kache may have left read-only
+/// links to its blobs, and the compiler must find a writable place).
+pub(crate) fn conclude(
+    inv: &Invocation,
+    ran: Option<Ran>,
+    cache_dir: &Path,
+    steps: Result<Done, Fault>,
+    clear: &[PathBuf],
+) -> (Done, i32) {
+    match steps {
+        Ok(Done::Passthrough(reason)) => {
+            tracing::debug!("passthrough: {reason}");
+            let code = plain(inv);
+            (Done::Passthrough(reason), code)
+        }
+        Ok(done) => {
+            let code = match &done {
+                Done::Ran(_) => ran.map_or(0, |r| r.exit_code),
+                _ => 0,
+            };
+            (done, code)
+        }
+        Err(fault) => {
+            fault.heal(cache_dir);
+            let message = one_line(&fault);
+            eprintln!("kache: warning: {message}; compiling without the cache");
+            if let Some(r) = ran {
+                return (Done::Degraded(message), r.exit_code);
+            }
+            for path in clear {
+                if let Err(e) = crate::restore::remove_if_present(path) {
+                    tracing::debug!("cannot remove {}: {e}", path.display());
+                }
+            }
+            (Done::Degraded(message), plain(inv))
         }
     }
 }
@@ -201,7 +245,7 @@ pub struct Seen {
 
 impl Seen {
     /// Puts what was seen into a front-end's event.
-    pub fn report(self, event: &mut BuildEvent) {
+    fn report(self, event: &mut BuildEvent) {
         event.lookup_ms = self.lookup_ms;
         event.downloaded_bytes = self.downloaded_bytes;
         if self.warning.is_some() {
@@ -224,7 +268,7 @@ pub struct Hit {
 
 impl Hit {
     /// Puts the hit into a front-end's event.
-    pub fn report(self, event: &mut BuildEvent) {
+    fn report(self, event: &mut BuildEvent) {
         event.result = self.outcome;
         event.cache_key = Some(self.entry_key);
         event.compile_time_ms = self.compile_ms;
@@ -233,6 +277,99 @@ impl Hit {
         event.hardlinked_bytes = self.linked.hardlinked;
         event.copied_bytes = self.linked.copied;
         event.restore_ms = self.restore_ms;
+    }
+}
+
+/// What one invocation came to. A front-end's steps return it; only [`Trace::record`] turns
+/// it into the event.
+#[derive(Debug)]
+pub(crate) enum Done {
+    /// A stored entry was restored; the compiler (or script) did not run.
+    Hit(Hit),
+    /// The compiler (or script) ran ([`Trace::ran`]); what became of its outputs.
+    Ran(Kept),
+    /// Not cacheable (the reason): the command ran as given.
+    Passthrough(String),
+    /// A fault inside kache (the warning given): the command ran as given, unless it already
+    /// had.
+    Degraded(String),
+}
+
+/// What became of the outputs of a run.
+#[derive(Debug)]
+pub(crate) enum Kept {
+    /// Stored as a new entry.
+    Stored(Stored),
+    /// Not stored: the run failed, or an input changed while it ran.
+    Not,
+    /// The run succeeded but is not stored, for this reason (the event's
+    /// `passthrough_reason`).
+    NotStored(String),
+}
+
+/// A miss stored as a new entry.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) entry_key: String,
+    pub(crate) size: u64,
+    pub(crate) store_ms: f64,
+}
+
+/// The compiler's (or script's) run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ran {
+    pub(crate) exit_code: i32,
+    pub(crate) compile_ms: f64,
+}
+
+/// What the invocation learned on the way, reported whatever it came to: a fault late in the
+/// pipeline still reports the key time, the bytes downloaded and the compiler's run.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    pub(crate) crate_name: Option<String>,
+    pub(crate) crate_types: Vec<String>,
+    pub(crate) key_ms: f64,
+    pub(crate) seen: Seen,
+    /// Set once the compiler (or script) has run: a later fault must not run it again.
+    pub(crate) ran: Option<Ran>,
+}
+
+impl Trace {
+    /// The one place a front-end's event is filled in.
+    pub(crate) fn record(self, done: Done, event: &mut BuildEvent) {
+        event.crate_name = self.crate_name;
+        event.crate_types = self.crate_types;
+        event.key_ms = self.key_ms;
+        self.seen.report(event);
+        if let Some(r) = self.ran {
+            event.compiler_runs = 1;
+            event.compile_time_ms = r.compile_ms;
+        }
+        match done {
+            Done::Hit(hit) => hit.report(event),
+            Done::Ran(kept) => {
+                event.result = Outcome::Miss;
+                match kept {
+                    Kept::Stored(s) => {
+                        event.cache_key = Some(s.entry_key);
+                        event.size = s.size;
+                        event.store_ms = s.store_ms;
+                    }
+                    Kept::Not => {}
+                    Kept::NotStored(why) => event.passthrough_reason = Some(why),
+                }
+            }
+            Done::Passthrough(reason) => {
+                event.result = Outcome::Passthrough;
+                event.passthrough_reason = Some(reason);
+                event.compiler_runs = 1;
+            }
+            Done::Degraded(warning) => {
+                event.result = Outcome::Error;
+                event.warning = Some(warning);
+                event.compiler_runs = 1;
+            }
+        }
     }
 }
 
@@ -415,5 +552,93 @@ pub fn record(cache_dir: &Path, event: &mut BuildEvent, started: Instant) {
     event.elapsed_ms = ms_since(started);
     if let Err(e) = events::append(cache_dir, event) {
         tracing::debug!("cannot append to the event log: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invocation::PassthroughReason;
+    use crate::restore::RestoreStats;
+
+    fn trace() -> Trace {
+        Trace {
+            crate_name: Some("demo".into()),
+            crate_types: vec!["lib".into()],
+            key_ms: 1.0,
+            seen: Seen {
+                lookup_ms: 2.0,
+                downloaded_bytes: 7,
+                warning: Some("remote down".into()),
+            },
+            ran: None,
+        }
+    }
+
+    #[test]
+    fn a_fault_after_rustc_ran_reports_its_run_and_the_fault() {
+        let mut t = trace();
+        t.ran = Some(Ran {
+            exit_code: 0,
+            compile_ms: 40.0,
+        });
+        let mut e = BuildEvent::default();
+        t.record(Done::Degraded("disk full".into()), &mut e);
+        assert_eq!(e.result, Outcome::Error);
+        assert_eq!(e.warning.as_deref(), Some("disk full"));
+        assert_eq!((e.compiler_runs, e.compile_time_ms), (1, 40.0));
+        assert_eq!((e.key_ms, e.lookup_ms, e.downloaded_bytes), (1.0, 2.0, 7));
+        assert_eq!(e.cache_key, None);
+    }
+
+    #[test]
+    fn a_hit_reports_the_stored_compile_cost_and_no_compiler_run() {
+        let mut e = BuildEvent::default();
+        let hit = Hit {
+            outcome: Outcome::RemoteHit,
+            entry_key: "k".into(),
+            compile_ms: 90.0,
+            size: 3,
+            linked: RestoreStats {
+                reflinked: 1,
+                hardlinked: 0,
+                copied: 2,
+            },
+            restore_ms: 4.0,
+        };
+        trace().record(Done::Hit(hit), &mut e);
+        assert_eq!(e.result, Outcome::RemoteHit);
+        assert_eq!((e.compiler_runs, e.compile_time_ms), (0, 90.0));
+        assert_eq!((e.reflinked_bytes, e.copied_bytes, e.size), (1, 2, 3));
+        assert_eq!(e.warning.as_deref(), Some("remote down"));
+        assert_eq!(e.crate_name.as_deref(), Some("demo"));
+    }
+
+    #[test]
+    fn a_failed_compile_is_a_miss_without_an_entry() {
+        let mut t = trace();
+        t.ran = Some(Ran {
+            exit_code: 1,
+            compile_ms: 5.0,
+        });
+        let mut e = BuildEvent::default();
+        t.record(Done::Ran(Kept::Not), &mut e);
+        assert_eq!(e.result, Outcome::Miss);
+        assert_eq!((e.compiler_runs, e.cache_key), (1, None));
+    }
+
+    #[test]
+    fn a_passthrough_names_its_reason() {
+        let mut e = BuildEvent::default();
+        trace().record(
+            Done::Passthrough(PassthroughReason::Probe.to_string()),
+            &mut e,
+        );
+        assert_eq!(e.result, Outcome::Passthrough);
+        assert_eq!(e.compiler_runs, 1);
+        assert_eq!(
+            e.passthrough_reason,
+            Some(PassthroughReason::Probe.to_string())
+        );
     }
 }

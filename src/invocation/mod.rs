@@ -10,6 +10,7 @@ mod args;
 mod compiler;
 pub mod outputs;
 mod passthrough;
+pub(crate) mod rewrite;
 
 pub use args::{EmitKind, RustcArgs};
 pub use compiler::CompilerFamily;
