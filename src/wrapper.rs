@@ -524,3 +524,75 @@ fn stderr_spelling(args: &RustcArgs) -> Spelling {
         Spelling::Plain
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compiles `lib.rs` into `out` through the wrapper, with the key reading `key_env` (fed
+    /// by hand, not this process's environment).
+    fn compile(cache: &Path, src: &Path, out: &Path, key_env: &KeyEnv) -> (Done, i32) {
+        let cache = cache.to_string_lossy().into_owned();
+        let config = Config::load(&|name| match name {
+            "KACHE_DIR" => Some(cache.clone()),
+            "KACHE_CONFIG" => Some("/dev/null".into()),
+            _ => None,
+        })
+        .expect("config");
+        let words = [
+            "rustc".as_ref(),
+            "--crate-name".as_ref(),
+            "fed".as_ref(),
+            "--crate-type".as_ref(),
+            "lib".as_ref(),
+            "--edition=2021".as_ref(),
+            src.as_os_str(),
+            "--out-dir".as_ref(),
+            out.as_os_str(),
+        ];
+        let inv = Invocation::from_wrapper_args(words.iter().map(OsString::from).collect())
+            .expect("a compiler");
+        let mut w = Wrapper {
+            inv: &inv,
+            config: &config,
+            key_env,
+            crate_version: None,
+            trace: Trace::default(),
+            outputs: Vec::new(),
+        };
+        w.run()
+    }
+
+    #[test]
+    fn the_key_reads_the_environment_it_is_given() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cache, out) = (dir.path().join("cache"), dir.path().join("out"));
+        std::fs::create_dir(&out).expect("mkdir");
+        let src = dir.path().join("lib.rs");
+        std::fs::write(&src, "pub fn f() -> u32 { 7 }\n").expect("write");
+        let env = |value: &str| KeyEnv {
+            manifest_dir: Some(dir.path().to_owned()),
+            keyed: vec![("CARGO_PKG_NAME".into(), Some(value.into()))],
+            path_var: std::env::var("PATH").ok(),
+            ..KeyEnv::default()
+        };
+        let first = compile(&cache, &src, &out, &env("fed"));
+        assert!(
+            matches!(first, (Done::Ran(Kept::Stored(_)), 0)),
+            "{first:?}"
+        );
+        // Without `--emit` rustc writes its default (`link`), with kache's dep-info request too.
+        assert!(out.join("libfed.rlib").is_file());
+        let same = compile(&cache, &src, &out, &env("fed"));
+        assert!(
+            matches!(&same, (Done::Hit(h), 0) if h.outcome == Outcome::LocalHit),
+            "{same:?}"
+        );
+        let other = compile(&cache, &src, &out, &env("other"));
+        assert!(
+            matches!(other, (Done::Ran(Kept::Stored(_)), 0)),
+            "{other:?}"
+        );
+        assert!(out.join("libfed.rlib").is_file());
+    }
+}

@@ -1,6 +1,7 @@
 //! The arguments of the real rustc run on a miss: the ones cargo gave, less `-C incremental`
 //! when it is stripped, after the path remapping kache adds, and with a dep-info request when
-//! cargo did not make one (the manifest is recorded from it). Must not decide what the
+//! cargo did not make one (the manifest is recorded from it), which keeps rustc's default
+//! `link` output when no `--emit` was given. Must not decide what the
 //! remapping is (the roots do) nor whether to strip (the configuration does).
 
 use std::ffi::OsString;
@@ -10,7 +11,8 @@ use super::RustcArgs;
 
 /// rustc's arguments for the real compile: `remap` first, so the user's own remaps (later on
 /// the line) still win; the original arguments, without the `-C incremental` items when
-/// `strip_incremental`; then `--emit=dep-info=<extra_depinfo>` if given.
+/// `strip_incremental`; then `--emit=dep-info=<extra_depinfo>` if given (after
+/// `--emit=link` when the arguments have no `--emit`).
 pub(crate) fn compile_args(
     args: &RustcArgs,
     remap: Vec<String>,
@@ -34,6 +36,11 @@ pub(crate) fn compile_args(
             .map(|(t, _)| OsString::from(t)),
     );
     if let Some(path) = extra_depinfo {
+        // An `--emit` replaces rustc's default output (`link`) rather than adding to it:
+        // without one of cargo's, ours alone would leave the compile writing nothing else.
+        if args.emits.is_empty() {
+            out.push("--emit=link".into());
+        }
         let mut a = OsString::from("--emit=dep-info=");
         a.push(path);
         out.push(a);
@@ -75,6 +82,33 @@ mod tests {
                 "--emit=link",
                 "--emit=dep-info=/tmp/x.d"
             ]
+        );
+    }
+
+    /// A rustc call without `--emit` (not cargo's, which always passes one) compiled nothing
+    /// but the dep-info kache asked for, and stored an entry with no outputs.
+    #[test]
+    fn without_an_emit_the_default_output_is_kept() {
+        let args = parsed(&["--crate-name", "x", "src/lib.rs"]);
+        let got = strings(compile_args(
+            &args,
+            Vec::new(),
+            false,
+            Some(Path::new("/t/x.d")),
+        ));
+        assert_eq!(
+            got,
+            [
+                "--crate-name",
+                "x",
+                "src/lib.rs",
+                "--emit=link",
+                "--emit=dep-info=/t/x.d"
+            ]
+        );
+        assert_eq!(
+            strings(compile_args(&args, Vec::new(), false, None)),
+            ["--crate-name", "x", "src/lib.rs"]
         );
     }
 
