@@ -29,7 +29,7 @@ use crate::sync::{self, SyncError};
 
 /// A fault inside kache; the build goes on without the cache.
 #[derive(Debug, thiserror::Error)]
-pub enum Fault {
+pub(crate) enum Fault {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -54,7 +54,7 @@ pub enum Fault {
 impl Fault {
     /// Self-healing: an index found damaged in use is moved aside like one found damaged
     /// when opened, so the next invocation starts a fresh one.
-    pub fn heal(&self, cache_dir: &Path) {
+    pub(crate) fn heal(&self, cache_dir: &Path) {
         if let Fault::Store(e) = self
             && e.is_corrupt_index()
         {
@@ -63,18 +63,18 @@ impl Fault {
     }
 }
 
-pub fn io_fault(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Fault {
+pub(crate) fn io_fault(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Fault {
     let context = context.into();
     move |source| Fault::Io { context, source }
 }
 
 /// An error as one line: a warning is one line of stderr and one event field.
-pub fn one_line(e: &impl Display) -> String {
+pub(crate) fn one_line(e: &impl Display) -> String {
     e.to_string().replace('\n', " ")
 }
 
 /// Runs the command exactly as given, output inherited; returns its exit code.
-pub fn plain(inv: &Invocation) -> i32 {
+pub(crate) fn plain(inv: &Invocation) -> i32 {
     match compile::run_plain(&inv.compiler_chain, &inv.raw_args) {
         Ok(code) => code,
         Err(e) => {
@@ -127,7 +127,7 @@ pub(crate) fn conclude(
 }
 
 /// The remote behind its circuit breaker, and its settings.
-pub struct Remote {
+pub(crate) struct Remote {
     pub store: Guarded<S3Remote>,
     pub config: RemoteConfig,
 }
@@ -152,7 +152,7 @@ fn open_remote(config: &Config, cache_dir: &Path, warning: &mut Option<String>) 
 
 /// Which front-end is asking: the warnings say what the invocation does instead.
 #[derive(Debug, Clone, Copy)]
-pub enum Front {
+pub(crate) enum Front {
     Compile,
     BuildScript,
 }
@@ -199,11 +199,11 @@ fn load_entry_or_drop(
 }
 
 /// Whether a stored manifest matches the current inputs; the front-end's own check.
-pub type Matches<'a> = dyn FnMut(&Manifest, &mut StatCache) -> Result<(), Mismatch> + 'a;
+pub(crate) type Matches<'a> = dyn FnMut(&Manifest, &mut StatCache) -> Result<(), Mismatch> + 'a;
 
 /// A compile's check: the manifest's files as they are now (under these roots, relative
 /// paths from `cwd`) and its variables from this process's environment.
-pub fn matches_here<'a>(
+pub(crate) fn matches_here<'a>(
     roots: &'a Roots,
     cwd: &'a Path,
 ) -> impl FnMut(&Manifest, &mut StatCache) -> Result<(), Mismatch> + 'a {
@@ -234,7 +234,7 @@ fn find_local(
 
 /// What a lookup noticed, reported whatever the invocation comes to.
 #[derive(Debug, Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// From one instant, before the local lookup, to the entry found (local or remote) or the
     /// last miss.
     pub lookup_ms: f64,
@@ -256,7 +256,7 @@ impl Seen {
 
 /// A restored entry and what restoring it took.
 #[derive(Debug)]
-pub struct Hit {
+pub(crate) struct Hit {
     pub outcome: Outcome,
     pub entry_key: String,
     /// The stored compile cost: the time this hit saved.
@@ -374,7 +374,7 @@ impl Trace {
 }
 
 /// What one lookup looks for and where.
-pub struct Lookup<'a> {
+pub(crate) struct Lookup<'a> {
     pub config: &'a Config,
     pub store: &'a Store,
     pub inv_key: &'a str,
@@ -386,7 +386,7 @@ pub struct Lookup<'a> {
 
 /// Puts a found entry in place: `None` when it turned out unusable (dropped, with the
 /// warning in the slot it is given).
-pub type Restore<'a, T> =
+pub(crate) type Restore<'a, T> =
     dyn FnMut(Entry, Outcome, &mut StatCache, &mut Option<String>) -> Result<Option<T>, Fault> + 'a;
 
 /// The lookup: the local store, then (on a local miss) the remote, opened only then. A found
@@ -396,7 +396,7 @@ pub type Restore<'a, T> =
 ///
 /// The store's shared maintenance lock is held from before the index is read until restored
 /// outputs are linked, so gc cannot delete a blob this lookup is about to use.
-pub fn lookup<T>(
+pub(crate) fn lookup<T>(
     l: &Lookup,
     stat: &mut StatCache,
     matches: &mut Matches,
@@ -444,7 +444,7 @@ pub fn lookup<T>(
 }
 
 /// A duration as the events record it.
-pub fn ms(d: std::time::Duration) -> f64 {
+pub(crate) fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -453,7 +453,7 @@ fn ms_since(start: Instant) -> f64 {
 }
 
 /// What a remote lookup brought.
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// The matching entry, now in the local store; `None` on a miss.
     pub entry: Option<Entry>,
     /// Bytes downloaded, whether or not they made a usable entry.
@@ -506,7 +506,7 @@ fn fetch(
 /// a name outside what the invocation writes, checked before anything is written) drops the
 /// entry and its damaged blob, with one warning; `Ok` means the invocation compiles. Any other
 /// error is a fault.
-pub fn drop_unrestorable(
+pub(crate) fn drop_unrestorable(
     store: &Store,
     entry_key: &str,
     error: RestoreError,
@@ -536,7 +536,12 @@ pub fn drop_unrestorable(
 
 /// After a stored miss, queues the new entry for upload to a writable remote; a detached
 /// worker uploads, so the build's exit is not delayed.
-pub fn queue_upload(remote: Option<&Remote>, cache_dir: &Path, entry_key: &str, inv_key: &str) {
+pub(crate) fn queue_upload(
+    remote: Option<&Remote>,
+    cache_dir: &Path,
+    entry_key: &str,
+    inv_key: &str,
+) {
     if remote.is_none_or(|r| r.config.read_only) {
         return;
     }
@@ -548,7 +553,7 @@ pub fn queue_upload(remote: Option<&Remote>, cache_dir: &Path, entry_key: &str, 
 
 /// Finishes the invocation's event (its time, from `started`) and appends it to the log; a
 /// log that cannot be written never fails the build.
-pub fn record(cache_dir: &Path, event: &mut BuildEvent, started: Instant) {
+pub(crate) fn record(cache_dir: &Path, event: &mut BuildEvent, started: Instant) {
     event.elapsed_ms = ms_since(started);
     if let Err(e) = events::append(cache_dir, event) {
         tracing::debug!("cannot append to the event log: {e}");

@@ -20,7 +20,7 @@ use std::time::{Instant, SystemTime};
 use super::key::{self, Declared, NotRecorded, RunInputs, TreeHasher};
 use super::{Scope, cargo_home, is_cached_package};
 use crate::config::Config;
-use crate::events::{self, BuildEvent, Outcome};
+use crate::events::{self, BuildEvent, Outcome, RUN_CRATE_TYPE};
 use crate::frontend::{self, Done, Fault, Front, Hit, Kept, Ran, Stored, Trace, io_fault, ms};
 use crate::fsutil;
 use crate::key::manifest::Manifest;
@@ -31,11 +31,9 @@ use crate::store::{Entry, StatCache, Store, StoredOutput};
 /// Set by the launcher: the real script's path.
 pub const REAL_VAR: &str = "KACHE_BUILD_SCRIPT_REAL";
 /// Set by the launcher: where kache says how far it got (see `src/bin/kache-launcher.rs`).
-pub const MARKER_VAR: &str = "KACHE_BUILD_SCRIPT_MARKER";
+pub(crate) const MARKER_VAR: &str = "KACHE_BUILD_SCRIPT_MARKER";
 /// Appended to the package name to name a run in events and entries.
-pub const RUN_NAME_SUFFIX: &str = ":build-script";
-/// What a recorded run's entry lists as its crate type.
-pub const RUN_CRATE_TYPE: &str = "build-script-run";
+pub(crate) const RUN_NAME_SUFFIX: &str = ":build-script";
 
 /// Runs a handed-over build script; `args[0]` is the `argv[0]` cargo used. Returns the exit
 /// code, unless it replaced itself with the script.

@@ -11,9 +11,9 @@
 //! Every fault here runs the compiler exactly as given, and its stdout passes through byte for
 //! byte. This file is glue; it must not parse arguments or decide what is keyed.
 
-pub mod args;
-pub mod key;
-pub mod record;
+pub(crate) mod args;
+pub(crate) mod key;
+pub(crate) mod record;
 
 use std::ffi::OsString;
 use std::io::Write;

@@ -8,10 +8,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::store::maintenance::Progress;
 
 /// A progress bar that follows the phases a store task reports; cleared when dropped.
-pub struct Bar(ProgressBar);
+pub(crate) struct Bar(ProgressBar);
 
 impl Bar {
-    pub fn stderr() -> Bar {
+    pub(crate) fn stderr() -> Bar {
         let target = if std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {

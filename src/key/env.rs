@@ -54,7 +54,7 @@ const COMPILER_VARS: &[&str] = &[
 ];
 
 /// Whether `name` is keyed (besides the user's extra list).
-pub fn is_keyed(name: &str) -> bool {
+pub(crate) fn is_keyed(name: &str) -> bool {
     if COMPILER_VARS.contains(&name) {
         return true;
     }
@@ -63,7 +63,7 @@ pub fn is_keyed(name: &str) -> bool {
 
 /// The keyed variables of `vars`, sorted by name, plus every name in `extra` (unset ones keyed
 /// as unset, since setting them later must change the key).
-pub fn keyed_vars(
+pub(crate) fn keyed_vars(
     vars: impl Iterator<Item = (String, String)>,
     extra: &[String],
 ) -> Vec<(String, Option<String>)> {

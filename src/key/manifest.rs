@@ -50,7 +50,7 @@ pub struct Manifest {
 
 /// Why a manifest does not match the current inputs (for `explain` and debug logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mismatch {
+pub(crate) enum Mismatch {
     File(String),
     Env(String),
     UnknownRoot(String),
@@ -79,7 +79,7 @@ impl Manifest {
 
     /// Checks every recorded input against the current checkout. `env` reads the current
     /// environment.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         roots: &Roots,
         cwd: &Path,
