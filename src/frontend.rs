@@ -1,11 +1,11 @@
 //! What the three front-ends share: the rustc wrapper ([`crate::wrapper`]), C/C++ compiles
 //! ([`crate::cc`]) and build-script runs ([`crate::buildscript::run`]). Owns the fault type,
 //! the plain run of the command as given, the lookup (local store, then the remote, with
-//! damaged entries dropped on the way), the upload queued after a store, and the event
-//! appended at the end.
+//! damaged entries dropped on the way), the upload queued after a store, and the event: a
+//! front-end's steps return what happened ([`Done`]) and what they learned on the way
+//! ([`Trace`]), and [`Trace::record`] is the one place an event is filled in.
 //!
-//! The lookup returns what it found ([`Seen`], and the front-end's own restored value); a
-//! front-end turns those into its event. Every warning here is one line on stderr, and the
+//! The lookup returns what it found ([`Seen`], and the front-end's own restored value). Every warning here is one line on stderr, and the
 //! same text goes into the `warning` slot, so the event says what the user saw. Must not key,
 //! restore or store anything: matching a manifest and restoring an entry are the front-end's
 //! own, passed in.
