@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::remote::RemoteConfig;
 
 /// Default store size limit: 10 GiB.
-pub const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024 * 1024;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
@@ -68,18 +68,21 @@ impl fmt::Display for Origin {
 
 /// A setting's text and where it came from.
 #[derive(Debug, Clone)]
-pub struct Setting {
+pub(crate) struct Setting {
     pub value: String,
     pub origin: Origin,
 }
 
 impl Setting {
     /// Parses the text, naming the origin on failure.
-    pub fn parse<T>(&self, parser: impl Fn(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+    pub(crate) fn parse<T>(
+        &self,
+        parser: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
         parser(&self.value).map_err(|message| self.error(message))
     }
 
-    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn error(&self, message: impl Into<String>) -> ConfigError {
         ConfigError::Value {
             origin: self.origin.clone(),
             value: self.value.clone(),
@@ -100,7 +103,7 @@ const FILE_KEYS: &[&str] = &[
     "remote",
 ];
 /// Keys of the file's `[remote]` table (credentials stay in the environment or AWS's files).
-pub const REMOTE_FILE_KEYS: &[&str] = &[
+pub(crate) const REMOTE_FILE_KEYS: &[&str] = &[
     "url",
     "endpoint",
     "region",
@@ -114,7 +117,7 @@ pub const REMOTE_FILE_KEYS: &[&str] = &[
 ];
 
 /// The environment and the config file, read once.
-pub struct Sources<'a> {
+pub(crate) struct Sources<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     file: Option<(PathBuf, toml::Table)>,
 }
@@ -123,7 +126,7 @@ impl<'a> Sources<'a> {
     /// Reads the config file (`KACHE_CONFIG`, else the default path). A missing file at the
     /// default path is fine; a `KACHE_CONFIG` that names nothing, or a directory, is an error,
     /// as is an unreadable or invalid file or an unknown key in it.
-    pub fn load(env: &'a dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn load(env: &'a dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let named = env("KACHE_CONFIG").is_some_and(|s| !s.is_empty());
         let file = match config_file_path(env) {
             // `/dev/null` is fine: it reads as an empty file (the tests use it for "none").
@@ -145,17 +148,17 @@ impl<'a> Sources<'a> {
     }
 
     /// The environment alone, no file.
-    pub fn env_only(env: &'a dyn Fn(&str) -> Option<String>) -> Self {
+    pub(crate) fn env_only(env: &'a dyn Fn(&str) -> Option<String>) -> Self {
         Sources { env, file: None }
     }
 
     /// The config file read, if any.
-    pub fn file_path(&self) -> Option<&Path> {
+    pub(crate) fn file_path(&self) -> Option<&Path> {
         self.file.as_ref().map(|(p, _)| p.as_path())
     }
 
     /// A non-empty environment variable (empty counts as unset).
-    pub fn var(&self, name: &str) -> Option<Setting> {
+    pub(crate) fn var(&self, name: &str) -> Option<Setting> {
         (self.env)(name)
             .filter(|v| !v.trim().is_empty())
             .map(|value| Setting {
@@ -166,7 +169,7 @@ impl<'a> Sources<'a> {
 
     /// The first of `vars` that is set and not empty, else the file's `key` (dotted for a
     /// table: `remote.url`; `""` for none). File values are strings, numbers or booleans.
-    pub fn get(&self, vars: &[&str], key: &str) -> Result<Option<Setting>, ConfigError> {
+    pub(crate) fn get(&self, vars: &[&str], key: &str) -> Result<Option<Setting>, ConfigError> {
         if let Some(s) = vars.iter().find_map(|v| self.var(v)) {
             return Ok(Some(s));
         }
@@ -194,7 +197,7 @@ impl<'a> Sources<'a> {
     }
 
     /// [`Sources::get`], parsed.
-    pub fn parse<T>(
+    pub(crate) fn parse<T>(
         &self,
         vars: &[&str],
         key: &str,
@@ -215,7 +218,7 @@ impl<'a> Sources<'a> {
 }
 
 /// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`, any case: the one boolean syntax.
-pub fn parse_bool(text: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
@@ -224,7 +227,7 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
 }
 
 /// A whole number of at least `min`.
-pub fn parse_whole(text: &str, min: u64) -> Result<u64, String> {
+pub(crate) fn parse_whole(text: &str, min: u64) -> Result<u64, String> {
     match text.trim().parse::<u64>() {
         Ok(n) if n >= min => Ok(n),
         _ => Err(format!("expected a whole number >= {min}")),
@@ -233,7 +236,7 @@ pub fn parse_whole(text: &str, min: u64) -> Result<u64, String> {
 
 /// What to do with `-C incremental` (see docs/how-it-works.md, "Incremental compiles").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IncrementalMode {
+pub(crate) enum IncrementalMode {
     /// Cache the invocation keyed as incremental; a miss runs rustc with the flag, so the
     /// crate being edited keeps its incremental reuse, and a hit leaves the session dir alone.
     #[default]
@@ -269,7 +272,7 @@ fn parse_dir(text: &str) -> Result<PathBuf, String> {
 }
 
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub dir: PathBuf,
     pub max_size: u64,
     pub log_filter: Option<String>,
@@ -285,16 +288,16 @@ pub struct Config {
 
 impl Config {
     /// Loads from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub(crate) fn from_env() -> Result<Self, ConfigError> {
         Self::load(&|name| std::env::var(name).ok())
     }
 
     /// Loads with `env` standing in for the process environment.
-    pub fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Self::from_sources(&Sources::load(env)?)
     }
 
-    pub fn from_sources(s: &Sources) -> Result<Self, ConfigError> {
+    pub(crate) fn from_sources(s: &Sources) -> Result<Self, ConfigError> {
         let dir = match s.parse(&["KACHE_DIR"], "dir", parse_dir)? {
             Some(dir) => dir,
             None => default_dir(s.env),
@@ -382,7 +385,7 @@ fn read_file(path: &Path) -> Result<(PathBuf, toml::Table), ConfigError> {
 }
 
 /// `$KACHE_CONFIG`, else `$XDG_CONFIG_HOME/kache/config.toml`, else `~/.config/kache/config.toml`.
-pub fn config_file_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+pub(crate) fn config_file_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     if let Some(p) = env("KACHE_CONFIG").filter(|s| !s.is_empty()) {
         return Some(PathBuf::from(p));
     }
@@ -440,11 +443,11 @@ fn passwd_home() -> Option<PathBuf> {
 }
 
 /// The largest size accepted: what the index can hold (SQLite integers are signed 64-bit).
-pub const MAX_SIZE_BYTES: u64 = i64::MAX as u64;
+pub(crate) const MAX_SIZE_BYTES: u64 = i64::MAX as u64;
 
 /// The longest duration accepted: 100 years. Longer is a typo, and it keeps every later
 /// computation (`now - age`, seconds to milliseconds) far from overflowing.
-pub const MAX_DURATION_SECS: u64 = 100 * 365 * 86_400;
+pub(crate) const MAX_DURATION_SECS: u64 = 100 * 365 * 86_400;
 
 /// `number × unit`, exactly for whole numbers, `None` when the product exceeds `max`.
 /// `number` is digits with at most one `.`; the caller has checked it is not empty.
@@ -477,7 +480,7 @@ fn split_number(text: &str) -> Option<(&str, &str)> {
 
 /// Parses `10G`, `512M`, `1.5GiB`, `4096` (bytes). Units are powers of 1024. Sizes above
 /// [`MAX_SIZE_BYTES`] are errors, never a wrapped or saturated number.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let (number, unit) = split_number(text)
         .ok_or_else(|| format!("{text:?} is not a size (try 10G, 512M or 4096)"))?;
     let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
@@ -495,7 +498,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Parses `30d`, `1.5h`, `15m`, `90s`, `2w` (a bare number is days) into seconds. Durations
 /// above [`MAX_DURATION_SECS`] are errors: an overflow here once made `gc --max-age` evict
 /// everything.
-pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration_secs(text: &str) -> Result<u64, String> {
     let (number, unit) = split_number(text)
         .ok_or_else(|| format!("{text:?} is not a duration (try 30d, 1.5h or 15m)"))?;
     let unit_secs = match unit {

@@ -1,17 +1,17 @@
 //! What the three front-ends share: the rustc wrapper ([`crate::wrapper`]), C/C++ compiles
 //! ([`crate::cc`]) and build-script runs ([`crate::buildscript::run`]). Owns the fault type,
 //! the plain run of the command as given, the lookup (local store, then the remote, with
-//! damaged entries dropped on the way), the upload queued after a store, and the event
-//! appended at the end.
+//! damaged entries dropped on the way), the upload queued after a store, and the event: a
+//! front-end's steps return what happened ([`Done`]) and what they learned on the way
+//! ([`Trace`]), and [`Trace::record`] is the one place an event is filled in.
 //!
-//! The lookup returns what it found ([`Seen`], and the front-end's own restored value); a
-//! front-end turns those into its event. Every warning here is one line on stderr, and the
+//! The lookup returns what it found ([`Seen`], and the front-end's own restored value). Every warning here is one line on stderr, and the
 //! same text goes into the `warning` slot, so the event says what the user saw. Must not key,
 //! restore or store anything: matching a manifest and restoring an entry are the front-end's
 //! own, passed in.
 
 use std::fmt::Display;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::compile;
@@ -29,7 +29,7 @@ use crate::sync::{self, SyncError};
 
 /// A fault inside kache; the build goes on without the cache.
 #[derive(Debug, thiserror::Error)]
-pub enum Fault {
+pub(crate) enum Fault {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -42,6 +42,8 @@ pub enum Fault {
     ScriptKey(#[from] crate::buildscript::key::KeyError),
     #[error(transparent)]
     Restore(#[from] RestoreError),
+    #[error(transparent)]
+    Manifest(#[from] crate::key::manifest::RecordError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -52,7 +54,7 @@ pub enum Fault {
 impl Fault {
     /// Self-healing: an index found damaged in use is moved aside like one found damaged
     /// when opened, so the next invocation starts a fresh one.
-    pub fn heal(&self, cache_dir: &Path) {
+    pub(crate) fn heal(&self, cache_dir: &Path) {
         if let Fault::Store(e) = self
             && e.is_corrupt_index()
         {
@@ -61,18 +63,18 @@ impl Fault {
     }
 }
 
-pub fn io_fault(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Fault {
+pub(crate) fn io_fault(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Fault {
     let context = context.into();
     move |source| Fault::Io { context, source }
 }
 
 /// An error as one line: a warning is one line of stderr and one event field.
-pub fn one_line(e: &impl Display) -> String {
+pub(crate) fn one_line(e: &impl Display) -> String {
     e.to_string().replace('\n', " ")
 }
 
 /// Runs the command exactly as given, output inherited; returns its exit code.
-pub fn plain(inv: &Invocation) -> i32 {
+pub(crate) fn plain(inv: &Invocation) -> i32 {
     match compile::run_plain(&inv.compiler_chain, &inv.raw_args) {
         Ok(code) => code,
         Err(e) => {
@@ -82,8 +84,50 @@ pub fn plain(inv: &Invocation) -> i32 {
     }
 }
 
+/// Turns what a compile front-end's steps returned into what the invocation came to and the
+/// exit code: a passthrough runs the command as given; a fault (healed, one warning line) runs
+/// it as if kache were not there, unless it already `ran`, after removing `clear` (the files
+/// it writes: a restore may have stopped halfway, or an older kache may have left read-only
+/// links to its blobs, and the compiler must find a writable place).
+pub(crate) fn conclude(
+    inv: &Invocation,
+    ran: Option<Ran>,
+    cache_dir: &Path,
+    steps: Result<Done, Fault>,
+    clear: &[PathBuf],
+) -> (Done, i32) {
+    match steps {
+        Ok(Done::Passthrough(reason)) => {
+            tracing::debug!("passthrough: {reason}");
+            let code = plain(inv);
+            (Done::Passthrough(reason), code)
+        }
+        Ok(done) => {
+            let code = match &done {
+                Done::Ran(_) => ran.map_or(0, |r| r.exit_code),
+                _ => 0,
+            };
+            (done, code)
+        }
+        Err(fault) => {
+            fault.heal(cache_dir);
+            let message = one_line(&fault);
+            eprintln!("kache: warning: {message}; compiling without the cache");
+            if let Some(r) = ran {
+                return (Done::Degraded(message), r.exit_code);
+            }
+            for path in clear {
+                if let Err(e) = crate::restore::remove_if_present(path) {
+                    tracing::debug!("cannot remove {}: {e}", path.display());
+                }
+            }
+            (Done::Degraded(message), plain(inv))
+        }
+    }
+}
+
 /// The remote behind its circuit breaker, and its settings.
-pub struct Remote {
+pub(crate) struct Remote {
     pub store: Guarded<S3Remote>,
     pub config: RemoteConfig,
 }
@@ -108,7 +152,7 @@ fn open_remote(config: &Config, cache_dir: &Path, warning: &mut Option<String>) 
 
 /// Which front-end is asking: the warnings say what the invocation does instead.
 #[derive(Debug, Clone, Copy)]
-pub enum Front {
+pub(crate) enum Front {
     Compile,
     BuildScript,
 }
@@ -155,11 +199,11 @@ fn load_entry_or_drop(
 }
 
 /// Whether a stored manifest matches the current inputs; the front-end's own check.
-pub type Matches<'a> = dyn FnMut(&Manifest, &mut StatCache) -> Result<(), Mismatch> + 'a;
+pub(crate) type Matches<'a> = dyn FnMut(&Manifest, &mut StatCache) -> Result<(), Mismatch> + 'a;
 
 /// A compile's check: the manifest's files as they are now (under these roots, relative
 /// paths from `cwd`) and its variables from this process's environment.
-pub fn matches_here<'a>(
+pub(crate) fn matches_here<'a>(
     roots: &'a Roots,
     cwd: &'a Path,
 ) -> impl FnMut(&Manifest, &mut StatCache) -> Result<(), Mismatch> + 'a {
@@ -190,7 +234,7 @@ fn find_local(
 
 /// What a lookup noticed, reported whatever the invocation comes to.
 #[derive(Debug, Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// From one instant, before the local lookup, to the entry found (local or remote) or the
     /// last miss.
     pub lookup_ms: f64,
@@ -201,7 +245,7 @@ pub struct Seen {
 
 impl Seen {
     /// Puts what was seen into a front-end's event.
-    pub fn report(self, event: &mut BuildEvent) {
+    fn report(self, event: &mut BuildEvent) {
         event.lookup_ms = self.lookup_ms;
         event.downloaded_bytes = self.downloaded_bytes;
         if self.warning.is_some() {
@@ -212,7 +256,7 @@ impl Seen {
 
 /// A restored entry and what restoring it took.
 #[derive(Debug)]
-pub struct Hit {
+pub(crate) struct Hit {
     pub outcome: Outcome,
     pub entry_key: String,
     /// The stored compile cost: the time this hit saved.
@@ -224,7 +268,7 @@ pub struct Hit {
 
 impl Hit {
     /// Puts the hit into a front-end's event.
-    pub fn report(self, event: &mut BuildEvent) {
+    fn report(self, event: &mut BuildEvent) {
         event.result = self.outcome;
         event.cache_key = Some(self.entry_key);
         event.compile_time_ms = self.compile_ms;
@@ -236,8 +280,101 @@ impl Hit {
     }
 }
 
+/// What one invocation came to. A front-end's steps return it; only [`Trace::record`] turns
+/// it into the event.
+#[derive(Debug)]
+pub(crate) enum Done {
+    /// A stored entry was restored; the compiler (or script) did not run.
+    Hit(Hit),
+    /// The compiler (or script) ran ([`Trace::ran`]); what became of its outputs.
+    Ran(Kept),
+    /// Not cacheable (the reason): the command ran as given.
+    Passthrough(String),
+    /// A fault inside kache (the warning given): the command ran as given, unless it already
+    /// had.
+    Degraded(String),
+}
+
+/// What became of the outputs of a run.
+#[derive(Debug)]
+pub(crate) enum Kept {
+    /// Stored as a new entry.
+    Stored(Stored),
+    /// Not stored: the run failed, or an input changed while it ran.
+    Not,
+    /// The run succeeded but is not stored, for this reason (the event's
+    /// `passthrough_reason`).
+    NotStored(String),
+}
+
+/// A miss stored as a new entry.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) entry_key: String,
+    pub(crate) size: u64,
+    pub(crate) store_ms: f64,
+}
+
+/// The compiler's (or script's) run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ran {
+    pub(crate) exit_code: i32,
+    pub(crate) compile_ms: f64,
+}
+
+/// What the invocation learned on the way, reported whatever it came to: a fault late in the
+/// pipeline still reports the key time, the bytes downloaded and the compiler's run.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    pub(crate) crate_name: Option<String>,
+    pub(crate) crate_types: Vec<String>,
+    pub(crate) key_ms: f64,
+    pub(crate) seen: Seen,
+    /// Set once the compiler (or script) has run: a later fault must not run it again.
+    pub(crate) ran: Option<Ran>,
+}
+
+impl Trace {
+    /// The one place a front-end's event is filled in.
+    pub(crate) fn record(self, done: Done, event: &mut BuildEvent) {
+        event.crate_name = self.crate_name;
+        event.crate_types = self.crate_types;
+        event.key_ms = self.key_ms;
+        self.seen.report(event);
+        if let Some(r) = self.ran {
+            event.compiler_runs = 1;
+            event.compile_time_ms = r.compile_ms;
+        }
+        match done {
+            Done::Hit(hit) => hit.report(event),
+            Done::Ran(kept) => {
+                event.result = Outcome::Miss;
+                match kept {
+                    Kept::Stored(s) => {
+                        event.cache_key = Some(s.entry_key);
+                        event.size = s.size;
+                        event.store_ms = s.store_ms;
+                    }
+                    Kept::Not => {}
+                    Kept::NotStored(why) => event.passthrough_reason = Some(why),
+                }
+            }
+            Done::Passthrough(reason) => {
+                event.result = Outcome::Passthrough;
+                event.passthrough_reason = Some(reason);
+                event.compiler_runs = 1;
+            }
+            Done::Degraded(warning) => {
+                event.result = Outcome::Error;
+                event.warning = Some(warning);
+                event.compiler_runs = 1;
+            }
+        }
+    }
+}
+
 /// What one lookup looks for and where.
-pub struct Lookup<'a> {
+pub(crate) struct Lookup<'a> {
     pub config: &'a Config,
     pub store: &'a Store,
     pub inv_key: &'a str,
@@ -249,7 +386,7 @@ pub struct Lookup<'a> {
 
 /// Puts a found entry in place: `None` when it turned out unusable (dropped, with the
 /// warning in the slot it is given).
-pub type Restore<'a, T> =
+pub(crate) type Restore<'a, T> =
     dyn FnMut(Entry, Outcome, &mut StatCache, &mut Option<String>) -> Result<Option<T>, Fault> + 'a;
 
 /// The lookup: the local store, then (on a local miss) the remote, opened only then. A found
@@ -259,7 +396,7 @@ pub type Restore<'a, T> =
 ///
 /// The store's shared maintenance lock is held from before the index is read until restored
 /// outputs are linked, so gc cannot delete a blob this lookup is about to use.
-pub fn lookup<T>(
+pub(crate) fn lookup<T>(
     l: &Lookup,
     stat: &mut StatCache,
     matches: &mut Matches,
@@ -307,7 +444,7 @@ pub fn lookup<T>(
 }
 
 /// A duration as the events record it.
-pub fn ms(d: std::time::Duration) -> f64 {
+pub(crate) fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -316,7 +453,7 @@ fn ms_since(start: Instant) -> f64 {
 }
 
 /// What a remote lookup brought.
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// The matching entry, now in the local store; `None` on a miss.
     pub entry: Option<Entry>,
     /// Bytes downloaded, whether or not they made a usable entry.
@@ -369,7 +506,7 @@ fn fetch(
 /// a name outside what the invocation writes, checked before anything is written) drops the
 /// entry and its damaged blob, with one warning; `Ok` means the invocation compiles. Any other
 /// error is a fault.
-pub fn drop_unrestorable(
+pub(crate) fn drop_unrestorable(
     store: &Store,
     entry_key: &str,
     error: RestoreError,
@@ -399,7 +536,12 @@ pub fn drop_unrestorable(
 
 /// After a stored miss, queues the new entry for upload to a writable remote; a detached
 /// worker uploads, so the build's exit is not delayed.
-pub fn queue_upload(remote: Option<&Remote>, cache_dir: &Path, entry_key: &str, inv_key: &str) {
+pub(crate) fn queue_upload(
+    remote: Option<&Remote>,
+    cache_dir: &Path,
+    entry_key: &str,
+    inv_key: &str,
+) {
     if remote.is_none_or(|r| r.config.read_only) {
         return;
     }
@@ -411,9 +553,97 @@ pub fn queue_upload(remote: Option<&Remote>, cache_dir: &Path, entry_key: &str, 
 
 /// Finishes the invocation's event (its time, from `started`) and appends it to the log; a
 /// log that cannot be written never fails the build.
-pub fn record(cache_dir: &Path, event: &mut BuildEvent, started: Instant) {
+pub(crate) fn record(cache_dir: &Path, event: &mut BuildEvent, started: Instant) {
     event.elapsed_ms = ms_since(started);
     if let Err(e) = events::append(cache_dir, event) {
         tracing::debug!("cannot append to the event log: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invocation::PassthroughReason;
+    use crate::restore::RestoreStats;
+
+    fn trace() -> Trace {
+        Trace {
+            crate_name: Some("demo".into()),
+            crate_types: vec!["lib".into()],
+            key_ms: 1.0,
+            seen: Seen {
+                lookup_ms: 2.0,
+                downloaded_bytes: 7,
+                warning: Some("remote down".into()),
+            },
+            ran: None,
+        }
+    }
+
+    #[test]
+    fn a_fault_after_rustc_ran_reports_its_run_and_the_fault() {
+        let mut t = trace();
+        t.ran = Some(Ran {
+            exit_code: 0,
+            compile_ms: 40.0,
+        });
+        let mut e = BuildEvent::default();
+        t.record(Done::Degraded("disk full".into()), &mut e);
+        assert_eq!(e.result, Outcome::Error);
+        assert_eq!(e.warning.as_deref(), Some("disk full"));
+        assert_eq!((e.compiler_runs, e.compile_time_ms), (1, 40.0));
+        assert_eq!((e.key_ms, e.lookup_ms, e.downloaded_bytes), (1.0, 2.0, 7));
+        assert_eq!(e.cache_key, None);
+    }
+
+    #[test]
+    fn a_hit_reports_the_stored_compile_cost_and_no_compiler_run() {
+        let mut e = BuildEvent::default();
+        let hit = Hit {
+            outcome: Outcome::RemoteHit,
+            entry_key: "k".into(),
+            compile_ms: 90.0,
+            size: 3,
+            linked: RestoreStats {
+                reflinked: 1,
+                hardlinked: 0,
+                copied: 2,
+            },
+            restore_ms: 4.0,
+        };
+        trace().record(Done::Hit(hit), &mut e);
+        assert_eq!(e.result, Outcome::RemoteHit);
+        assert_eq!((e.compiler_runs, e.compile_time_ms), (0, 90.0));
+        assert_eq!((e.reflinked_bytes, e.copied_bytes, e.size), (1, 2, 3));
+        assert_eq!(e.warning.as_deref(), Some("remote down"));
+        assert_eq!(e.crate_name.as_deref(), Some("demo"));
+    }
+
+    #[test]
+    fn a_failed_compile_is_a_miss_without_an_entry() {
+        let mut t = trace();
+        t.ran = Some(Ran {
+            exit_code: 1,
+            compile_ms: 5.0,
+        });
+        let mut e = BuildEvent::default();
+        t.record(Done::Ran(Kept::Not), &mut e);
+        assert_eq!(e.result, Outcome::Miss);
+        assert_eq!((e.compiler_runs, e.cache_key), (1, None));
+    }
+
+    #[test]
+    fn a_passthrough_names_its_reason() {
+        let mut e = BuildEvent::default();
+        trace().record(
+            Done::Passthrough(PassthroughReason::Probe.to_string()),
+            &mut e,
+        );
+        assert_eq!(e.result, Outcome::Passthrough);
+        assert_eq!(e.compiler_runs, 1);
+        assert_eq!(
+            e.passthrough_reason,
+            Some(PassthroughReason::Probe.to_string())
+        );
     }
 }

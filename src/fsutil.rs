@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// `p` as seen from `cwd`: unchanged when absolute, else joined to `cwd`. Purely lexical:
 /// nothing is resolved, so a path keeps the spelling the compiler was given.
-pub fn absolute(cwd: &Path, p: &Path) -> PathBuf {
+pub(crate) fn absolute(cwd: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_owned()
     } else {
@@ -25,7 +25,7 @@ pub fn absolute(cwd: &Path, p: &Path) -> PathBuf {
 
 /// The error for a symlink found where kache expects its own file or directory. Its text
 /// names the path and says "symlink", as the one warning line shows it.
-pub fn symlink_refused(path: &Path) -> io::Error {
+pub(crate) fn symlink_refused(path: &Path) -> io::Error {
     io::Error::other(format!(
         "{} is a symlink; kache does not follow links inside its cache dir",
         path.display()
@@ -82,13 +82,13 @@ fn real_dirs_between(root: &Path, path: &Path, create: bool) -> io::Result<()> {
 
 /// Makes `dir` (below `root`) and the directories between them, refusing any that is a
 /// symlink.
-pub fn make_dirs_below(root: &Path, dir: &Path) -> io::Result<()> {
+pub(crate) fn make_dirs_below(root: &Path, dir: &Path) -> io::Result<()> {
     real_dirs_between(root, &dir.join("_"), true)
 }
 
 /// Opens `path` (below `root`) with `options`, never through a symlink: not at its last
 /// component (`O_NOFOLLOW`), nor at any directory between `root` and it.
-pub fn open_below(root: &Path, path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+pub(crate) fn open_below(root: &Path, path: &Path, options: &mut OpenOptions) -> io::Result<File> {
     real_dirs_between(root, path, false)?;
     options
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -103,7 +103,7 @@ pub fn open_below(root: &Path, path: &Path, options: &mut OpenOptions) -> io::Re
 }
 
 /// Reads a whole file below `root`, refusing symlinks as [`open_below`] does.
-pub fn read_below(root: &Path, path: &Path) -> io::Result<Vec<u8>> {
+pub(crate) fn read_below(root: &Path, path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
     open_below(root, path, OpenOptions::new().read(true))?.read_to_end(&mut bytes)?;
@@ -111,7 +111,7 @@ pub fn read_below(root: &Path, path: &Path) -> io::Result<Vec<u8>> {
 }
 
 /// Refuses `path` when it is a symlink (a missing path is fine).
-pub fn refuse_symlink(path: &Path) -> io::Result<()> {
+pub(crate) fn refuse_symlink(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => Err(symlink_refused(path)),
         _ => Ok(()),
@@ -122,7 +122,7 @@ pub fn refuse_symlink(path: &Path) -> io::Result<()> {
 /// and a rename, so readers see the old content or the new, never a torn file. Directories
 /// are made as needed; none of them, nor the temporary file, is followed if it is a link (the
 /// rename replaces a link at `path` itself rather than writing through it).
-pub fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(root);
     make_dirs_below(root, dir)?;
     let tmp = dir.join(format!(
@@ -143,7 +143,7 @@ pub fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// A suffix unique within this process (with the pid, unique across processes).
-pub fn unique_suffix() -> u64 {
+pub(crate) fn unique_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -155,7 +155,7 @@ pub fn unique_suffix() -> u64 {
 
 /// What identifies one version of a file without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
+pub(crate) struct FileStamp {
     pub size: u64,
     pub mtime_ns: i64,
     pub ctime_ns: i64,
@@ -163,7 +163,7 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
-    pub fn of(meta: &Metadata) -> Self {
+    pub(crate) fn of(meta: &Metadata) -> Self {
         FileStamp {
             size: meta.size(),
             mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
@@ -173,12 +173,12 @@ impl FileStamp {
     }
 
     /// Nanoseconds since the file last changed (content or inode), by the wall clock.
-    pub fn age_ns(&self, now_ns: i64) -> i64 {
+    pub(crate) fn age_ns(&self, now_ns: i64) -> i64 {
         now_ns - self.mtime_ns.max(self.ctime_ns)
     }
 }
 
-pub fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -187,7 +187,7 @@ pub fn now_ns() -> i64 {
 
 /// Whether `path` is a symlink that someone other than us (or root) owns: the store refuses
 /// to follow such links, so nobody can redirect its writes.
-pub fn is_foreign_symlink(path: &Path) -> bool {
+pub(crate) fn is_foreign_symlink(path: &Path) -> bool {
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => {
             let me = unsafe { libc::geteuid() };
@@ -204,7 +204,7 @@ const HASH_XATTR: &[u8] = b"user.kache.hash\0";
 /// itself changes the ctime, so the ctime cannot be part of it). `false` when the filesystem
 /// does not support user attributes, or `path` is a symlink (never followed: the attribute
 /// would land on whatever it points to).
-pub fn set_hash_xattr(path: &Path, hash: &str, stamp: &FileStamp) -> bool {
+pub(crate) fn set_hash_xattr(path: &Path, hash: &str, stamp: &FileStamp) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;
@@ -225,7 +225,7 @@ pub fn set_hash_xattr(path: &Path, hash: &str, stamp: &FileStamp) -> bool {
 
 /// The hash recorded by [`set_hash_xattr`], if the file still has the size and mtime it had
 /// then.
-pub fn hash_from_xattr(path: &Path, stamp: &FileStamp) -> Option<String> {
+pub(crate) fn hash_from_xattr(path: &Path, stamp: &FileStamp) -> Option<String> {
     use std::os::unix::ffi::OsStrExt;
     let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut buf = [0u8; 128];

@@ -18,7 +18,7 @@
 
 /// Kills the process if `KACHE_TEST_CRASH_AT` names this stage (and this crate, if it names one).
 #[cfg(feature = "fault-injection")]
-pub fn crash_point(stage: &str, crate_name: &str) {
+pub(crate) fn crash_point(stage: &str, crate_name: &str) {
     let Some(spec) = std::env::var_os("KACHE_TEST_CRASH_AT") else {
         return;
     };
@@ -38,4 +38,4 @@ pub fn crash_point(stage: &str, crate_name: &str) {
 /// Without the `fault-injection` feature: nothing, whatever the environment says.
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
-pub fn crash_point(_stage: &str, _crate_name: &str) {}
+pub(crate) fn crash_point(_stage: &str, _crate_name: &str) {}

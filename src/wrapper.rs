@@ -13,15 +13,18 @@ use std::time::{Instant, SystemTime};
 use crate::compile;
 use crate::config::{Config, IncrementalMode};
 use crate::events::{self, BuildEvent, Outcome};
-use crate::frontend::{self, Fault, Front, Hit, io_fault, ms, plain};
+use crate::frontend::{
+    self, Done, Fault, Front, Hit, Kept, Ran, Stored, Trace, io_fault, ms, plain,
+};
 use crate::fsutil::{self, absolute};
-use crate::invocation::outputs;
-use crate::invocation::{CompilerFamily, EmitKind, Invocation, PassthroughReason, RustcArgs};
+use crate::invocation::rewrite::compile_args;
+use crate::invocation::{CompilerFamily, EmitKind, Invocation, RustcArgs, outputs};
 use crate::key::depinfo::DepInfo;
+use crate::key::env::KeyEnv;
 use crate::key::invocation_key::{KeyInputs, invocation_key};
-use crate::key::manifest::{Manifest, ManifestEnv, ManifestFile};
+use crate::key::manifest::Manifest;
 use crate::key::roots::{RootSources, Roots, Spelling};
-use crate::key::{FileHasher, KeyField, env as keyenv, toolchain};
+use crate::key::{KeyField, toolchain};
 use crate::restore;
 use crate::store::{Entry, StatCache, Store, StoreError, StoredOutput};
 
@@ -62,9 +65,11 @@ pub fn run(wrapper_args: Vec<OsString>) -> i32 {
         .unwrap_or(CompilerFamily::Rust);
     let code = match family {
         CompilerFamily::Rust => {
+            let key_env = KeyEnv::from_env(&config.key_env_vars);
             let mut w = Wrapper {
                 inv: &inv,
                 config: &config,
+                key_env: &key_env,
                 crate_version: event.crate_version.clone(),
                 trace: Trace::default(),
                 outputs: Vec::new(),
@@ -75,13 +80,15 @@ pub fn run(wrapper_args: Vec<OsString>) -> i32 {
         }
         CompilerFamily::C => {
             event.compiler = events::Compiler::C;
-            crate::cc::run(&inv, &config, &mut event)
+            let (trace, done, code) = crate::cc::run(&inv, &config, event.crate_version.clone());
+            trace.record(done, &mut event);
+            code
         }
         CompilerFamily::Other => {
             event.compiler = events::Compiler::Other;
-            event.passthrough_reason = Some("not_a_compiler".into());
-            event.compiler_runs = 1;
-            plain(&inv)
+            let code = plain(&inv);
+            Trace::default().record(Done::Passthrough("not_a_compiler".into()), &mut event);
+            code
         }
     };
     event.exit_code = code;
@@ -101,121 +108,17 @@ fn init_logging(filter: Option<&str>) {
     }
 }
 
-/// What one rustc invocation came to. The steps return it; only [`Trace::record`] turns it
-/// into the event.
-enum Done {
-    /// A stored entry was restored; rustc did not run.
-    Hit(Hit),
-    /// rustc ran ([`Trace::compiled`]); its outputs were stored when this is set (not when it
-    /// failed, or an input changed while it ran).
-    Compiled(Option<Stored>),
-    /// Not cacheable: rustc ran as given.
-    Passthrough(PassthroughReason),
-    /// A fault inside kache (the warning given): rustc ran as given, unless it already had.
-    Degraded(String),
-}
-
-/// A miss stored as a new entry.
-struct Stored {
-    entry_key: String,
-    size: u64,
-    store_ms: f64,
-}
-
-/// rustc's captured run.
-#[derive(Clone, Copy)]
-struct Compiled {
-    exit_code: i32,
-    compile_ms: f64,
-}
-
-/// What the invocation learned on the way, reported whatever it came to: a fault late in the
-/// pipeline still reports the key time, the bytes downloaded and rustc's run.
-#[derive(Default)]
-struct Trace {
-    crate_name: Option<String>,
-    crate_types: Vec<String>,
-    key_ms: f64,
-    seen: frontend::Seen,
-    /// Set once rustc has run: a later fault must not run it again.
-    compiled: Option<Compiled>,
-}
-
-impl Trace {
-    /// The one place a rustc invocation's event is filled in.
-    fn record(self, done: Done, event: &mut BuildEvent) {
-        event.crate_name = self.crate_name;
-        event.crate_types = self.crate_types;
-        event.key_ms = self.key_ms;
-        self.seen.report(event);
-        if let Some(c) = self.compiled {
-            event.compiler_runs = 1;
-            event.compile_time_ms = c.compile_ms;
-        }
-        match done {
-            Done::Hit(hit) => hit.report(event),
-            Done::Compiled(stored) => {
-                event.result = Outcome::Miss;
-                if let Some(s) = stored {
-                    event.cache_key = Some(s.entry_key);
-                    event.size = s.size;
-                    event.store_ms = s.store_ms;
-                }
-            }
-            Done::Passthrough(reason) => {
-                event.result = Outcome::Passthrough;
-                event.passthrough_reason = Some(reason.to_string());
-                event.compiler_runs = 1;
-            }
-            Done::Degraded(warning) => {
-                event.result = Outcome::Error;
-                event.warning = Some(warning);
-                event.compiler_runs = 1;
-            }
-        }
-    }
-}
-
 struct Wrapper<'a> {
     inv: &'a Invocation,
     config: &'a Config,
+    /// The environment the key reads.
+    key_env: &'a KeyEnv,
     crate_version: Option<String>,
     trace: Trace,
     /// The files this invocation's rustc writes, once known: a fallback to plain rustc
     /// removes them first, so rustc always finds a writable place (a restore may have stopped
     /// halfway, or an older kache may have left read-only links to its blobs).
     outputs: Vec<PathBuf>,
-}
-
-/// The environment the key reads, read in one place (a test can build one by hand).
-#[derive(Debug, Default)]
-struct KeyEnv {
-    rustup_toolchain: Option<String>,
-    /// `CARGO_HOME`, else `~/.cargo`: a root.
-    cargo_home: Option<PathBuf>,
-    /// The package being compiled: a root.
-    manifest_dir: Option<PathBuf>,
-    /// The keyed variables ([`keyenv::keyed_vars`]).
-    keyed: Vec<(String, Option<String>)>,
-    path_var: Option<String>,
-    /// Where clippy starts looking for its configuration (`CLIPPY_CONF_DIR`, else
-    /// `CARGO_MANIFEST_DIR`).
-    driver_conf_dir: Option<PathBuf>,
-}
-
-impl KeyEnv {
-    fn from_env(key_env_vars: &[String]) -> Self {
-        let var_path = |name: &str| std::env::var_os(name).map(PathBuf::from);
-        KeyEnv {
-            rustup_toolchain: std::env::var("RUSTUP_TOOLCHAIN").ok(),
-            cargo_home: var_path("CARGO_HOME")
-                .or_else(|| var_path("HOME").map(|h| h.join(".cargo"))),
-            manifest_dir: var_path("CARGO_MANIFEST_DIR"),
-            keyed: keyenv::keyed_vars(std::env::vars(), key_env_vars),
-            path_var: std::env::var("PATH").ok(),
-            driver_conf_dir: var_path("CLIPPY_CONF_DIR").or_else(|| var_path("CARGO_MANIFEST_DIR")),
-        }
-    }
 }
 
 /// What an invocation needs once it is known to be cacheable.
@@ -230,13 +133,22 @@ struct Prepared {
 impl Wrapper<'_> {
     /// What the invocation came to, and the exit code for the process.
     fn run(&mut self) -> (Done, i32) {
-        let cwd = match std::env::current_dir() {
-            Ok(c) => c,
-            Err(e) => return self.degrade(io_fault("current directory")(e)),
-        };
+        let steps = self.steps();
+        frontend::conclude(
+            self.inv,
+            self.trace.ran,
+            &self.config.dir,
+            steps,
+            &self.outputs,
+        )
+    }
+
+    /// parse, then [`Wrapper::cached`]. A passthrough is returned, not run.
+    fn steps(&mut self) -> Result<Done, Fault> {
+        let cwd = std::env::current_dir().map_err(io_fault("current directory"))?;
         let args = match RustcArgs::parse(&self.inv.raw_args, &cwd) {
             Ok(a) => a,
-            Err(reason) => return self.passthrough(reason),
+            Err(reason) => return Ok(Done::Passthrough(reason.to_string())),
         };
         self.trace.crate_name = args.crate_name.clone();
         self.trace.crate_types = args
@@ -246,50 +158,17 @@ impl Wrapper<'_> {
             .collect();
         let cache_incremental = self.config.incremental != IncrementalMode::Passthrough;
         if let Some(reason) = args.passthrough_reason(cache_incremental) {
-            return self.passthrough(reason);
+            return Ok(Done::Passthrough(reason.to_string()));
         }
-        match self.cached(args, cwd) {
-            Ok(Done::Passthrough(reason)) => self.passthrough(reason),
-            Ok(done) => {
-                let code = match &done {
-                    Done::Compiled(_) => self.trace.compiled.map_or(0, |c| c.exit_code),
-                    _ => 0,
-                };
-                (done, code)
-            }
-            Err(fault) => {
-                fault.heal(&self.config.dir);
-                self.degrade(fault)
-            }
-        }
-    }
-
-    fn passthrough(&mut self, reason: PassthroughReason) -> (Done, i32) {
-        tracing::debug!("passthrough: {reason}");
-        (Done::Passthrough(reason), plain(self.inv))
-    }
-
-    /// A fault inside kache: one warning line, then rustc as if kache were not there.
-    fn degrade(&mut self, fault: Fault) -> (Done, i32) {
-        let message = frontend::one_line(&fault);
-        eprintln!("kache: warning: {message}; compiling without the cache");
-        if let Some(c) = self.trace.compiled {
-            return (Done::Degraded(message), c.exit_code);
-        }
-        for path in &self.outputs {
-            if let Err(e) = restore::remove_if_present(path) {
-                tracing::debug!("cannot remove {}: {e}", path.display());
-            }
-        }
-        (Done::Degraded(message), plain(self.inv))
+        self.cached(args, cwd)
     }
 
     /// key → lookup (local, then remote) → restore, or compile → store. A passthrough found on
-    /// the way is returned for [`Wrapper::run`] to run.
+    /// the way is returned, not run.
     fn cached(&mut self, args: RustcArgs, cwd: PathBuf) -> Result<Done, Fault> {
         let key_start = Instant::now();
         let store = Store::open(&self.config.dir)?;
-        let key_env = KeyEnv::from_env(&self.config.key_env_vars);
+        let key_env = self.key_env;
         let toolchain = toolchain::identify(
             self.inv.rustc(),
             store.dir(),
@@ -303,7 +182,7 @@ impl Wrapper<'_> {
             .to_owned();
         let output_names = match outputs::expected_outputs(&args, &target) {
             Ok(n) => n,
-            Err(reason) => return Ok(Done::Passthrough(reason)),
+            Err(reason) => return Ok(Done::Passthrough(reason.to_string())),
         };
         let out_dir = absolute(&cwd, args.out_dir.as_deref().unwrap_or(Path::new(".")));
         self.outputs = output_names.iter().map(|n| out_dir.join(n)).collect();
@@ -383,7 +262,7 @@ impl Wrapper<'_> {
         if let Some(s) = &stored {
             frontend::queue_upload(remote.as_ref(), store.dir(), &s.entry_key, &inv_key);
         }
-        Ok(Done::Compiled(stored))
+        Ok(Done::Ran(stored.map_or(Kept::Not, Kept::Stored)))
     }
 
     /// Runs rustc (recorded in the trace) and stores its outputs; `None` when nothing was
@@ -412,11 +291,16 @@ impl Wrapper<'_> {
                 fsutil::unique_suffix()
             ))
         };
-        let compile_args = self.compile_args(p, (!cargo_wants_depinfo).then_some(&depinfo_path));
+        let compile_args = compile_args(
+            &p.args,
+            p.roots.remap_args(),
+            self.config.incremental == IncrementalMode::Strip,
+            (!cargo_wants_depinfo).then_some(&depinfo_path),
+        );
         let wall_start = SystemTime::now();
         let compiled = compile::run_captured(&self.inv.compiler_chain, &compile_args)
             .map_err(io_fault(format!("running {}", self.inv.rustc().display())))?;
-        self.trace.compiled = Some(Compiled {
+        self.trace.ran = Some(Ran {
             exit_code: compiled.exit_code,
             compile_ms: ms(compiled.elapsed),
         });
@@ -445,7 +329,10 @@ impl Wrapper<'_> {
                 produced.push((name.clone(), path, meta));
             }
         }
-        let Some(manifest) = build_manifest(&dep, p, stat, wall_start, &produced)? else {
+        let produced_paths: Vec<PathBuf> =
+            produced.iter().map(|(_, path, _)| path.clone()).collect();
+        let recorded = Manifest::record(&dep, &p.cwd, &p.roots, stat, wall_start, &produced_paths);
+        let Some(manifest) = recorded? else {
             tracing::debug!("an input changed while rustc ran; not storing");
             return Ok(None);
         };
@@ -533,36 +420,6 @@ impl Wrapper<'_> {
         };
         install_build_script_launcher(p);
         Ok(Some(stored))
-    }
-
-    /// rustc's arguments for the real compile: the original ones (less `-C incremental` when
-    /// stripping), our path remapping first so the user's own remaps still win, and a dep-info
-    /// request when cargo did not make one.
-    fn compile_args(&self, p: &Prepared, extra_depinfo: Option<&PathBuf>) -> Vec<OsString> {
-        let strip = self.config.incremental == IncrementalMode::Strip;
-        let mut dropped = vec![false; p.args.tokens.len()];
-        if strip {
-            for &i in &p.args.incremental_items {
-                for t in p.args.items[i].span.clone() {
-                    dropped[t] = true;
-                }
-            }
-        }
-        let mut out: Vec<OsString> = p.roots.remap_args().into_iter().map(Into::into).collect();
-        out.extend(
-            p.args
-                .tokens
-                .iter()
-                .zip(&dropped)
-                .filter(|(_, d)| !**d)
-                .map(|(t, _)| OsString::from(t)),
-        );
-        if let Some(path) = extra_depinfo {
-            let mut a = OsString::from("--emit=dep-info=");
-            a.push(path);
-            out.push(a);
-        }
-        out
     }
 }
 
@@ -656,59 +513,6 @@ fn install_build_script_launcher(p: &Prepared) {
     }
 }
 
-/// Records what the compile read. `None` when an input changed after rustc started (the
-/// result might not match the recorded contents, so it is not stored).
-fn build_manifest(
-    dep: &DepInfo,
-    p: &Prepared,
-    stat: &mut StatCache,
-    compile_start: SystemTime,
-    produced: &[(String, PathBuf, std::fs::Metadata)],
-) -> Result<Option<Manifest>, Fault> {
-    let mut files = Vec::with_capacity(dep.files.len());
-    for f in &dep.files {
-        let path = absolute(&p.cwd, Path::new(f));
-        let meta = std::fs::metadata(&path).map_err(io_fault(format!("input {f}")))?;
-        if meta.modified().is_ok_and(|m| m >= compile_start) {
-            return Ok(None);
-        }
-        let hash = stat
-            .hash_file(&path)
-            .map_err(io_fault(format!("hashing {f}")))?;
-        let keyed = if Path::new(f).is_absolute() {
-            p.roots.relativize(f).into_owned()
-        } else {
-            f.clone()
-        };
-        files.push(ManifestFile { path: keyed, hash });
-    }
-    let mut env = Vec::with_capacity(dep.env.len());
-    for (name, value) in &dep.env {
-        let relative = value.as_deref().map(|v| p.roots.relativize(v).into_owned());
-        // A path-valued variable read with `env!` is embedded in the artifact as is; then the
-        // checkout's location matters and the value must match exactly.
-        let absolute = match (value, &relative) {
-            (Some(v), Some(r)) if v != r => embedded_in(v, produced),
-            _ => false,
-        };
-        env.push(ManifestEnv {
-            name: name.clone(),
-            value: if absolute { value.clone() } else { relative },
-            absolute,
-        });
-    }
-    Ok(Some(Manifest { files, env }))
-}
-
-fn embedded_in(needle: &str, produced: &[(String, PathBuf, std::fs::Metadata)]) -> bool {
-    produced.iter().any(|(_, path, _)| {
-        std::fs::read(path)
-            .map(|bytes| memchr::memmem::find(&bytes, needle.as_bytes()).is_some())
-            // Unreadable: assume the worst, which only costs relocation hits.
-            .unwrap_or(true)
-    })
-}
-
 fn stderr_spelling(args: &RustcArgs) -> Spelling {
     let json = args
         .items
@@ -724,83 +528,71 @@ fn stderr_spelling(args: &RustcArgs) -> Spelling {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::RestoreStats;
 
-    fn trace() -> Trace {
-        Trace {
-            crate_name: Some("demo".into()),
-            crate_types: vec!["lib".into()],
-            key_ms: 1.0,
-            seen: frontend::Seen {
-                lookup_ms: 2.0,
-                downloaded_bytes: 7,
-                warning: Some("remote down".into()),
-            },
-            compiled: None,
-        }
-    }
-
-    #[test]
-    fn a_fault_after_rustc_ran_reports_its_run_and_the_fault() {
-        let mut t = trace();
-        t.compiled = Some(Compiled {
-            exit_code: 0,
-            compile_ms: 40.0,
-        });
-        let mut e = BuildEvent::default();
-        t.record(Done::Degraded("disk full".into()), &mut e);
-        assert_eq!(e.result, Outcome::Error);
-        assert_eq!(e.warning.as_deref(), Some("disk full"));
-        assert_eq!((e.compiler_runs, e.compile_time_ms), (1, 40.0));
-        assert_eq!((e.key_ms, e.lookup_ms, e.downloaded_bytes), (1.0, 2.0, 7));
-        assert_eq!(e.cache_key, None);
-    }
-
-    #[test]
-    fn a_hit_reports_the_stored_compile_cost_and_no_compiler_run() {
-        let mut e = BuildEvent::default();
-        let hit = Hit {
-            outcome: Outcome::RemoteHit,
-            entry_key: "k".into(),
-            compile_ms: 90.0,
-            size: 3,
-            linked: RestoreStats {
-                reflinked: 1,
-                hardlinked: 0,
-                copied: 2,
-            },
-            restore_ms: 4.0,
+    /// Compiles `lib.rs` into `out` through the wrapper, with the key reading `key_env` (fed
+    /// by hand, not this process's environment).
+    fn compile(cache: &Path, src: &Path, out: &Path, key_env: &KeyEnv) -> (Done, i32) {
+        let cache = cache.to_string_lossy().into_owned();
+        let config = Config::load(&|name| match name {
+            "KACHE_DIR" => Some(cache.clone()),
+            "KACHE_CONFIG" => Some("/dev/null".into()),
+            _ => None,
+        })
+        .expect("config");
+        let words = [
+            "rustc".as_ref(),
+            "--crate-name".as_ref(),
+            "fed".as_ref(),
+            "--crate-type".as_ref(),
+            "lib".as_ref(),
+            "--edition=2021".as_ref(),
+            src.as_os_str(),
+            "--out-dir".as_ref(),
+            out.as_os_str(),
+        ];
+        let inv = Invocation::from_wrapper_args(words.iter().map(OsString::from).collect())
+            .expect("a compiler");
+        let mut w = Wrapper {
+            inv: &inv,
+            config: &config,
+            key_env,
+            crate_version: None,
+            trace: Trace::default(),
+            outputs: Vec::new(),
         };
-        trace().record(Done::Hit(hit), &mut e);
-        assert_eq!(e.result, Outcome::RemoteHit);
-        assert_eq!((e.compiler_runs, e.compile_time_ms), (0, 90.0));
-        assert_eq!((e.reflinked_bytes, e.copied_bytes, e.size), (1, 2, 3));
-        assert_eq!(e.warning.as_deref(), Some("remote down"));
-        assert_eq!(e.crate_name.as_deref(), Some("demo"));
+        w.run()
     }
 
     #[test]
-    fn a_failed_compile_is_a_miss_without_an_entry() {
-        let mut t = trace();
-        t.compiled = Some(Compiled {
-            exit_code: 1,
-            compile_ms: 5.0,
-        });
-        let mut e = BuildEvent::default();
-        t.record(Done::Compiled(None), &mut e);
-        assert_eq!(e.result, Outcome::Miss);
-        assert_eq!((e.compiler_runs, e.cache_key), (1, None));
-    }
-
-    #[test]
-    fn a_passthrough_names_its_reason() {
-        let mut e = BuildEvent::default();
-        trace().record(Done::Passthrough(PassthroughReason::Probe), &mut e);
-        assert_eq!(e.result, Outcome::Passthrough);
-        assert_eq!(e.compiler_runs, 1);
-        assert_eq!(
-            e.passthrough_reason,
-            Some(PassthroughReason::Probe.to_string())
+    fn the_key_reads_the_environment_it_is_given() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cache, out) = (dir.path().join("cache"), dir.path().join("out"));
+        std::fs::create_dir(&out).expect("mkdir");
+        let src = dir.path().join("lib.rs");
+        std::fs::write(&src, "pub fn f() -> u32 { 7 }\n").expect("write");
+        let env = |value: &str| KeyEnv {
+            manifest_dir: Some(dir.path().to_owned()),
+            keyed: vec![("CARGO_PKG_NAME".into(), Some(value.into()))],
+            path_var: std::env::var("PATH").ok(),
+            ..KeyEnv::default()
+        };
+        let first = compile(&cache, &src, &out, &env("fed"));
+        assert!(
+            matches!(first, (Done::Ran(Kept::Stored(_)), 0)),
+            "{first:?}"
         );
+        // Without `--emit` rustc writes its default (`link`), with kache's dep-info request too.
+        assert!(out.join("libfed.rlib").is_file());
+        let same = compile(&cache, &src, &out, &env("fed"));
+        assert!(
+            matches!(&same, (Done::Hit(h), 0) if h.outcome == Outcome::LocalHit),
+            "{same:?}"
+        );
+        let other = compile(&cache, &src, &out, &env("other"));
+        assert!(
+            matches!(other, (Done::Ran(Kept::Stored(_)), 0)),
+            "{other:?}"
+        );
+        assert!(out.join("libfed.rlib").is_file());
     }
 }

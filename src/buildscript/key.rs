@@ -19,6 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::invocation::C_DRIVERS;
 use crate::key::manifest::{Manifest, ManifestEnv, ManifestFile};
 use crate::key::roots::Roots;
 use crate::key::{ContentHash, FileHasher, KeyBuilder, KeyField, toolchain};
@@ -89,14 +90,9 @@ const PREFIXES: &[&str] = &[
     "BINDGEN_",
 ];
 
-/// C tools a script can reach through `PATH`, keyed by content.
-const TOOLS: &[&str] = &[
-    "cc",
-    "c++",
-    "gcc",
-    "g++",
-    "clang",
-    "clang++",
+/// Tools besides the C compiler drivers ([`C_DRIVERS`]) a script can reach through `PATH`;
+/// all are keyed by content.
+const OTHER_TOOLS: &[&str] = &[
     "ar",
     "ranlib",
     "ld",
@@ -121,7 +117,7 @@ const TOOL_VARS: &[&str] = &[
 ];
 
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     #[error("hashing {path}: {source}")]
     Hash { path: PathBuf, source: io::Error },
     #[error(transparent)]
@@ -129,14 +125,14 @@ pub enum KeyError {
 }
 
 /// Whether a variable the script gets is keyed.
-pub fn is_keyed(name: &str, extra: &[String]) -> bool {
+pub(crate) fn is_keyed(name: &str, extra: &[String]) -> bool {
     EXACT.contains(&name)
         || PREFIXES.iter().any(|p| name.starts_with(p))
         || extra.iter().any(|e| e == name)
 }
 
 /// What the invocation key needs from outside this module.
-pub struct RunInputs<'a> {
+pub(crate) struct RunInputs<'a> {
     pub script: &'a Path,
     /// The keyed variables ([`is_keyed`]), sorted.
     pub env: &'a [(String, String)],
@@ -150,7 +146,7 @@ pub struct RunInputs<'a> {
 }
 
 /// The invocation key of a run and its readable fields.
-pub fn invocation_key(
+pub(crate) fn invocation_key(
     inputs: &RunInputs,
     stat: &mut dyn FileHasher,
 ) -> Result<(String, Vec<KeyField>), KeyError> {
@@ -185,7 +181,9 @@ pub fn invocation_key(
             }
         }
     }
-    let mut programs: Vec<String> = TOOLS.iter().map(|t| t.to_string()).collect();
+    let mut programs: Vec<String> = (C_DRIVERS.iter().chain(OTHER_TOOLS))
+        .map(|t| t.to_string())
+        .collect();
     for (name, value) in inputs.env {
         let bare = TOOL_VARS.iter().any(|v| {
             name == v || name.starts_with(&format!("{v}_")) || name.ends_with(&format!("_{v}"))
@@ -223,7 +221,7 @@ fn resolve(program: &str, path_var: Option<&str>) -> Option<PathBuf> {
 /// (cargo's `rerun-if-changed` on a directory watches everything below it). Target dirs
 /// (holding cargo's `CACHEDIR.TAG`) and `.git` are left out. `newest` collects the newest
 /// mtime seen, to notice inputs changed while the script ran.
-pub fn tree_hash(
+pub(crate) fn tree_hash(
     path: &Path,
     stat: &mut dyn FileHasher,
     newest: &mut Option<SystemTime>,
@@ -288,7 +286,7 @@ fn note_mtime(meta: &fs::Metadata, newest: &mut Option<SystemTime>) {
 
 /// A [`FileHasher`] that also hashes directories (as [`tree_hash`]), so a manifest can hold
 /// declared directories and the package directory.
-pub struct TreeHasher<'s, 'c> {
+pub(crate) struct TreeHasher<'s, 'c> {
     pub stat: &'s mut StatCache<'c>,
     pub newest: Option<SystemTime>,
 }
@@ -307,12 +305,12 @@ impl FileHasher for TreeHasher<'_, '_> {
 
 /// What a run declared on its stdout (`cargo:` and `cargo::` spellings).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Declared {
+pub(crate) struct Declared {
     pub files: Vec<String>,
     pub env: Vec<String>,
 }
 
-pub fn declared(stdout: &str) -> Declared {
+pub(crate) fn declared(stdout: &str) -> Declared {
     let mut d = Declared::default();
     for line in stdout.lines() {
         let Some(rest) = line
@@ -332,7 +330,7 @@ pub fn declared(stdout: &str) -> Declared {
 
 /// Why a finished run is not recorded.
 #[derive(Debug, PartialEq, Eq)]
-pub enum NotRecorded {
+pub(crate) enum NotRecorded {
     /// A declared path does not exist (cargo reruns such a script every time).
     MissingInput(String),
     /// An input was modified after the script started.
@@ -341,7 +339,7 @@ pub enum NotRecorded {
 
 /// Records the manifest of a finished run: the package directory and every declared path by
 /// content, every declared variable by value (as the script saw it).
-pub fn record_manifest(
+pub(crate) fn record_manifest(
     declared: &Declared,
     roots: &Roots,
     package_dir: &Path,

@@ -38,7 +38,7 @@ pub(crate) fn script_output(output_names: &[String]) -> Option<&str> {
 
 /// Puts the launcher at `out_dir/script` and the real script beside it. On failure the real
 /// script is back at its place, so cargo runs it as if kache had done nothing.
-pub fn install(launcher: &Path, out_dir: &Path, script: &str) -> io::Result<()> {
+pub(crate) fn install(launcher: &Path, out_dir: &Path, script: &str) -> io::Result<()> {
     let path = out_dir.join(script);
     let real = out_dir.join(REAL_NAME);
     crate::restore::remove_if_present(&real)?;

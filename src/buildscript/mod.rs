@@ -27,7 +27,7 @@ pub(crate) enum Scope {
 
 impl Scope {
     /// From `KACHE_BUILD_SCRIPTS` (`registry` when unset or not understood: the safe default).
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Scope {
+    pub(crate) fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Scope {
         match env("KACHE_BUILD_SCRIPTS").as_deref() {
             Some("off" | "0" | "false" | "no") => Scope::Off,
             Some("all") => Scope::All,
@@ -57,7 +57,7 @@ pub(crate) fn is_cached_package(
 }
 
 /// `CARGO_HOME`, as cargo finds it.
-pub fn cargo_home() -> Option<std::path::PathBuf> {
+pub(crate) fn cargo_home() -> Option<std::path::PathBuf> {
     std::env::var_os("CARGO_HOME")
         .filter(|h| !h.is_empty())
         .map(Into::into)

@@ -16,10 +16,10 @@ use crate::store::{Entry, StatCache, Store};
 
 /// Set in a stored output's mode when its blob is text with the roots templated
 /// (`src/buildscript/run.rs`); it is filled in for this checkout on restore.
-pub const TEMPLATED: u32 = 1 << 20;
+pub(crate) const TEMPLATED: u32 = 1 << 20;
 
 /// Restores `entry`'s files into `out_dir`; returns the bytes written.
-pub fn restore_out_dir(
+pub(crate) fn restore_out_dir(
     store: &Store,
     entry: &Entry,
     out_dir: &Path,

@@ -20,8 +20,8 @@ use std::time::{Instant, SystemTime};
 use super::key::{self, Declared, NotRecorded, RunInputs, TreeHasher};
 use super::{Scope, cargo_home, is_cached_package};
 use crate::config::Config;
-use crate::events::{self, BuildEvent, Outcome};
-use crate::frontend::{self, Fault, Front, Hit, io_fault, ms};
+use crate::events::{self, BuildEvent, Outcome, RUN_CRATE_TYPE};
+use crate::frontend::{self, Done, Fault, Front, Hit, Kept, Ran, Stored, Trace, io_fault, ms};
 use crate::fsutil;
 use crate::key::manifest::Manifest;
 use crate::key::roots::{Roots, Spelling};
@@ -31,11 +31,9 @@ use crate::store::{Entry, StatCache, Store, StoredOutput};
 /// Set by the launcher: the real script's path.
 pub const REAL_VAR: &str = "KACHE_BUILD_SCRIPT_REAL";
 /// Set by the launcher: where kache says how far it got (see `src/bin/kache-launcher.rs`).
-pub const MARKER_VAR: &str = "KACHE_BUILD_SCRIPT_MARKER";
+pub(crate) const MARKER_VAR: &str = "KACHE_BUILD_SCRIPT_MARKER";
 /// Appended to the package name to name a run in events and entries.
-pub const RUN_NAME_SUFFIX: &str = ":build-script";
-/// What a recorded run's entry lists as its crate type.
-pub const RUN_CRATE_TYPE: &str = "build-script-run";
+pub(crate) const RUN_NAME_SUFFIX: &str = ":build-script";
 
 /// Runs a handed-over build script; `args[0]` is the `argv[0]` cargo used. Returns the exit
 /// code, unless it replaced itself with the script.
@@ -55,24 +53,28 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     let mut args = args.into_iter();
     let argv0 = args.next().unwrap_or_else(|| real.clone().into_os_string());
+    let crate_version = std::env::var("CARGO_PKG_VERSION").ok();
+    let mut event = BuildEvent {
+        schema: events::SCHEMA,
+        ts: events::now_ms(),
+        crate_version: crate_version.clone(),
+        ..BuildEvent::default()
+    };
     let mut run = ScriptRun {
         real,
         argv0,
         args: args.collect(),
         marker,
-        event: BuildEvent {
-            schema: events::SCHEMA,
-            ts: events::now_ms(),
+        crate_version,
+        trace: Trace {
             // Not the package's own name: `kache explain <pkg>:build-script` then explains
             // the run, not the package's library compile.
             crate_name: std::env::var("CARGO_PKG_NAME")
                 .ok()
                 .map(|p| format!("{p}{RUN_NAME_SUFFIX}")),
-            crate_version: std::env::var("CARGO_PKG_VERSION").ok(),
             crate_types: vec![RUN_CRATE_TYPE.to_owned()],
-            ..BuildEvent::default()
+            ..Trace::default()
         },
-        script_ran: None,
         restoring: false,
     };
     let config = match Config::from_env() {
@@ -91,40 +93,19 @@ pub fn main(args: Vec<OsString>) -> i32 {
         eprintln!("kache: warning: {e}; running the build script without the cache");
         return run.exec_plain();
     }
-    let code = match run.cached(&config) {
-        Ok(Some(code)) => code,
-        Ok(None) => {
-            run.finish(&config, started);
-            return run.exec_plain();
-        }
-        Err(fault) => {
-            let message = frontend::one_line(&fault);
-            run.event.result = Outcome::Error;
-            run.event.warning = Some(message.clone());
-            match run.script_ran {
-                Some(code) => {
-                    eprintln!("kache: warning: {message}; the build-script run is not stored");
-                    code
-                }
-                None => {
-                    eprintln!(
-                        "kache: warning: {message}; running the build script without the cache"
-                    );
-                    if run.restoring
-                        && let Some(out) = std::env::var_os("OUT_DIR")
-                    {
-                        empty_dir(Path::new(&out));
-                    }
-                    run.event.compiler_runs = 1;
-                    run.finish(&config, started);
-                    return run.exec_plain();
-                }
-            }
-        }
-    };
-    run.event.exit_code = code;
-    run.finish(&config, started);
-    code
+    let steps = run.cached(&config);
+    let (done, code) = run.conclude(steps);
+    std::mem::take(&mut run.trace).record(done, &mut event);
+    if let Some(code) = code {
+        event.exit_code = code;
+    }
+    if !fsutil::is_foreign_symlink(&config.dir) {
+        frontend::record(&config.dir, &mut event, started);
+    }
+    match code {
+        Some(code) => code,
+        None => run.exec_plain(),
+    }
 }
 
 struct ScriptRun {
@@ -132,9 +113,10 @@ struct ScriptRun {
     argv0: OsString,
     args: Vec<OsString>,
     marker: Option<PathBuf>,
-    event: BuildEvent,
-    /// The script's exit code once it has run; a later fault must not run it again.
-    script_ran: Option<i32>,
+    crate_version: Option<String>,
+    /// What the run learned; the script's exit code once it has run ([`Trace::ran`]), so a
+    /// later fault does not run it again.
+    trace: Trace,
     /// Files of a stored run are being written into `OUT_DIR`.
     restoring: bool,
 }
@@ -165,41 +147,59 @@ impl ScriptRun {
         127
     }
 
-    fn passthrough(&mut self, reason: &str) -> Option<i32> {
-        tracing::debug!("build-script passthrough: {reason}");
-        self.event.result = Outcome::Passthrough;
-        self.event.passthrough_reason = Some(reason.to_owned());
-        self.event.compiler_runs = 1;
-        None
-    }
-
-    fn finish(&mut self, config: &Config, started: Instant) {
-        if fsutil::is_foreign_symlink(&config.dir) {
-            return;
+    /// What the run came to, and its exit code: `None` when the script is to run as cargo
+    /// would have started it (a passthrough, or a fault before it ran).
+    fn conclude(&mut self, steps: Result<Done, Fault>) -> (Done, Option<i32>) {
+        match steps {
+            Ok(Done::Passthrough(reason)) => {
+                tracing::debug!("build-script passthrough: {reason}");
+                (Done::Passthrough(reason), None)
+            }
+            Ok(done) => {
+                let code = match &done {
+                    Done::Ran(_) => self.trace.ran.map_or(0, |r| r.exit_code),
+                    _ => 0,
+                };
+                (done, Some(code))
+            }
+            Err(fault) => {
+                let message = frontend::one_line(&fault);
+                if let Some(r) = self.trace.ran {
+                    eprintln!("kache: warning: {message}; the build-script run is not stored");
+                    return (Done::Degraded(message), Some(r.exit_code));
+                }
+                eprintln!("kache: warning: {message}; running the build script without the cache");
+                if self.restoring
+                    && let Some(out) = std::env::var_os("OUT_DIR")
+                {
+                    empty_dir(Path::new(&out));
+                }
+                (Done::Degraded(message), None)
+            }
         }
-        frontend::record(&config.dir, &mut self.event, started);
     }
 
-    /// `Ok(None)`: run the script uncached (the event says why).
-    fn cached(&mut self, config: &Config) -> Result<Option<i32>, Fault> {
+    /// key → lookup (local, then remote) → restore, or run → record. A passthrough is
+    /// returned, not run.
+    fn cached(&mut self, config: &Config) -> Result<Done, Fault> {
         let key_start = Instant::now();
         let env_var = |name: &str| std::env::var(name).ok();
         let (Some(out_dir), Some(package_dir)) = (
             std::env::var_os("OUT_DIR").map(PathBuf::from),
             std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
         ) else {
-            return Ok(self.passthrough("not_a_cargo_build_script"));
+            return Ok(passthrough("not_a_cargo_build_script"));
         };
         let home = cargo_home();
         if !is_cached_package(Scope::from_env(&env_var), &package_dir, home.as_deref()) {
-            return Ok(self.passthrough("build_script_not_cached"));
+            return Ok(passthrough("build_script_not_cached"));
         }
         let out_empty = std::fs::read_dir(&out_dir)
             .map_err(io_fault(format!("reading {}", out_dir.display())))?
             .next()
             .is_none();
         if !out_empty {
-            return Ok(self.passthrough("out_dir_not_empty"));
+            return Ok(passthrough("out_dir_not_empty"));
         }
         let store = Store::open(&config.dir)?;
         let triple = env_var("TARGET");
@@ -224,7 +224,7 @@ impl ScriptRun {
             },
             &mut stat,
         )?;
-        self.event.key_ms = ms(key_start.elapsed());
+        self.trace.key_ms = ms(key_start.elapsed());
 
         let mut matches = |manifest: &Manifest, stat: &mut StatCache| {
             let mut hasher = TreeHasher { stat, newest: None };
@@ -242,14 +242,15 @@ impl ScriptRun {
             system_dirs: &[],
             front: Front::BuildScript,
         };
+        // Not straight into the trace: `restore` holds this run.
         let mut seen = frontend::Seen::default();
         let looked = frontend::lookup(&lookup, &mut stat, &mut matches, &mut restore, &mut seen);
-        seen.report(&mut self.event);
+        self.trace.seen = seen;
         let (found, remote) = looked?;
         if let Some(done) = found {
             return Ok(done);
         }
-        let code = self.run_and_record(
+        let kept = self.run_and_record(
             &store,
             &mut stat,
             &inv_key,
@@ -258,10 +259,10 @@ impl ScriptRun {
             &package_dir,
             &roots,
         )?;
-        if let Some(entry_key) = &self.event.cache_key {
-            frontend::queue_upload(remote.as_ref(), store.dir(), entry_key, &inv_key);
+        if let Kept::Stored(s) = &kept {
+            frontend::queue_upload(remote.as_ref(), store.dir(), &s.entry_key, &inv_key);
         }
-        Ok(code)
+        Ok(Done::Ran(kept))
     }
 
     fn restore(
@@ -272,13 +273,13 @@ impl ScriptRun {
         out_dir: &Path,
         roots: &Roots,
         outcome: Outcome,
-    ) -> Result<Option<i32>, Fault> {
+    ) -> Result<Done, Fault> {
         let start = Instant::now();
         let (Some(stdout), Some(stderr)) = (
             roots.fill(&String::from_utf8_lossy(&entry.stdout), Spelling::Plain),
             roots.fill(&String::from_utf8_lossy(&entry.stderr), Spelling::Plain),
         ) else {
-            return Ok(self.passthrough("unknown_root"));
+            return Ok(passthrough("unknown_root"));
         };
         self.mark("restoring");
         self.restoring = true;
@@ -310,8 +311,7 @@ impl ScriptRun {
             },
             restore_ms: ms(start.elapsed()),
         };
-        hit.report(&mut self.event);
-        Ok(Some(0))
+        Ok(Done::Hit(hit))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -324,10 +324,10 @@ impl ScriptRun {
         out_dir: &Path,
         package_dir: &Path,
         roots: &Roots,
-    ) -> Result<Option<i32>, Fault> {
+    ) -> Result<Kept, Fault> {
         crate::testhook::crash_point(
             "build_script_before_run",
-            self.event.crate_name.as_deref().unwrap_or_default(),
+            self.trace.crate_name.as_deref().unwrap_or_default(),
         );
         let run_start = SystemTime::now();
         let clock = Instant::now();
@@ -347,12 +347,12 @@ impl ScriptRun {
             .map_err(io_fault(format!("waiting for {}", self.real.display())));
         let code = crate::compile::exit_code(status?);
         let elapsed = clock.elapsed();
-        self.script_ran = Some(code);
-        self.event.compiler_runs = 1;
-        self.event.result = Outcome::Miss;
-        self.event.compile_time_ms = ms(elapsed);
+        self.trace.ran = Some(Ran {
+            exit_code: code,
+            compile_ms: ms(elapsed),
+        });
         if code != 0 {
-            return Ok(Some(code));
+            return Ok(Kept::Not);
         }
         let store_start = Instant::now();
         let stdout_text = String::from_utf8_lossy(&out);
@@ -361,14 +361,14 @@ impl ScriptRun {
         // tells cargo about; only OUT_DIR is restored, so such a run is not recorded.
         let target = roots.get("target").map(|t| PathBuf::from(&t.path));
         if names_target_outside(&stdout_text, target.as_deref(), out_dir) {
-            return Ok(self.not_stored("names_target_dir_outside_out_dir", code));
+            return Ok(not_stored("names_target_dir_outside_out_dir"));
         }
         let declared: Declared = key::declared(&stdout_text);
         let env_var = |name: &str| std::env::var(name).ok();
         let mut hasher = TreeHasher { stat, newest: None };
         if std::str::from_utf8(&out).is_err() || std::str::from_utf8(&err).is_err() {
             // Replayed output must be byte for byte what the script printed.
-            return Ok(self.not_stored("non_utf8_output", code));
+            return Ok(not_stored("non_utf8_output"));
         }
         let mut manifest = match key::record_manifest(
             &declared,
@@ -380,14 +380,14 @@ impl ScriptRun {
         )? {
             Ok(m) => m,
             Err(NotRecorded::MissingInput(_)) => {
-                return Ok(self.not_stored("declared_path_missing", code));
+                return Ok(not_stored("declared_path_missing"));
             }
             Err(NotRecorded::ChangedWhileRunning) => {
-                return Ok(self.not_stored("input_changed_while_running", code));
+                return Ok(not_stored("input_changed_while_running"));
             }
         };
         let Some(files) = out_dir_files(out_dir)? else {
-            return Ok(self.not_stored("out_dir_not_regular_files", code));
+            return Ok(not_stored("out_dir_not_regular_files"));
         };
         // A UTF-8 text file that names a root (a pkg-config file's prefix, a CMake cache, a
         // generated `include!`) is stored with the roots templated, as stdout is, and filled
@@ -412,7 +412,7 @@ impl ScriptRun {
                 });
             }
         }
-        let pkg = self.event.crate_name.clone().unwrap_or_default();
+        let pkg = self.trace.crate_name.clone().unwrap_or_default();
         let mut outputs = Vec::with_capacity(files.len());
         for (name, path, mode) in files {
             let text = templated.iter().find(|(n, _)| *n == name).map(|(_, t)| t);
@@ -453,7 +453,7 @@ impl ScriptRun {
             key: manifest.entry_key(inv_key),
             invocation_key: inv_key.to_owned(),
             crate_name: pkg,
-            crate_version: self.event.crate_version.clone(),
+            crate_version: self.crate_version.clone(),
             crate_types: vec![RUN_CRATE_TYPE.to_owned()],
             outputs,
             stdout: templated_stdout.into_bytes(),
@@ -466,18 +466,22 @@ impl ScriptRun {
             key_fields,
         };
         store.commit_entry(&entry, &manifest, stat)?;
-        self.event.cache_key = Some(entry.key.clone());
-        self.event.size = entry.size();
-        self.event.store_ms = ms(store_start.elapsed());
-        Ok(Some(code))
+        Ok(Kept::Stored(Stored {
+            entry_key: entry.key.clone(),
+            size: entry.size(),
+            store_ms: ms(store_start.elapsed()),
+        }))
     }
+}
 
-    /// The script ran and succeeded but its run is not recorded.
-    fn not_stored(&mut self, why: &str, code: i32) -> Option<i32> {
-        tracing::debug!("build-script run not stored: {why}");
-        self.event.passthrough_reason = Some(why.to_owned());
-        Some(code)
-    }
+fn passthrough(reason: &str) -> Done {
+    Done::Passthrough(reason.to_owned())
+}
+
+/// The script ran and succeeded but its run is not recorded.
+fn not_stored(why: &str) -> Kept {
+    tracing::debug!("build-script run not stored: {why}");
+    Kept::NotStored(why.to_owned())
 }
 
 /// Whether a `cargo:` line names a path under the target dir but outside `OUT_DIR` (spelled

@@ -11,7 +11,7 @@ use std::fmt;
 
 /// Why a C/C++ invocation was not cached; the name is what the event log and `stats` show.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CcPassthrough {
+pub(crate) enum CcPassthrough {
     /// No `-c`: linking, a probe (`--version`, `-dumpmachine`), or nothing at all.
     NotACompile,
     /// `-E`, `-M`/`-MM`: the compiler's stdout is the result (cc's `-E` expansion probes).
@@ -43,7 +43,7 @@ pub enum CcPassthrough {
 }
 
 impl CcPassthrough {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::NotACompile => "c_not_a_compile",
             Self::Preprocess => "c_preprocess",
@@ -79,7 +79,7 @@ impl fmt::Display for CcPassthrough {
 
 /// The source language, from `-x` or the file extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
+pub(crate) enum Lang {
     C,
     Cxx,
     ObjC,
@@ -116,11 +116,11 @@ impl Lang {
         })
     }
 
-    pub fn is_assembly(self) -> bool {
+    pub(crate) fn is_assembly(self) -> bool {
         matches!(self, Lang::Asm | Lang::AsmCpp)
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Lang::C => "c",
             Lang::Cxx => "c++",
@@ -135,7 +135,7 @@ impl Lang {
 /// Where an include directory came from; the search order is quote dirs, then `-I`, then
 /// `-isystem`, then the system's own, then `-idirafter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum DirKind {
+pub(crate) enum DirKind {
     Quote,
     Angle,
     System,
@@ -144,7 +144,7 @@ pub enum DirKind {
 
 /// A cacheable compile.
 #[derive(Debug, Clone)]
-pub struct CcArgs {
+pub(crate) struct CcArgs {
     /// Every argument as given.
     pub tokens: Vec<String>,
     /// Indices of the `-o` option and its value (one index for `-ofile`).
@@ -221,7 +221,7 @@ const PATH_VALUED: &[&str] = &[
 
 impl CcArgs {
     /// Parses the arguments after the compiler; `Err` says why the compile is not cacheable.
-    pub fn parse(raw: &[OsString]) -> Result<CcArgs, CcPassthrough> {
+    pub(crate) fn parse(raw: &[OsString]) -> Result<CcArgs, CcPassthrough> {
         let mut tokens = Vec::with_capacity(raw.len());
         for a in raw {
             tokens.push(a.to_str().ok_or(CcPassthrough::NonUtf8Argument)?.to_owned());

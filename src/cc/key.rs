@@ -20,7 +20,7 @@ use crate::key::roots::Roots;
 use crate::key::{FileHasher, KeyBuilder, KeyField};
 
 #[derive(Debug, thiserror::Error)]
-pub enum CcKeyError {
+pub(crate) enum CcKeyError {
     #[error("cannot find the compiler {0}")]
     NoCompiler(PathBuf),
     #[error("cannot run {program} {args}: {source}")]
@@ -62,12 +62,12 @@ const COMPILER_VARS: &[&str] = &[
 ];
 
 /// Whether the compiler reads `name` (besides the user's extra list).
-pub fn is_keyed_var(name: &str) -> bool {
+pub(crate) fn is_keyed_var(name: &str) -> bool {
     COMPILER_VARS.contains(&name) || name.starts_with("LC_")
 }
 
 /// The include-path variables, in the order the compiler searches them (after `-I`).
-pub fn include_path_vars(lang: Lang) -> &'static [&'static str] {
+pub(crate) fn include_path_vars(lang: Lang) -> &'static [&'static str] {
     match lang {
         Lang::C | Lang::AsmCpp | Lang::Asm => &["CPATH", "C_INCLUDE_PATH"],
         Lang::Cxx => &["CPATH", "CPLUS_INCLUDE_PATH"],
@@ -78,7 +78,7 @@ pub fn include_path_vars(lang: Lang) -> &'static [&'static str] {
 
 /// What running the compiler told about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CompilerInfo {
+pub(crate) struct CompilerInfo {
     pub version: String,
     pub machine: String,
     /// Internal programs (`cc1`, `cc1plus`) that `-print-prog-name` names by path.
@@ -101,7 +101,7 @@ struct Memo {
 }
 
 /// The compiler's self-description, from the memo when its stamp still matches.
-pub fn compiler_info(compiler: &Path, cache_dir: &Path) -> Result<CompilerInfo, CcKeyError> {
+pub(crate) fn compiler_info(compiler: &Path, cache_dir: &Path) -> Result<CompilerInfo, CcKeyError> {
     let meta =
         std::fs::metadata(compiler).map_err(|_| CcKeyError::NoCompiler(compiler.to_owned()))?;
     let (size, mtime_ns) = (
@@ -225,7 +225,7 @@ fn parse_search_list(text: &str) -> Vec<String> {
 }
 
 /// Everything that goes into a C invocation key.
-pub struct CcKeyInputs<'a> {
+pub(crate) struct CcKeyInputs<'a> {
     pub args: &'a CcArgs,
     /// The driver as called (`argv[1]`), and where it resolves.
     pub called_as: &'a Path,
@@ -241,7 +241,7 @@ pub struct CcKeyInputs<'a> {
 }
 
 /// The invocation key and its readable fields.
-pub fn invocation_key(
+pub(crate) fn invocation_key(
     inputs: &CcKeyInputs,
     hasher: &mut dyn FileHasher,
 ) -> Result<(String, Vec<KeyField>), CcKeyError> {
@@ -313,7 +313,7 @@ pub fn invocation_key(
 }
 
 /// The keyed variables of `vars` plus every name in `extra` (unset ones keyed as unset).
-pub fn keyed_vars(
+pub(crate) fn keyed_vars(
     vars: impl Iterator<Item = (String, String)>,
     extra: &[String],
 ) -> Vec<(String, Option<String>)> {

@@ -11,9 +11,9 @@
 //! Every fault here runs the compiler exactly as given, and its stdout passes through byte for
 //! byte. This file is glue; it must not parse arguments or decide what is keyed.
 
-pub mod args;
-pub mod key;
-pub mod record;
+pub(crate) mod args;
+pub(crate) mod key;
+pub(crate) mod record;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -25,8 +25,8 @@ use self::key::{CcKeyError, CcKeyInputs, CompilerInfo};
 use self::record::RecordInputs;
 use crate::compile;
 use crate::config::Config;
-use crate::events::{BuildEvent, Outcome};
-use crate::frontend::{self, Fault, Front, Hit, io_fault, ms, plain};
+use crate::events::Outcome;
+use crate::frontend::{self, Done, Fault, Front, Hit, Kept, Ran, Stored, Trace, io_fault, ms};
 use crate::fsutil;
 use crate::invocation::Invocation;
 use crate::key::KeyField;
@@ -36,30 +36,30 @@ use crate::key::roots::{Roots, Spelling};
 use crate::restore;
 use crate::store::{Entry, StatCache, Store, StoredOutput};
 
-/// Runs one C/C++ compiler invocation through the cache; fills `event` and returns the exit
-/// code.
-pub fn run(inv: &Invocation, config: &Config, event: &mut BuildEvent) -> i32 {
+/// Runs one C/C++ compiler invocation through the cache. Returns what it learned, what it
+/// came to (for [`Trace::record`]) and the exit code. `crate_version` is the package's, for
+/// a stored entry.
+pub(crate) fn run(
+    inv: &Invocation,
+    config: &Config,
+    crate_version: Option<String>,
+) -> (Trace, Done, i32) {
     let mut c = CcRun {
         inv,
         config,
-        event,
-        compiler_ran: None,
+        crate_version,
+        trace: Trace::default(),
     };
-    match c.cached() {
-        Ok(code) => code,
-        Err(fault) => {
-            fault.heal(&config.dir);
-            c.degrade(fault)
-        }
-    }
+    let steps = c.cached();
+    let (done, code) = frontend::conclude(inv, c.trace.ran, &config.dir, steps, &[]);
+    (c.trace, done, code)
 }
 
 struct CcRun<'a> {
     inv: &'a Invocation,
     config: &'a Config,
-    event: &'a mut BuildEvent,
-    /// Exit code once the compiler has run; a later fault must not run it again.
-    compiler_ran: Option<i32>,
+    crate_version: Option<String>,
+    trace: Trace,
 }
 
 /// What lookup and store need once the compile is known to be cacheable.
@@ -74,47 +74,29 @@ struct Prepared {
 }
 
 impl CcRun<'_> {
-    fn passthrough(&mut self, reason: CcPassthrough) -> i32 {
-        tracing::debug!("passthrough: {reason}");
-        self.event.result = Outcome::Passthrough;
-        self.event.passthrough_reason = Some(reason.to_string());
-        self.event.compiler_runs = 1;
-        plain(self.inv)
-    }
-
-    fn degrade(&mut self, fault: Fault) -> i32 {
-        let message = frontend::one_line(&fault);
-        eprintln!("kache: warning: {message}; compiling without the cache");
-        self.event.result = Outcome::Error;
-        self.event.warning = Some(message);
-        if let Some(code) = self.compiler_ran {
-            return code;
-        }
-        self.event.compiler_runs = 1;
-        plain(self.inv)
-    }
-
-    fn cached(&mut self) -> Result<i32, Fault> {
+    /// parse → key → lookup → restore, or compile → store. A passthrough is returned, not
+    /// run.
+    fn cached(&mut self) -> Result<Done, Fault> {
         let key_start = Instant::now();
         let cwd = std::env::current_dir().map_err(io_fault("current directory"))?;
         let args = match CcArgs::parse(&self.inv.raw_args) {
             Ok(a) => a,
-            Err(reason) => return Ok(self.passthrough(reason)),
+            Err(reason) => return Ok(passthrough(reason)),
         };
         // These make the compiler write a dependency file of its own.
         if ["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"]
             .iter()
             .any(|v| std::env::var_os(v).is_some())
         {
-            return Ok(self.passthrough(CcPassthrough::DependencyFlags));
+            return Ok(passthrough(CcPassthrough::DependencyFlags));
         }
-        self.event.crate_name = Some(
+        self.trace.crate_name = Some(
             Path::new(&args.source)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         );
-        self.event.crate_types = vec![args.lang.name().to_owned()];
+        self.trace.crate_types = vec![args.lang.name().to_owned()];
         let store = Store::open(&self.config.dir)?;
         let called_as = self.inv.compiler_chain[0].clone();
         let path_var = std::env::var("PATH").ok();
@@ -127,7 +109,7 @@ impl CcRun<'_> {
             output.parent().map(Path::to_owned),
             output.file_name().map(|n| n.to_string_lossy().into_owned()),
         ) else {
-            return Ok(self.passthrough(CcPassthrough::NoOutput));
+            return Ok(passthrough(CcPassthrough::NoOutput));
         };
         let cargo_home = std::env::var_os("CARGO_HOME")
             .map(PathBuf::from)
@@ -161,7 +143,7 @@ impl CcRun<'_> {
             },
             &mut stat,
         )?;
-        self.event.key_ms = ms(key_start.elapsed());
+        self.trace.key_ms = ms(key_start.elapsed());
         let p = Prepared {
             args,
             cwd,
@@ -187,21 +169,26 @@ impl CcRun<'_> {
             system_dirs: &system_dirs,
             front: Front::Compile,
         };
-        let mut seen = frontend::Seen::default();
-        let looked = frontend::lookup(&lookup, &mut stat, &mut matches, &mut restore, &mut seen);
-        seen.report(self.event);
+        let looked = frontend::lookup(
+            &lookup,
+            &mut stat,
+            &mut matches,
+            &mut restore,
+            &mut self.trace.seen,
+        );
         let (hit, remote) = looked?;
         if let Some(hit) = hit {
-            hit.report(self.event);
-            return Ok(0);
+            return Ok(Done::Hit(hit));
         }
-        let code = self.compile_and_store(&store, &mut stat, &p, &inv_key, key_fields)?;
-        if let Some(entry_key) = &self.event.cache_key {
-            frontend::queue_upload(remote.as_ref(), store.dir(), entry_key, &inv_key);
+        let kept = self.compile_and_store(&store, &mut stat, &p, &inv_key, key_fields)?;
+        if let Kept::Stored(s) = &kept {
+            frontend::queue_upload(remote.as_ref(), store.dir(), &s.entry_key, &inv_key);
         }
-        Ok(code)
+        Ok(Done::Ran(kept))
     }
 
+    /// Runs the compiler (recorded in the trace) and stores its object, unless it failed or
+    /// what it did cannot be replayed.
     fn compile_and_store(
         &mut self,
         store: &Store,
@@ -209,7 +196,7 @@ impl CcRun<'_> {
         p: &Prepared,
         inv_key: &str,
         key_fields: Vec<KeyField>,
-    ) -> Result<i32, Fault> {
+    ) -> Result<Kept, Fault> {
         let output = p.out_dir.join(&p.out_name);
         // The compiler must never write through a link into a blob.
         restore::remove_if_present(&output).map_err(io_fault(format!(
@@ -240,23 +227,22 @@ impl CcRun<'_> {
         let compile_start = SystemTime::now();
         let compiled = compile::run_captured(&self.inv.compiler_chain, &compile_args)
             .map_err(io_fault(format!("running {}", self.inv.rustc().display())))?;
-        self.compiler_ran = Some(compiled.exit_code);
-        self.event.compiler_runs = 1;
-        self.event.result = Outcome::Miss;
-        self.event.compile_time_ms = ms(compiled.elapsed);
+        self.trace.ran = Some(Ran {
+            exit_code: compiled.exit_code,
+            compile_ms: ms(compiled.elapsed),
+        });
         let depfile_text = std::fs::read_to_string(&depfile);
         let _ = std::fs::remove_file(&depfile);
         if compiled.exit_code != 0 {
-            return Ok(compiled.exit_code);
+            return Ok(Kept::Not);
         }
-        let crate_name = self.event.crate_name.clone().unwrap_or_default();
+        let crate_name = self.trace.crate_name.clone().unwrap_or_default();
         crate::testhook::crash_point("after_compile", &crate_name);
         // A hit replays the output as text; output that is not must not come back altered.
         if std::str::from_utf8(&compiled.stdout).is_err()
             || std::str::from_utf8(&compiled.stderr).is_err()
         {
-            self.event.passthrough_reason = Some("not_stored (output not UTF-8)".into());
-            return Ok(0);
+            return Ok(Kept::NotStored("not_stored (output not UTF-8)".into()));
         }
         let store_start = Instant::now();
         let depfile_text = match depfile_text {
@@ -286,8 +272,7 @@ impl CcRun<'_> {
             Ok(m) => m,
             Err(why) => {
                 tracing::debug!("not storing: {why}");
-                self.event.passthrough_reason = Some(format!("not_stored ({why})"));
-                return Ok(0);
+                return Ok(Kept::NotStored(format!("not_stored ({why})")));
             }
         };
         let meta = std::fs::metadata(&output)
@@ -301,8 +286,8 @@ impl CcRun<'_> {
             key: manifest.entry_key(inv_key),
             invocation_key: inv_key.to_owned(),
             crate_name: crate_name.clone(),
-            crate_version: self.event.crate_version.clone(),
-            crate_types: self.event.crate_types.clone(),
+            crate_version: self.crate_version.clone(),
+            crate_types: self.trace.crate_types.clone(),
             outputs: vec![StoredOutput {
                 name: p.out_name.clone(),
                 blob,
@@ -319,11 +304,16 @@ impl CcRun<'_> {
         store.commit_entry(&entry, &manifest, stat)?;
         crate::testhook::crash_point("after_commit", &crate_name);
         crate::store::maintenance::maybe_start_background_gc(store, self.config.max_size);
-        self.event.cache_key = Some(entry.key.clone());
-        self.event.size = entry.size();
-        self.event.store_ms = ms(store_start.elapsed());
-        Ok(0)
+        Ok(Kept::Stored(Stored {
+            entry_key: entry.key.clone(),
+            size: entry.size(),
+            store_ms: ms(store_start.elapsed()),
+        }))
     }
+}
+
+fn passthrough(reason: CcPassthrough) -> Done {
+    Done::Passthrough(reason.to_string())
 }
 
 /// Puts the stored object at this invocation's `-o` and replays the compiler's output.

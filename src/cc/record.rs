@@ -31,7 +31,7 @@ use crate::key::roots::Roots;
 
 /// Why a successful compile is not stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotStored {
+pub(crate) enum NotStored {
     /// An input changed while the compiler ran.
     ChangedDuringCompile(String),
     /// The object depends on the time of the compile.
@@ -60,7 +60,7 @@ impl std::fmt::Display for NotStored {
 }
 
 /// Everything [`record`] reads besides the depfile.
-pub struct RecordInputs<'a> {
+pub(crate) struct RecordInputs<'a> {
     pub args: &'a CcArgs,
     pub cwd: &'a Path,
     pub roots: &'a Roots,
@@ -70,7 +70,7 @@ pub struct RecordInputs<'a> {
 }
 
 /// Builds the manifest for a successful compile from its depfile text.
-pub fn record(
+pub(crate) fn record(
     depfile: &str,
     inp: &RecordInputs,
     hasher: &mut dyn FileHasher,

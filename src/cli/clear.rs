@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::store::maintenance::ClearReport;
 
 #[derive(Debug, clap::Args)]
-pub struct ClearArgs {
+pub(crate) struct ClearArgs {
     /// Do not ask for confirmation
     #[arg(long, short = 'y')]
     yes: bool,
@@ -23,7 +23,7 @@ pub struct ClearArgs {
     json: bool,
 }
 
-pub fn run(config: &Config, args: ClearArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: &Config, args: ClearArgs) -> anyhow::Result<ExitCode> {
     // Refused before anything else, so a script learns it needs --yes even on an empty cache.
     if !args.yes && !std::io::stdin().is_terminal() {
         eprintln!(

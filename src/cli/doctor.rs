@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::remote::RemoteStore;
 
 #[derive(Debug, clap::Args)]
-pub struct DoctorArgs {}
+pub(crate) struct DoctorArgs {}
 
 #[derive(PartialEq, Eq)]
 enum Level {
@@ -40,7 +40,7 @@ impl Report {
     }
 }
 
-pub fn run(config: &Config, _args: DoctorArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: &Config, _args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let mut r = Report { failed: false };
     wrapper(&mut r);
     let writable = cache_dir(&mut r, &config.dir);

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 /// Why a command exits as it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// The command did what it was asked.
     Success = 0,
     /// The command failed or found problems (`verify`, `doctor`, a failed `sync`).

@@ -20,7 +20,7 @@ use crate::key::diff::{
 use crate::store::catalog::StoredCompile;
 
 #[derive(Debug, clap::Args)]
-pub struct ExplainArgs {
+pub(crate) struct ExplainArgs {
     /// The crate, as rustc names it (`serde_json`; `serde-json` works too)
     #[arg(value_name = "CRATE")]
     crate_name: String,
@@ -68,7 +68,7 @@ fn short(v: &str) -> String {
 impl Difference {
     /// A short name for the difference, for lists: `-C extra-filename`, `env OUT_DIR`,
     /// `gen.rs`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self.part {
             Part::File => self
                 .name
@@ -88,7 +88,7 @@ impl Difference {
     }
 
     /// One line for people, e.g. `env FOO: "a" → "b"` or `src/lib.rs: content changed`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         use Change::*;
         let name = &self.name;
         match (self.part, &self.change) {
@@ -228,7 +228,7 @@ fn describe_field(label: &Label, change: &Change) -> String {
 
 /// The whole answer, as `--json` prints it.
 #[derive(Debug, Serialize)]
-pub struct Explanation {
+pub(crate) struct Explanation {
     pub crate_name: String,
     /// The crate's newest event in the log, if any.
     pub latest_result: Option<Outcome>,
@@ -243,7 +243,7 @@ pub struct Explanation {
 }
 
 #[derive(Debug, Serialize)]
-pub struct EntryInfo {
+pub(crate) struct EntryInfo {
     pub key: String,
     pub crate_version: Option<String>,
     pub crate_types: Vec<String>,
@@ -255,7 +255,7 @@ pub struct EntryInfo {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Described {
+pub(crate) struct Described {
     #[serde(flatten)]
     pub difference: Difference,
     pub summary: String,
@@ -280,7 +280,7 @@ fn inputs(c: &StoredCompile) -> Inputs<'_> {
     }
 }
 
-pub fn run(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let events = events::read_all(&config.dir)
         .with_context(|| format!("reading the event log in {}", config.dir.display()))?;
     let store = super::open_existing(config)?;
@@ -341,7 +341,11 @@ pub fn run(config: &Config, args: ExplainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Picks the compile to explain and its nearest stored neighbour, and compares them.
-pub fn explain(name: &str, events: &[BuildEvent], compiles: &[StoredCompile]) -> Explanation {
+pub(crate) fn explain(
+    name: &str,
+    events: &[BuildEvent],
+    compiles: &[StoredCompile],
+) -> Explanation {
     let ours: Vec<&BuildEvent> = events
         .iter()
         .filter(|e| e.crate_name.as_deref() == Some(name))
@@ -398,7 +402,7 @@ fn describe_entry(e: &EntryInfo, now: i64) -> String {
     )
 }
 
-pub fn render(x: &Explanation, now: i64) -> String {
+pub(crate) fn render(x: &Explanation, now: i64) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let name = &x.crate_name;

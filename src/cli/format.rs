@@ -1,6 +1,6 @@
 //! Sizes, durations and percentages for people.
 
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut v = n as f64;
     let mut unit = 0;
@@ -15,7 +15,7 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-pub fn duration_ms(ms: f64) -> String {
+pub(crate) fn duration_ms(ms: f64) -> String {
     if ms < 1.0 {
         format!("{:.0} µs", ms * 1000.0)
     } else if ms < 1000.0 {
@@ -33,7 +33,7 @@ pub fn duration_ms(ms: f64) -> String {
 }
 
 /// How long ago something happened, from its age in seconds: `12 s ago`, `5 min ago`, ...
-pub fn ago(secs: i64) -> String {
+pub(crate) fn ago(secs: i64) -> String {
     match secs {
         i64::MIN..=1 => "just now".to_owned(),
         2..=119 => format!("{secs} s ago"),
@@ -44,7 +44,7 @@ pub fn ago(secs: i64) -> String {
 }
 
 /// `s` cut to `width` characters, with an ellipsis when cut.
-pub fn truncate(s: &str, width: usize) -> String {
+pub(crate) fn truncate(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
         s.to_owned()
     } else {
@@ -55,11 +55,11 @@ pub fn truncate(s: &str, width: usize) -> String {
 }
 
 /// `1 entry`, `2 entries`.
-pub fn count(n: u64, one: &str, many: &str) -> String {
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-pub fn percent(part: f64, whole: f64) -> String {
+pub(crate) fn percent(part: f64, whole: f64) -> String {
     if whole <= 0.0 {
         "-".to_owned()
     } else {

@@ -12,7 +12,7 @@ use crate::config::{Config, parse_duration_secs, parse_size};
 use crate::store::maintenance::GcReport;
 
 #[derive(Debug, clap::Args)]
-pub struct GcArgs {
+pub(crate) struct GcArgs {
     /// Size limit, e.g. 10G or 500M [default: KACHE_MAX_SIZE, else 10G]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_size: Option<u64>,
@@ -34,7 +34,7 @@ pub struct GcArgs {
     auto: bool,
 }
 
-pub fn run(config: &Config, args: GcArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: &Config, args: GcArgs) -> anyhow::Result<ExitCode> {
     // Never a fresh store at a mistyped path; a dry run also works on a read-only one.
     let mut store = super::open_required(config)?;
     let mut scratch = None;

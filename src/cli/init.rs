@@ -12,7 +12,7 @@ use anyhow::Context;
 use toml_edit::{DocumentMut, Item};
 
 #[derive(Debug, clap::Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// Remove the setting again (only when it names a kache binary)
     #[arg(long)]
     undo: bool,
@@ -28,7 +28,7 @@ pub struct InitArgs {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum InitError {
+pub(crate) enum InitError {
     #[error("{path} is not valid TOML: {message}")]
     Parse { path: String, message: String },
     #[error("`build` in {path} is not a table")]
@@ -43,7 +43,7 @@ pub enum InitError {
 
 /// What an edit did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The setting was added (or a kache at another path replaced).
     Set,
     /// It already named this kache; nothing to do.
@@ -104,7 +104,7 @@ fn is_kache(value: &str) -> bool {
 
 /// Sets `build.rustc-wrapper = wrapper` in the config text `text` (read from `path`, named in
 /// errors). Another wrapper is only replaced with `force`.
-pub fn set_wrapper(
+pub(crate) fn set_wrapper(
     text: &str,
     path: &str,
     wrapper: &str,
@@ -135,7 +135,7 @@ pub fn set_wrapper(
 
 /// Removes `build.rustc-wrapper` when it names a kache binary; an emptied `[build]` table
 /// goes too, unless a comment sits on it.
-pub fn unset_wrapper(text: &str, path: &str) -> Result<(String, Outcome), InitError> {
+pub(crate) fn unset_wrapper(text: &str, path: &str) -> Result<(String, Outcome), InitError> {
     let mut doc = parse(text, path)?;
     match current(&doc, path)? {
         None => return Ok((text.to_owned(), Outcome::NotSet(None))),
@@ -185,7 +185,7 @@ fn is_kache_env(value: &str) -> bool {
 
 /// Adds (or, with `undo`, removes) the `[env]` entries that route older `cc` crates through
 /// kache. A `CC` or `CXX` that is not kache's is left alone and named in the second value.
-pub fn edit_cc_env(
+pub(crate) fn edit_cc_env(
     text: &str,
     path: &str,
     wrapper: &str,
@@ -271,7 +271,7 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     })
 }
 
-pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     let path = config_path(&cargo_home()?);
     let shown = path.display().to_string();
     let text = match std::fs::read_to_string(&path) {

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::store::catalog::EntrySummary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SortBy {
+pub(crate) enum SortBy {
     /// By crate name, then version
     Name,
     /// Largest first
@@ -21,7 +21,7 @@ pub enum SortBy {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// Only this crate's entries (`serde_json`; `serde-json` works too)
     #[arg(value_name = "CRATE")]
     crate_name: Option<String>,
@@ -33,7 +33,7 @@ pub struct ListArgs {
     json: bool,
 }
 
-pub fn run(config: &Config, args: ListArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: &Config, args: ListArgs) -> anyhow::Result<ExitCode> {
     let mut entries = if let Some(store) = super::open_existing(config)? {
         // Hits are recorded in the event log; fold them in so counts and ages are current.
         if let Some(events) = super::logged_events(config) {
@@ -57,7 +57,7 @@ pub fn run(config: &Config, args: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn sort(entries: &mut [EntrySummary], by: SortBy) {
+pub(crate) fn sort(entries: &mut [EntrySummary], by: SortBy) {
     match by {
         SortBy::Name => entries.sort_by(|a, b| {
             (&a.crate_name, &a.crate_version, a.created).cmp(&(
@@ -73,7 +73,7 @@ pub fn sort(entries: &mut [EntrySummary], by: SortBy) {
 }
 
 /// A table at most 80 columns wide.
-pub fn render(entries: &[EntrySummary], now: i64) -> String {
+pub(crate) fn render(entries: &[EntrySummary], now: i64) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     if entries.is_empty() {

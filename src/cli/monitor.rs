@@ -28,7 +28,7 @@ use crate::events::tail::{Batch, LogTail, Reopened};
 use crate::events::{self, BuildEvent, Outcome};
 
 #[derive(Debug, clap::Args)]
-pub struct MonitorArgs {
+pub(crate) struct MonitorArgs {
     /// Start with the whole current log instead of only what happens from now on
     #[arg(long)]
     from_start: bool,
@@ -42,7 +42,7 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// Everything the screen shows.
 #[derive(Debug, Clone, Default)]
-pub struct MonitorState {
+pub(crate) struct MonitorState {
     pub log_path: String,
     /// Unix milliseconds at the last tick, for the ages shown.
     pub now_ms: u64,
@@ -57,14 +57,14 @@ pub struct MonitorState {
 }
 
 impl MonitorState {
-    pub fn new(log_path: String) -> Self {
+    pub(crate) fn new(log_path: String) -> Self {
         MonitorState {
             log_path,
             ..Self::default()
         }
     }
 
-    pub fn apply(&mut self, batch: Batch) {
+    pub(crate) fn apply(&mut self, batch: Batch) {
         match batch.reopened {
             Some(Reopened::Rotated) => {
                 self.notice = Some("log rotated; following the new file".into())
@@ -79,7 +79,7 @@ impl MonitorState {
         }
     }
 
-    pub fn record(&mut self, e: BuildEvent) {
+    pub(crate) fn record(&mut self, e: BuildEvent) {
         self.summary.record(&e);
         if e.result == Outcome::Miss {
             let name = e.crate_name.clone().unwrap_or_else(|| "?".into());
@@ -107,7 +107,7 @@ fn result_style(r: Outcome) -> (&'static str, Style) {
 }
 
 /// Draws the whole screen from `state`.
-pub fn draw(frame: &mut Frame, state: &MonitorState) {
+pub(crate) fn draw(frame: &mut Frame, state: &MonitorState) {
     let [top, middle, bottom] = Layout::vertical([
         Constraint::Length(5),
         Constraint::Min(4),
@@ -229,7 +229,7 @@ fn quits(key: KeyEvent) -> bool {
             || (key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL)))
 }
 
-pub fn run(config: &Config, args: MonitorArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: &Config, args: MonitorArgs) -> anyhow::Result<ExitCode> {
     if !std::io::stdout().is_terminal() {
         eprintln!("kache: error: `kache monitor` needs a terminal (try `kache stats`)");
         return Ok(Exit::Usage.into());

@@ -14,7 +14,7 @@ use super::format;
 use crate::config::{Config, Origin, Sources};
 
 #[derive(Debug, clap::Args)]
-pub struct ConfigArgs {
+pub(crate) struct ConfigArgs {
     /// Print the settings as JSON
     #[arg(long)]
     json: bool,
@@ -28,7 +28,7 @@ struct Row {
     from: String,
 }
 
-pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let env = |name: &str| std::env::var(name).ok();
     let (sources, config) = match Sources::load(&env).and_then(|s| {
         let c = Config::from_sources(&s)?;

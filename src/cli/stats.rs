@@ -17,7 +17,7 @@ use crate::events::summary::{
 use crate::events::{self, BuildEvent};
 
 #[derive(Debug, clap::Args)]
-pub struct StatsArgs {
+pub(crate) struct StatsArgs {
     /// Only count invocations newer than this, e.g. 24h or 7d
     #[arg(long, value_name = "AGE", value_parser = parse_duration_secs)]
     since: Option<u64>,
@@ -35,7 +35,7 @@ const SLOWEST: usize = 5;
 const WARNINGS: usize = 5;
 
 #[derive(Debug, Default, Serialize)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// The `--since` window in seconds; `null` for the whole log.
     pub since_secs: Option<u64>,
     /// Unix milliseconds of the oldest and newest invocation counted.
@@ -78,7 +78,7 @@ pub struct Stats {
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
-pub struct StoreFigures {
+pub(crate) struct StoreFigures {
     pub size: u64,
     pub limit: u64,
     pub entries: u64,
@@ -88,7 +88,7 @@ pub struct StoreFigures {
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
-pub struct RemoteFigures {
+pub(crate) struct RemoteFigures {
     pub configured: bool,
     pub hits: usize,
     pub downloaded_bytes: u64,
@@ -101,7 +101,7 @@ pub struct RemoteFigures {
 }
 
 /// Folds events into figures (store and remote settings are filled in by the caller).
-pub fn summarize(events: &[BuildEvent]) -> Stats {
+pub(crate) fn summarize(events: &[BuildEvent]) -> Stats {
     let mut summary = Summary::default();
     for e in events {
         summary.record(e);
@@ -150,7 +150,7 @@ impl Stats {
     }
 }
 
-pub fn run(config: &Config, args: StatsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: &Config, args: StatsArgs) -> anyhow::Result<ExitCode> {
     if args.zero {
         super::zero::zero(&config.dir)
             .with_context(|| format!("zeroing the counters in {}", config.dir.display()))?;
@@ -198,7 +198,7 @@ pub fn run(config: &Config, args: StatsArgs) -> anyhow::Result<ExitCode> {
 const LABEL: usize = 16;
 
 /// The human report: a table at most 80 columns wide.
-pub fn render(s: &Stats) -> String {
+pub(crate) fn render(s: &Stats) -> String {
     let mut o = String::new();
     let window = match (s.since_secs, s.first_ts, s.last_ts) {
         (Some(secs), _, _) => format!("in the last {}", format::duration_ms(secs as f64 * 1e3)),
@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn build_script_runs_are_counted_apart() {
         let mut run = event("zstd-sys:build-script", Outcome::LocalHit, 900.0);
-        run.crate_types = vec![crate::buildscript::run::RUN_CRATE_TYPE.to_owned()];
+        run.crate_types = vec![crate::events::RUN_CRATE_TYPE.to_owned()];
         run.elapsed_ms = 10.0;
         let mut events = sample();
         assert_eq!(summarize(&events).build_script_runs, None);

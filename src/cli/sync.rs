@@ -19,7 +19,7 @@ const SYNC_BUDGET: Duration = Duration::from_secs(900);
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("direction").required(true).multiple(true).args(["push", "pull"])))]
-pub struct SyncArgs {
+pub(crate) struct SyncArgs {
     /// Upload what is queued (entries compiled here since the last upload) and wait for it.
     #[arg(long)]
     push: bool,
@@ -38,7 +38,7 @@ pub struct SyncArgs {
     json: bool,
 }
 
-pub fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: &Config, args: SyncArgs) -> anyhow::Result<ExitCode> {
     // A bad remote setting is bad usage (exit 2), like any other setting.
     let remote = config
         .remote

@@ -10,7 +10,7 @@ use super::progress::Bar;
 use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// Remove damaged entries, corrupt and orphan blobs, and rebuild reference counts
     #[arg(long)]
     repair: bool,
@@ -19,7 +19,7 @@ pub struct VerifyArgs {
     json: bool,
 }
 
-pub fn run(config: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let store = if args.repair {
         super::open_store(config)?
     } else {

@@ -12,7 +12,7 @@ use crate::fsutil::{read_below, write_atomic};
 const MARKER: &str = "stats-zeroed-ms";
 
 /// Records now as the moment the counters start from.
-pub fn zero(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn zero(dir: &Path) -> std::io::Result<()> {
     write_atomic(
         dir,
         &dir.join(MARKER),
@@ -22,7 +22,7 @@ pub fn zero(dir: &Path) -> std::io::Result<()> {
 
 /// Unix milliseconds of the last `stats --zero`, if any (an unreadable marker counts as none:
 /// the figures are then the whole log's, as before zeroing).
-pub fn zeroed_at(dir: &Path) -> Option<u64> {
+pub(crate) fn zeroed_at(dir: &Path) -> Option<u64> {
     let bytes = read_below(dir, &dir.join(MARKER)).ok()?;
     String::from_utf8(bytes).ok()?.trim().parse().ok()
 }

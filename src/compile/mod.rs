@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub struct Compiled {
+pub(crate) struct Compiled {
     pub exit_code: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
@@ -19,7 +19,7 @@ pub struct Compiled {
 }
 
 /// Runs the compiler with output passed through and captured.
-pub fn run_captured(chain: &[PathBuf], args: &[OsString]) -> io::Result<Compiled> {
+pub(crate) fn run_captured(chain: &[PathBuf], args: &[OsString]) -> io::Result<Compiled> {
     let start = Instant::now();
     let mut child = command(chain, args)
         .stdout(Stdio::piped())
@@ -40,7 +40,7 @@ pub fn run_captured(chain: &[PathBuf], args: &[OsString]) -> io::Result<Compiled
 }
 
 /// Runs the compiler with inherited stdio (passthrough); returns its exit code.
-pub fn run_plain(chain: &[PathBuf], args: &[OsString]) -> io::Result<i32> {
+pub(crate) fn run_plain(chain: &[PathBuf], args: &[OsString]) -> io::Result<i32> {
     command(chain, args).status().map(exit_code)
 }
 
@@ -55,7 +55,7 @@ fn command(chain: &[PathBuf], args: &[OsString]) -> Command {
 }
 
 /// Copies a pipe to `sink` chunk by chunk, keeping what passed.
-pub fn tee(source: Option<impl Read>, mut sink: impl Write) -> Vec<u8> {
+pub(crate) fn tee(source: Option<impl Read>, mut sink: impl Write) -> Vec<u8> {
     let mut kept = Vec::new();
     let Some(mut source) = source else {
         return kept;
@@ -77,7 +77,7 @@ pub fn tee(source: Option<impl Read>, mut sink: impl Write) -> Vec<u8> {
 }
 
 /// The exit code as a shell would report it (128 + signal for a killed compiler).
-pub fn exit_code(status: ExitStatus) -> i32 {
+pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status
         .code()

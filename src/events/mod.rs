@@ -8,8 +8,8 @@
 //! schema; it must not compute any of the figures it records. [`tail`] follows the log live;
 //! [`summary`] folds events into the figures `stats` and `monitor` show.
 
-pub mod summary;
-pub mod tail;
+pub(crate) mod summary;
+pub(crate) mod tail;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) const SCHEMA: u32 = 2;
 /// Size past which the log is rotated.
 pub(crate) const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
+/// The crate type of a build-script run's event (and of its entry), which stats counts apart.
+pub(crate) const RUN_CRATE_TYPE: &str = "build-script-run";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
 #[serde(rename_all = "snake_case")]
@@ -106,7 +108,7 @@ fn rotation_lock_path(cache_dir: &Path) -> PathBuf {
 /// The line is one `write` on an `O_APPEND` descriptor. When the file does not end with a
 /// newline (a line torn by a crash), the line starts with one, so the torn line cannot
 /// swallow it. Nothing under the cache dir is followed if it is a symlink.
-pub fn append(cache_dir: &Path, event: &BuildEvent) -> io::Result<()> {
+pub(crate) fn append(cache_dir: &Path, event: &BuildEvent) -> io::Result<()> {
     let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
     line.push(b'\n');
     let path = log_path(cache_dir);

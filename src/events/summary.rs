@@ -98,7 +98,7 @@ pub(crate) struct WarningCount {
 
 impl Summary {
     /// Counts one event.
-    pub fn record(&mut self, e: &BuildEvent) {
+    pub(crate) fn record(&mut self, e: &BuildEvent) {
         let seq = self.invocations;
         self.invocations += 1;
         self.first_ts = Some(self.first_ts.map_or(e.ts, |t| t.min(e.ts)));
@@ -144,10 +144,7 @@ impl Summary {
             let name = r.split(' ').next().unwrap_or(r).to_owned();
             *self.reasons.entry(name).or_default() += 1;
         }
-        if e.crate_types
-            .iter()
-            .any(|t| t == crate::buildscript::run::RUN_CRATE_TYPE)
-        {
+        if e.crate_types.iter().any(|t| t == super::RUN_CRATE_TYPE) {
             let runs = self
                 .build_script_runs
                 .get_or_insert_with(RunFigures::default);
@@ -170,7 +167,7 @@ impl Summary {
     }
 
     /// Hits over cacheable invocations (hits + misses); 0 when there were none.
-    pub fn hit_rate(&self) -> f64 {
+    pub(crate) fn hit_rate(&self) -> f64 {
         let hits = (self.local_hits + self.remote_hits) as f64;
         let cacheable = hits + self.misses as f64;
         if cacheable > 0.0 {
@@ -181,7 +178,7 @@ impl Summary {
     }
 
     /// Compile time the hits avoided over compile time that was or would have been spent.
-    pub fn weighted_hit_rate(&self) -> f64 {
+    pub(crate) fn weighted_hit_rate(&self) -> f64 {
         let total = self.hit_compile_time_ms + self.miss_compile_time_ms;
         if total > 0.0 {
             self.hit_compile_time_ms / total
@@ -196,7 +193,7 @@ impl Summary {
     }
 
     /// Passthrough reasons, most frequent first (ties by name).
-    pub fn passthrough_reasons(&self) -> Vec<ReasonCount> {
+    pub(crate) fn passthrough_reasons(&self) -> Vec<ReasonCount> {
         let mut reasons: Vec<_> = self
             .reasons
             .iter()
@@ -211,7 +208,7 @@ impl Summary {
 
     /// The `n` slowest misses, one per crate (its slowest compile): a crate rebuilt five
     /// times is one finding. Equal times keep the order the log has them in.
-    pub fn slowest_misses(&self, n: usize) -> Vec<SlowMiss> {
+    pub(crate) fn slowest_misses(&self, n: usize) -> Vec<SlowMiss> {
         let mut misses: Vec<_> = self.slowest.iter().collect();
         misses.sort_by(|(_, (a, i)), (_, (b, j))| b.total_cmp(a).then(i.cmp(j)));
         misses
@@ -245,7 +242,7 @@ impl Summary {
     }
 
     /// The `n` most frequent warnings, most frequent first (ties by text).
-    pub fn warnings(&self, n: usize) -> Vec<WarningCount> {
+    pub(crate) fn warnings(&self, n: usize) -> Vec<WarningCount> {
         let mut warnings: Vec<_> = self
             .warnings
             .iter()

@@ -41,7 +41,7 @@ pub(crate) struct LogTail {
 impl LogTail {
     /// Follows `path` from its current end, or from its beginning with `from_start`. The
     /// file need not exist yet.
-    pub fn open(path: &Path, from_start: bool) -> LogTail {
+    pub(crate) fn open(path: &Path, from_start: bool) -> LogTail {
         let mut tail = LogTail {
             path: path.to_owned(),
             file: None,
@@ -63,7 +63,7 @@ impl LogTail {
 
     /// Reads what was appended since the last poll. I/O errors are not fatal: the log may be
     /// between a rename and its re-creation, and the next poll tries again.
-    pub fn poll(&mut self) -> Batch {
+    pub(crate) fn poll(&mut self) -> Batch {
         let mut batch = Batch::default();
         let mut bytes = Vec::new();
         match std::fs::metadata(&self.path) {

@@ -12,7 +12,7 @@ use super::PassthroughReason;
 
 /// One option or positional argument, in rustc's own spelling.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArgItem {
+pub(crate) struct ArgItem {
     /// Canonical flag name (`--cfg`, `-C`, ...), or `""` for a positional argument.
     pub flag: String,
     pub value: Option<String>,
@@ -21,27 +21,27 @@ pub struct ArgItem {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EmitKind {
+pub(crate) enum EmitKind {
     Link,
     Metadata,
     DepInfo,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Emit {
+pub(crate) struct Emit {
     pub kind: EmitKind,
     /// `--emit=kind=PATH`.
     pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extern {
+pub(crate) struct Extern {
     pub name: String,
     pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NativeLib {
+pub(crate) struct NativeLib {
     /// `static`, `dylib`, `framework`, or empty when unspecified.
     pub kind: String,
     pub name: String,
@@ -49,7 +49,7 @@ pub struct NativeLib {
 
 /// The parsed command line.
 #[derive(Debug, Clone, Default)]
-pub struct RustcArgs {
+pub(crate) struct RustcArgs {
     /// All arguments, argfiles expanded.
     pub tokens: Vec<String>,
     pub items: Vec<ArgItem>,
@@ -117,7 +117,7 @@ const VALUE_FLAGS: &[&str] = &[
 
 impl RustcArgs {
     /// Parses rustc's arguments. `cwd` resolves relative `@argfile`s.
-    pub fn parse(raw: &[OsString], cwd: &Path) -> Result<Self, PassthroughReason> {
+    pub(crate) fn parse(raw: &[OsString], cwd: &Path) -> Result<Self, PassthroughReason> {
         let mut tokens = Vec::with_capacity(raw.len());
         for arg in raw {
             let s = arg.to_str().ok_or(PassthroughReason::NonUtf8Argument)?;
@@ -275,7 +275,7 @@ impl RustcArgs {
 
     /// Why this invocation cannot be cached, if it cannot; `None` means cacheable.
     /// `cache_incremental` is false with `KACHE_INCREMENTAL=pass`.
-    pub fn passthrough_reason(&self, cache_incremental: bool) -> Option<PassthroughReason> {
+    pub(crate) fn passthrough_reason(&self, cache_incremental: bool) -> Option<PassthroughReason> {
         if self.version_probe || !self.prints.is_empty() {
             return Some(PassthroughReason::Probe);
         }
@@ -317,7 +317,7 @@ impl RustcArgs {
     }
 
     /// The value of `-C key=…` (the last one wins, as in rustc).
-    pub fn codegen_value(&self, key: &str) -> Option<&str> {
+    pub(crate) fn codegen_value(&self, key: &str) -> Option<&str> {
         self.codegen
             .iter()
             .rev()
@@ -326,7 +326,7 @@ impl RustcArgs {
     }
 
     /// The crate types, with rustc's default (`bin`) when none is given and `--test` as `bin`.
-    pub fn effective_crate_types(&self) -> Vec<&str> {
+    pub(crate) fn effective_crate_types(&self) -> Vec<&str> {
         if self.is_test || self.crate_types.is_empty() {
             return vec!["bin"];
         }
@@ -334,7 +334,7 @@ impl RustcArgs {
     }
 
     /// The emit kinds, with rustc's default (`link`) when none is given.
-    pub fn emit_kinds(&self) -> Vec<EmitKind> {
+    pub(crate) fn emit_kinds(&self) -> Vec<EmitKind> {
         if self.emits.is_empty() {
             return vec![EmitKind::Link];
         }
@@ -344,7 +344,7 @@ impl RustcArgs {
     }
 
     /// Whether the output is produced by a linker (its identity goes in the key).
-    pub fn links(&self) -> bool {
+    pub(crate) fn links(&self) -> bool {
         self.emit_kinds().contains(&EmitKind::Link)
             && self
                 .effective_crate_types()

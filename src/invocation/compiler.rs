@@ -9,8 +9,12 @@
 
 use std::ffi::OsStr;
 
+/// The C/C++ compiler drivers by their plain names: the one list of them (a build script's
+/// key hashes each one `PATH` finds, too).
+pub(crate) const C_DRIVERS: &[&str] = &["gcc", "cc", "c++", "g++", "clang", "clang++"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompilerFamily {
+pub(crate) enum CompilerFamily {
     /// rustc, a `*-rustc`, or clippy-driver: the rustc pipeline.
     Rust,
     /// gcc, clang, cc, c++, g++, clang++ and their target-prefixed or versioned forms.
@@ -21,7 +25,7 @@ pub enum CompilerFamily {
 
 impl CompilerFamily {
     /// The family of `word` (argv[1]), or `None` when it is not a compiler at all.
-    pub fn classify(word: &OsStr) -> Option<CompilerFamily> {
+    pub(crate) fn classify(word: &OsStr) -> Option<CompilerFamily> {
         let bytes = word.as_encoded_bytes();
         let is_path = bytes.contains(&b'/');
         let name = std::path::Path::new(word)
@@ -50,8 +54,7 @@ fn family_of_name(name: &str) -> Option<CompilerFamily> {
         return Some(CompilerFamily::Rust);
     }
     let unversioned = strip_version(name);
-    const DRIVERS: &[&str] = &["gcc", "cc", "c++", "g++", "clang", "clang++"];
-    let is_driver = DRIVERS.iter().any(|d| {
+    let is_driver = C_DRIVERS.iter().any(|d| {
         unversioned == *d
             || unversioned
                 .strip_suffix(d)

@@ -8,19 +8,20 @@
 
 mod args;
 mod compiler;
-pub mod outputs;
+pub(crate) mod outputs;
 mod passthrough;
+pub(crate) mod rewrite;
 
-pub use args::{EmitKind, RustcArgs};
-pub use compiler::CompilerFamily;
-pub use passthrough::PassthroughReason;
+pub(crate) use args::{EmitKind, RustcArgs};
+pub(crate) use compiler::{C_DRIVERS, CompilerFamily};
+pub(crate) use passthrough::PassthroughReason;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// One call of the wrapper: the programs to run and the arguments rustc will see.
 #[derive(Debug, Clone)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// The programs to run, outermost first: `[rustc]` or `[clippy-driver, rustc]`.
     pub compiler_chain: Vec<PathBuf>,
     /// The arguments after the compiler chain, exactly as received (argfiles not expanded).
@@ -30,7 +31,7 @@ pub struct Invocation {
 impl Invocation {
     /// Splits `argv[1..]` (everything after `kache`) into the compiler chain and its arguments.
     /// Returns `None` when there is no compiler to run.
-    pub fn from_wrapper_args(mut args: Vec<OsString>) -> Option<Self> {
+    pub(crate) fn from_wrapper_args(mut args: Vec<OsString>) -> Option<Self> {
         if args.is_empty() {
             return None;
         }
@@ -50,7 +51,7 @@ impl Invocation {
     }
 
     /// The rustc at the end of the chain; its identity is the toolchain's.
-    pub fn rustc(&self) -> &Path {
+    pub(crate) fn rustc(&self) -> &Path {
         self.compiler_chain
             .last()
             .map(PathBuf::as_path)
@@ -58,7 +59,7 @@ impl Invocation {
     }
 
     /// The programs in front of rustc (e.g. clippy-driver), whose identity also goes in the key.
-    pub fn driver_wrappers(&self) -> &[PathBuf] {
+    pub(crate) fn driver_wrappers(&self) -> &[PathBuf] {
         let n = self.compiler_chain.len();
         &self.compiler_chain[..n.saturating_sub(1)]
     }

@@ -40,7 +40,10 @@ fn naming(target: &str) -> Option<Naming> {
 }
 
 /// The files the invocation may write into its out dir (not counting dep-info), by name.
-pub fn expected_outputs(args: &RustcArgs, target: &str) -> Result<Vec<String>, PassthroughReason> {
+pub(crate) fn expected_outputs(
+    args: &RustcArgs,
+    target: &str,
+) -> Result<Vec<String>, PassthroughReason> {
     let naming =
         naming(target).ok_or_else(|| PassthroughReason::UnsupportedTarget(target.to_owned()))?;
     let crate_name = args.crate_name.as_deref().unwrap_or("main");
@@ -75,7 +78,7 @@ pub fn expected_outputs(args: &RustcArgs, target: &str) -> Result<Vec<String>, P
 }
 
 /// The dep-info file rustc writes in the out dir when asked without a path.
-pub fn depinfo_name(args: &RustcArgs) -> String {
+pub(crate) fn depinfo_name(args: &RustcArgs) -> String {
     format!(
         "{}{}.d",
         args.crate_name.as_deref().unwrap_or("main"),
@@ -88,7 +91,7 @@ pub fn depinfo_name(args: &RustcArgs) -> String {
 /// and build-script executables (only cargo runs them; neither is uplifted into
 /// `target/<profile>/`). Binaries, cdylibs, dylibs and staticlibs are not: people `strip`
 /// them, and `strip` rewrites a file with several links in place.
-pub fn is_linkable(name: &str, crate_name: &str, crate_types: &[String]) -> bool {
+pub(crate) fn is_linkable(name: &str, crate_name: &str, crate_types: &[String]) -> bool {
     if name.ends_with(".rlib") || name.ends_with(".rmeta") {
         return true;
     }

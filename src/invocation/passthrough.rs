@@ -4,9 +4,7 @@
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PassthroughReason {
-    /// `KACHE_DISABLE=1`.
-    Disabled,
+pub(crate) enum PassthroughReason {
     /// A query such as `-vV` or `--print`: no compilation happens.
     Probe,
     /// No input file on the command line.
@@ -35,9 +33,8 @@ pub enum PassthroughReason {
 
 impl PassthroughReason {
     /// The stable snake_case name used in the event log and `kache stats`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
-            Self::Disabled => "disabled",
             Self::Probe => "probe",
             Self::NoInput => "no_input",
             Self::StdinInput => "stdin_input",

@@ -9,7 +9,7 @@
 //! ```
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DepInfo {
+pub(crate) struct DepInfo {
     /// Every prerequisite, in first-seen order, unescaped.
     pub files: Vec<String>,
     /// `# env-dep:` lines: name and value (`None` when the variable was unset).
@@ -17,7 +17,7 @@ pub struct DepInfo {
 }
 
 impl DepInfo {
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let mut info = DepInfo::default();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# env-dep:") {

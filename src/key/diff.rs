@@ -15,7 +15,7 @@ use super::{KeyField, Label};
 /// Which part of the key a difference is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Part {
+pub(crate) enum Part {
     /// A field of the invocation key (arguments, toolchain, keyed env, dependencies).
     Field,
     /// A source file the compile read (from dep-info).
@@ -26,7 +26,7 @@ pub enum Part {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
-pub enum Change {
+pub(crate) enum Change {
     Added {
         value: String,
     },
@@ -45,7 +45,7 @@ pub enum Change {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Difference {
+pub(crate) struct Difference {
     pub part: Part,
     /// The field's label (`arg -C`, `env FOO`, `extern serde`), the file's path or the
     /// variable's name.
@@ -62,7 +62,7 @@ pub struct Difference {
 
 /// What one compile was keyed on.
 #[derive(Debug, Clone, Copy)]
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     pub fields: &'a [KeyField],
     pub manifest: Option<&'a Manifest>,
 }
@@ -75,7 +75,7 @@ fn is_set(label: &Label) -> bool {
 /// Every difference between what `old` and `new` were keyed on, invocation fields first.
 /// Causes come first (environment, then sources, then arguments, then dependencies), and
 /// differences that only follow from a new unit hash last.
-pub fn diff(old: Inputs, new: Inputs) -> Vec<Difference> {
+pub(crate) fn diff(old: Inputs, new: Inputs) -> Vec<Difference> {
     let mut out = diff_fields(old.fields, new.fields);
     let empty = Manifest::default();
     let (om, nm) = (

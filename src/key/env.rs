@@ -5,7 +5,10 @@
 //! and of the linker, listed here. Everything cargo sets for a crate (`CARGO_PKG_*`,
 //! `CARGO_MANIFEST_DIR`, `OUT_DIR`, ...) is keyed too, because proc-macros read it behind
 //! rustc's back; cargo's own settings that cannot reach the compiler are left out. Values are
-//! keyed with root paths relativised, so a checkout at another path keys alike.
+//! keyed with root paths relativised, so a checkout at another path keys alike. [`KeyEnv`] is
+//! everything a rustc key reads from the environment, read in one place.
+
+use std::path::PathBuf;
 
 /// `CARGO_*` prefixes that configure cargo itself and never reach the compiled code.
 /// Secrets (registry tokens) are among them, so they never end up in stored key fields.
@@ -51,7 +54,7 @@ const COMPILER_VARS: &[&str] = &[
 ];
 
 /// Whether `name` is keyed (besides the user's extra list).
-pub fn is_keyed(name: &str) -> bool {
+pub(crate) fn is_keyed(name: &str) -> bool {
     if COMPILER_VARS.contains(&name) {
         return true;
     }
@@ -60,7 +63,7 @@ pub fn is_keyed(name: &str) -> bool {
 
 /// The keyed variables of `vars`, sorted by name, plus every name in `extra` (unset ones keyed
 /// as unset, since setting them later must change the key).
-pub fn keyed_vars(
+pub(crate) fn keyed_vars(
     vars: impl Iterator<Item = (String, String)>,
     extra: &[String],
 ) -> Vec<(String, Option<String>)> {
@@ -75,6 +78,39 @@ pub fn keyed_vars(
     }
     out.sort();
     out
+}
+
+/// The environment a rustc invocation's key reads: read once at the edge
+/// ([`KeyEnv::from_env`]) and passed in, so a test can build one by hand.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct KeyEnv {
+    pub(crate) rustup_toolchain: Option<String>,
+    /// `CARGO_HOME`, else `~/.cargo`: a root.
+    pub(crate) cargo_home: Option<PathBuf>,
+    /// The package being compiled: a root.
+    pub(crate) manifest_dir: Option<PathBuf>,
+    /// The keyed variables ([`keyed_vars`]).
+    pub(crate) keyed: Vec<(String, Option<String>)>,
+    pub(crate) path_var: Option<String>,
+    /// Where clippy starts looking for its configuration (`CLIPPY_CONF_DIR`, else
+    /// `CARGO_MANIFEST_DIR`).
+    pub(crate) driver_conf_dir: Option<PathBuf>,
+}
+
+impl KeyEnv {
+    /// This process's environment, with the user's extra keyed variables.
+    pub(crate) fn from_env(key_env_vars: &[String]) -> Self {
+        let var_path = |name: &str| std::env::var_os(name).map(PathBuf::from);
+        KeyEnv {
+            rustup_toolchain: std::env::var("RUSTUP_TOOLCHAIN").ok(),
+            cargo_home: var_path("CARGO_HOME")
+                .or_else(|| var_path("HOME").map(|h| h.join(".cargo"))),
+            manifest_dir: var_path("CARGO_MANIFEST_DIR"),
+            keyed: keyed_vars(std::env::vars(), key_env_vars),
+            path_var: std::env::var("PATH").ok(),
+            driver_conf_dir: var_path("CLIPPY_CONF_DIR").or_else(|| var_path("CARGO_MANIFEST_DIR")),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,12 +17,12 @@ use crate::invocation::RustcArgs;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot hash {path}: {source}")]
-pub struct KeyError {
+pub(crate) struct KeyError {
     pub path: PathBuf,
     pub source: std::io::Error,
 }
 
-pub struct KeyInputs<'a> {
+pub(crate) struct KeyInputs<'a> {
     pub args: &'a RustcArgs,
     pub toolchain: &'a Toolchain,
     /// Programs in front of rustc (clippy-driver), keyed by content.
@@ -41,7 +41,7 @@ pub struct KeyInputs<'a> {
 }
 
 /// Computes the invocation key and its readable fields.
-pub fn invocation_key(
+pub(crate) fn invocation_key(
     inputs: &KeyInputs,
     hasher: &mut dyn FileHasher,
 ) -> Result<(String, Vec<KeyField>), KeyError> {
@@ -198,7 +198,11 @@ fn find_clippy_conf(start: &Path) -> Option<PathBuf> {
 }
 
 /// Finds a program the way the OS would: a path with a slash as is, a bare name in `PATH`.
-pub fn resolve_program(program: &Path, cwd: &Path, path_var: Option<&str>) -> Option<PathBuf> {
+pub(crate) fn resolve_program(
+    program: &Path,
+    cwd: &Path,
+    path_var: Option<&str>,
+) -> Option<PathBuf> {
     if program.components().count() > 1 {
         let p = absolute(cwd, program);
         return p.is_file().then_some(p);

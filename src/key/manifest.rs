@@ -10,9 +10,11 @@
 //! and the hasher only ever reads regular files, never more than their size.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::depinfo::DepInfo;
 use super::roots::Roots;
 use super::{ContentHash, FileHasher, KeyBuilder};
 
@@ -48,7 +50,7 @@ pub struct Manifest {
 
 /// Why a manifest does not match the current inputs (for `explain` and debug logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mismatch {
+pub(crate) enum Mismatch {
     File(String),
     Env(String),
     UnknownRoot(String),
@@ -77,7 +79,7 @@ impl Manifest {
 
     /// Checks every recorded input against the current checkout. `env` reads the current
     /// environment.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         roots: &Roots,
         cwd: &Path,
@@ -179,6 +181,86 @@ pub(crate) fn resolve(path: &str, roots: &Roots, cwd: &Path) -> Option<PathBuf> 
         p.to_owned()
     } else {
         cwd.join(p)
+    })
+}
+
+/// An input of a finished compile that could not be read or hashed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecordError {
+    #[error("input {path}: {source}")]
+    Input {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("hashing {path}: {source}")]
+    Hash {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl Manifest {
+    /// Records what a compile read, from its dep-info: each file's hash (paths under a root
+    /// relativised, relative ones kept as rustc saw them from `cwd`) and each variable read
+    /// with `env!`. `None` when an input changed after `compile_start` (the result might not
+    /// match the recorded contents, so it must not be stored). `produced` are the compile's
+    /// outputs: a path-valued variable found in them is embedded, so it is recorded as is.
+    pub(crate) fn record(
+        dep: &DepInfo,
+        cwd: &Path,
+        roots: &Roots,
+        hasher: &mut dyn FileHasher,
+        compile_start: SystemTime,
+        produced: &[PathBuf],
+    ) -> Result<Option<Manifest>, RecordError> {
+        let mut files = Vec::with_capacity(dep.files.len());
+        for f in &dep.files {
+            let path = crate::fsutil::absolute(cwd, Path::new(f));
+            let meta = std::fs::metadata(&path).map_err(|source| RecordError::Input {
+                path: f.clone(),
+                source,
+            })?;
+            if meta.modified().is_ok_and(|m| m >= compile_start) {
+                return Ok(None);
+            }
+            let hash = hasher
+                .hash_file(&path)
+                .map_err(|source| RecordError::Hash {
+                    path: f.clone(),
+                    source,
+                })?;
+            let keyed = if Path::new(f).is_absolute() {
+                roots.relativize(f).into_owned()
+            } else {
+                f.clone()
+            };
+            files.push(ManifestFile { path: keyed, hash });
+        }
+        let mut env = Vec::with_capacity(dep.env.len());
+        for (name, value) in &dep.env {
+            let relative = value.as_deref().map(|v| roots.relativize(v).into_owned());
+            // A path-valued variable read with `env!` is embedded in the artifact as is; then
+            // the checkout's location matters and the value must match exactly.
+            let absolute = match (value, &relative) {
+                (Some(v), Some(r)) if v != r => embedded_in(v, produced),
+                _ => false,
+            };
+            env.push(ManifestEnv {
+                name: name.clone(),
+                value: if absolute { value.clone() } else { relative },
+                absolute,
+            });
+        }
+        Ok(Some(Manifest { files, env }))
+    }
+}
+
+fn embedded_in(needle: &str, produced: &[PathBuf]) -> bool {
+    produced.iter().any(|path| {
+        std::fs::read(path)
+            .map(|bytes| memchr::memmem::find(&bytes, needle.as_bytes()).is_some())
+            // Unreadable: assume the worst, which only costs relocation hits.
+            .unwrap_or(true)
     })
 }
 
@@ -356,5 +438,74 @@ mod tests {
         let mut m = manifest();
         m.env[0].value = None;
         assert_ne!(base, m.entry_key("inv"));
+    }
+
+    #[test]
+    fn record_relativises_inputs_and_keeps_embedded_paths_exact() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ws = dir.path().to_str().expect("utf-8 temp dir").to_owned();
+        std::fs::create_dir(dir.path().join("src")).expect("mkdir");
+        std::fs::write(dir.path().join("src/lib.rs"), "x").expect("write");
+        std::fs::write(dir.path().join("data.txt"), "d").expect("write");
+        let out = dir.path().join("libx.rlib");
+        std::fs::write(&out, format!("embedded {ws}/assets here")).expect("write");
+        let dep = DepInfo {
+            files: vec!["src/lib.rs".into(), format!("{ws}/data.txt")],
+            env: vec![
+                ("EMBEDDED".into(), Some(format!("{ws}/assets"))),
+                ("READ_ONLY".into(), Some(format!("{ws}/other"))),
+                ("UNSET".into(), None),
+            ],
+        };
+        let hashes = [
+            (dir.path().join("src/lib.rs"), "h1".to_owned()),
+            (dir.path().join("data.txt"), "h2".to_owned()),
+        ];
+        let mut hasher = Fixed(hashes.into_iter().collect());
+        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let m = Manifest::record(&dep, dir.path(), &roots(&ws), &mut hasher, later, &[out])
+            .expect("inputs readable")
+            .expect("nothing changed");
+        assert_eq!(
+            m.files,
+            [
+                ManifestFile {
+                    path: "src/lib.rs".into(),
+                    hash: "h1".into()
+                },
+                ManifestFile {
+                    path: "${ws}/data.txt".into(),
+                    hash: "h2".into()
+                },
+            ]
+        );
+        let env: Vec<_> = m
+            .env
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.clone(), e.absolute))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("EMBEDDED", Some(format!("{ws}/assets")), true),
+                ("READ_ONLY", Some("${ws}/other".into()), false),
+                ("UNSET", None, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn record_refuses_an_input_changed_after_the_compile_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before = SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::write(dir.path().join("lib.rs"), "x").expect("write");
+        let dep = DepInfo {
+            files: vec!["lib.rs".into()],
+            env: Vec::new(),
+        };
+        let mut hasher = Fixed(HashMap::new());
+        let ws = dir.path().to_str().expect("utf-8 temp dir");
+        let got = Manifest::record(&dep, dir.path(), &roots(ws), &mut hasher, before, &[]);
+        assert!(matches!(got, Ok(None)), "{got:?}");
     }
 }

@@ -30,7 +30,7 @@ pub(crate) type ContentHash = String;
 
 /// Hashes files by content; the store's stat cache implements it so unchanged files are not
 /// read again.
-pub trait FileHasher {
+pub(crate) trait FileHasher {
     fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash>;
 }
 
@@ -179,7 +179,7 @@ pub(crate) struct KeyBuilder {
 
 impl KeyBuilder {
     /// `domain` separates kinds of keys (invocation vs. entry) that share a field list.
-    pub fn new(domain: &str) -> Self {
+    pub(crate) fn new(domain: &str) -> Self {
         let mut b = KeyBuilder {
             hasher: blake3::Hasher::new(),
             fields: Vec::new(),
@@ -197,13 +197,13 @@ impl KeyBuilder {
     }
 
     /// Adds one labelled field.
-    pub fn field(&mut self, label: impl Into<Label>, value: impl Into<String>) {
+    pub(crate) fn field(&mut self, label: impl Into<Label>, value: impl Into<String>) {
         let (label, value) = (label.into(), value.into());
         self.raw(&label.to_string(), value.as_bytes());
         self.fields.push(KeyField { label, value });
     }
 
-    pub fn finish(self) -> (String, Vec<KeyField>) {
+    pub(crate) fn finish(self) -> (String, Vec<KeyField>) {
         (self.hasher.finalize().to_hex().to_string(), self.fields)
     }
 }

@@ -13,10 +13,10 @@ use std::path::Path;
 
 mod discover;
 
-pub use discover::RootSources;
+pub(crate) use discover::RootSources;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Root {
+pub(crate) struct Root {
     pub name: &'static str,
     pub path: String,
     /// What rustc writes instead of `path` in artifacts.
@@ -25,7 +25,7 @@ pub struct Root {
 
 /// How paths are spelled in a piece of text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spelling {
+pub(crate) enum Spelling {
     Plain,
     /// Makefile-style dep-info: spaces escaped as `\ `.
     DepInfo,
@@ -34,40 +34,40 @@ pub enum Spelling {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Roots {
+pub(crate) struct Roots {
     /// Longest path first, so nested roots (a target dir inside the workspace) win.
     roots: Vec<Root>,
 }
 
 impl Roots {
-    pub fn new(mut roots: Vec<Root>) -> Self {
+    pub(crate) fn new(mut roots: Vec<Root>) -> Self {
         roots.retain(|r| r.path.len() > 1 && r.path.starts_with('/'));
         roots.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
         roots.dedup_by(|a, b| a.path == b.path);
         Roots { roots }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Root> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Root> {
         self.roots.iter()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Root> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Root> {
         self.roots.iter().find(|r| r.name == name)
     }
 
     /// Replaces every root path in `text` by `${name}` (for keys).
-    pub fn relativize<'a>(&self, text: &'a str) -> Cow<'a, str> {
+    pub(crate) fn relativize<'a>(&self, text: &'a str) -> Cow<'a, str> {
         self.replace(text, Spelling::Plain, |r| format!("${{{}}}", r.name))
     }
 
     /// Replaces every root path in `text` by a placeholder that [`Roots::fill`] undoes.
-    pub fn template<'a>(&self, text: &'a str, spelling: Spelling) -> Cow<'a, str> {
+    pub(crate) fn template<'a>(&self, text: &'a str, spelling: Spelling) -> Cow<'a, str> {
         self.replace(text, spelling, |r| placeholder(r.name))
     }
 
     /// Puts this checkout's root paths back into a templated text. `None` when the text names
     /// a root this invocation does not have.
-    pub fn fill(&self, text: &str, spelling: Spelling) -> Option<String> {
+    pub(crate) fn fill(&self, text: &str, spelling: Spelling) -> Option<String> {
         let mut out = text.to_owned();
         for r in &self.roots {
             let p = placeholder(r.name);
@@ -80,7 +80,7 @@ impl Roots {
 
     /// `--remap-path-prefix` arguments for rustc; the longest root comes last because rustc
     /// lets the last matching mapping win.
-    pub fn remap_args(&self) -> Vec<String> {
+    pub(crate) fn remap_args(&self) -> Vec<String> {
         self.roots
             .iter()
             .rev()

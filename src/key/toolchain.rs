@@ -12,7 +12,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ToolchainError {
+pub(crate) enum ToolchainError {
     #[error("cannot run {program} {args}: {source}")]
     Spawn {
         program: PathBuf,
@@ -33,7 +33,7 @@ pub enum ToolchainError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Toolchain {
+pub(crate) struct Toolchain {
     pub rustc: PathBuf,
     /// Output of `rustc -vV`.
     pub version: String,
@@ -56,7 +56,7 @@ struct Memo {
 }
 
 /// Returns the toolchain identity of `rustc`, from the memo when it is still valid.
-pub fn identify(
+pub(crate) fn identify(
     rustc: &Path,
     cache_dir: &Path,
     rustup_toolchain: Option<&str>,

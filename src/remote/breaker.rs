@@ -129,7 +129,7 @@ impl MissCache {
         }
     }
 
-    pub fn contains(&self, key: &str) -> bool {
+    pub(crate) fn contains(&self, key: &str) -> bool {
         self.contains_at(key, SystemTime::now())
     }
 
@@ -144,7 +144,7 @@ impl MissCache {
             .any(|(expiry, k)| k == key && now < *expiry && expiry - now <= ttl)
     }
 
-    pub fn insert(&self, key: &str) {
+    pub(crate) fn insert(&self, key: &str) {
         self.insert_at(key, SystemTime::now());
     }
 

@@ -21,7 +21,7 @@ pub struct Guarded<S> {
 
 impl<S: RemoteStore> Guarded<S> {
     /// Breaker and miss cache in `cache_dir`, tuned by `config`.
-    pub fn new(inner: S, cache_dir: &Path, config: &RemoteConfig) -> Self {
+    pub(crate) fn new(inner: S, cache_dir: &Path, config: &RemoteConfig) -> Self {
         Guarded {
             inner,
             breaker: Breaker::new(cache_dir, config.breaker_failures, config.breaker_cooldown),
@@ -37,7 +37,8 @@ impl<S: RemoteStore> Guarded<S> {
         }
     }
 
-    pub fn inner(&self) -> &S {
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &S {
         &self.inner
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use super::{RemoteError, RemoteStore};
 
 #[derive(Debug, Default)]
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     objects: Mutex<HashMap<String, Vec<u8>>>,
     read_only: bool,
     failing: AtomicBool,
@@ -18,11 +18,11 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub fn read_only() -> Self {
+    pub(crate) fn read_only() -> Self {
         MemoryStore {
             read_only: true,
             ..Self::default()
@@ -30,12 +30,12 @@ impl MemoryStore {
     }
 
     /// From now on every call fails with [`RemoteError::Unavailable`] (or succeeds again).
-    pub fn set_failing(&self, failing: bool) {
+    pub(crate) fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
     /// How many calls reached the store, failed ones included.
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 

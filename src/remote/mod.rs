@@ -240,7 +240,7 @@ impl RemoteConfig {
     /// variable(s), else the config file's `[remote]` table. `Ok(None)` when no remote is
     /// configured (`KACHE_REMOTE` and `remote.url` unset or empty). Touches no file beyond the
     /// config file already read and no network, so it is cheap enough for every invocation.
-    pub fn load(s: &Sources) -> Result<Option<Self>, ConfigError> {
+    pub(crate) fn load(s: &Sources) -> Result<Option<Self>, ConfigError> {
         let Some(url) = s.get(&["KACHE_REMOTE"], "remote.url")? else {
             return Ok(None);
         };
@@ -316,7 +316,7 @@ impl RemoteConfig {
 
 /// The S3 remote behind its failure policy: the one place a remote is set up (the wrapper and
 /// `kache sync` both come here).
-pub fn connect(
+pub(crate) fn connect(
     config: &RemoteConfig,
     cache_dir: &std::path::Path,
 ) -> Result<guard::Guarded<s3::S3Remote>, RemoteError> {

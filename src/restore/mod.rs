@@ -21,7 +21,7 @@ use crate::store::blobs::blob_mode;
 use crate::store::{Entry, StatCache, Store};
 
 #[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
+pub(crate) enum RestoreError {
     #[error("blob {blob} for {name} is missing or damaged")]
     BadBlob { name: String, blob: String },
     #[error("cannot write {path}: {source}")]
@@ -34,7 +34,7 @@ pub enum RestoreError {
 
 /// What this invocation's rustc writes into its out dir: nothing else may be restored.
 #[derive(Debug, Clone, Copy)]
-pub struct Expected<'a> {
+pub(crate) struct Expected<'a> {
     /// `invocation::outputs::expected_outputs` for the invocation.
     pub outputs: &'a [String],
     /// `invocation::outputs::depinfo_name` for the invocation.
@@ -47,7 +47,7 @@ pub struct Expected<'a> {
 
 /// The most a restored file's mode may be: no setuid, setgid or sticky bit, and nothing
 /// writable by group or others, whatever the entry recorded.
-pub const MODE_MASK: u32 = 0o755;
+pub(crate) const MODE_MASK: u32 = 0o755;
 
 /// A bare file name: joined to the out dir it stays in the out dir.
 fn is_plain_name(name: &str) -> bool {
@@ -73,7 +73,7 @@ fn check_names(entry: &Entry, expected: Expected) -> Result<(), RestoreError> {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RestoreStats {
+pub(crate) struct RestoreStats {
     pub reflinked: u64,
     pub hardlinked: u64,
     pub copied: u64,
@@ -87,7 +87,7 @@ enum Method {
 }
 
 /// Restores `entry` into `out_dir`.
-pub fn restore_entry(
+pub(crate) fn restore_entry(
     store: &Store,
     entry: &Entry,
     out_dir: &Path,
@@ -210,7 +210,7 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
-pub fn remove_if_present(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::fsutil::{make_dirs_below, unique_suffix};
 use crate::key::hash_file_contents;
 
-pub fn blob_path(dir: &Path, hash: &str) -> PathBuf {
+pub(crate) fn blob_path(dir: &Path, hash: &str) -> PathBuf {
     let fan = hash.get(..2).unwrap_or("00");
     dir.join("blobs").join(fan).join(hash)
 }
@@ -26,7 +26,7 @@ pub fn blob_path(dir: &Path, hash: &str) -> PathBuf {
 /// Copies (or links) `src` into the blob directory unless an identical blob is there.
 /// `linkable` outputs share their inode with the blob (nothing rewrites them in place);
 /// others are reflinked or copied. Returns the content hash and size.
-pub fn ingest(dir: &Path, src: &Path, linkable: bool) -> io::Result<(String, u64)> {
+pub(crate) fn ingest(dir: &Path, src: &Path, linkable: bool) -> io::Result<(String, u64)> {
     let hash = hash_file_contents(src)?;
     let meta = fs::metadata(src)?;
     let mode = blob_mode(meta.permissions().mode() & 0o111 != 0);
@@ -60,7 +60,7 @@ pub(crate) fn copy_fast(src: &Path, dest: &Path) -> io::Result<()> {
 }
 
 /// Writes downloaded bytes as the blob `hash`, after checking that they hash to it.
-pub fn write_bytes(dir: &Path, hash: &str, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_bytes(dir: &Path, hash: &str, bytes: &[u8]) -> io::Result<()> {
     if blake3::hash(bytes).to_hex().as_str() != hash {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

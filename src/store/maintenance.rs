@@ -32,7 +32,7 @@ pub(crate) const ORPHAN_GRACE: Duration = Duration::from_secs(15 * 60);
 pub(crate) const AUTO_GC_TARGET: f64 = 0.9;
 
 /// Told how far a long maintenance task has got, to drive a progress bar.
-pub trait Progress {
+pub(crate) trait Progress {
     /// A new phase of `total` units of work, counted in bytes when `bytes` is set.
     fn phase(&self, name: &'static str, total: u64, bytes: bool);
     /// `n` more units of the current phase are done.
@@ -46,14 +46,14 @@ impl Progress for () {
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct ClearReport {
+pub(crate) struct ClearReport {
     pub entries_removed: u64,
     pub blobs_removed: u64,
     pub bytes_freed: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct GcReport {
+pub(crate) struct GcReport {
     pub dry_run: bool,
     pub size_before: u64,
     pub size_after: u64,
@@ -65,7 +65,7 @@ pub struct GcReport {
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct VerifyReport {
+pub(crate) struct VerifyReport {
     pub blobs_checked: usize,
     pub bytes_checked: u64,
     pub corrupt_blobs: Vec<String>,
@@ -77,7 +77,7 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    pub fn problems(&self) -> usize {
+    pub(crate) fn problems(&self) -> usize {
         self.corrupt_blobs.len()
             + self.missing_blobs.len()
             + self.orphan_blobs.len()
@@ -88,7 +88,7 @@ impl VerifyReport {
 
 impl Store {
     /// Total bytes of indexed blobs.
-    pub fn size(&self) -> Result<u64, StoreError> {
+    pub(crate) fn size(&self) -> Result<u64, StoreError> {
         let n: i64 =
             self.conn()
                 .query_row("SELECT COALESCE(SUM(size), 0) FROM blobs", [], |r| r.get(0))?;
@@ -99,7 +99,7 @@ impl Store {
     /// the store is at most `max_size` bytes and no entry is older than `max_age` (by last
     /// use); then removes unreferenced blobs, old
     /// orphans and stale temporary files.
-    pub fn gc(
+    pub(crate) fn gc(
         &self,
         max_size: u64,
         max_age: Option<Duration>,
@@ -178,7 +178,7 @@ impl Store {
 
     /// Re-hashes every blob and checks the index against the blob directory. With `repair`,
     /// removes what is broken and recomputes reference counts.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         repair: bool,
         progress: &dyn Progress,
@@ -280,7 +280,7 @@ impl Store {
 
     /// Removes every entry, manifest and blob. The event log (the history `stats` reads) and
     /// the stat cache (which only names source files' hashes) are kept.
-    pub fn clear(&self, progress: &dyn Progress) -> Result<ClearReport, StoreError> {
+    pub(crate) fn clear(&self, progress: &dyn Progress) -> Result<ClearReport, StoreError> {
         let _lock = self.lock_exclusive();
         let totals = self.totals()?;
         let tx = write_tx(self.conn())?;

@@ -33,7 +33,7 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// One hit on a stored entry, as the event log records it: what [`Store::fold_usage`]
 /// counts. The store does not read the log itself; it only stores what it is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Use<'a> {
+pub(crate) struct Use<'a> {
     /// The entry hit; a hit whose event named no key still moves the fold past its time.
     pub key: Option<&'a str>,
     /// Unix milliseconds of the hit.
@@ -102,7 +102,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.outputs.iter().map(|o| o.size).sum()
     }
 }
@@ -231,7 +231,7 @@ impl Store {
         self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -244,7 +244,10 @@ impl Store {
     }
 
     /// Manifests recorded for an invocation key, newest first, with the entry each leads to.
-    pub fn manifests(&self, invocation_key: &str) -> Result<Vec<(String, Manifest)>, StoreError> {
+    pub(crate) fn manifests(
+        &self,
+        invocation_key: &str,
+    ) -> Result<Vec<(String, Manifest)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT entry, inputs FROM manifests WHERE invocation_key = ?1
              ORDER BY created DESC LIMIT 32",

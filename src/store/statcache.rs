@@ -33,7 +33,7 @@ impl<'c> StatCache<'c> {
     }
 
     /// A stat cache whose clock reads `now_ns` (tests use it to age files without waiting).
-    pub fn at(conn: &'c Connection, now_ns: i64) -> Self {
+    pub(crate) fn at(conn: &'c Connection, now_ns: i64) -> Self {
         StatCache {
             conn,
             memo: HashMap::new(),

@@ -127,7 +127,7 @@ fn take_candidate(
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct PullReport {
+pub(crate) struct PullReport {
     pub manifests: usize,
     pub fetched: usize,
     pub already_here: usize,
@@ -138,7 +138,7 @@ pub struct PullReport {
 /// Downloads every entry the remote has and this store lacks (with `dry_run`, only counts
 /// them), so later builds hit locally even while the remote is unreachable. `progress` is
 /// told the number of manifest objects, then once per object done.
-pub fn pull(
+pub(crate) fn pull(
     remote: &dyn RemoteStore,
     store: &Store,
     max_bundle_bytes: u64,

@@ -91,7 +91,7 @@ pub(crate) fn spawn_worker() {
 }
 
 /// The worker lock; `None` when another worker holds it and `wait` is false.
-pub fn lock(cache_dir: &Path, wait: bool) -> Option<fs::File> {
+pub(crate) fn lock(cache_dir: &Path, wait: bool) -> Option<fs::File> {
     let f = fsutil::open_below(
         cache_dir,
         &cache_dir.join("upload.lock"),

@@ -948,6 +948,51 @@ fn every_documented_command_and_flag_exists() {
         checked >= 12,
         "the command table was found ({checked} rows)"
     );
+    // Issue 10 item 11: the table once left out `sync`; every command has its row.
+    for command in COMMANDS {
+        assert!(
+            doc.contains(&format!("| `kache {command}")),
+            "getting-started's command table lacks `kache {command}`"
+        );
+    }
+    // ... and `sync --help` once said it only uploads.
+    let sync = ok(&cache, &["sync", "--help"]);
+    assert!(
+        sync.contains("--push") && sync.contains("--pull") && sync.contains("Download"),
+        "{sync}"
+    );
+}
+
+/// Issue 10 item 9: cargo runs kache in each crate's directory, so a relative `KACHE_DIR`
+/// split the cache (one in the project, one inside each dependency's source dir). It is
+/// refused: a compile runs without the cache (one warning) and commands exit 2 in one line;
+/// nothing is created at the relative path.
+#[test]
+fn a_relative_cache_dir_is_refused_and_never_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relative = Path::new("rel-cache");
+    let o = wrapped_rustc(relative, dir.path())
+        .output()
+        .expect("run kache");
+    assert!(o.status.success(), "{o:?}");
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("absolute") && err.contains("compiling without the cache"),
+        "{err}"
+    );
+    assert!(dir.path().join("out/libhook.rlib").is_file(), "rustc ran");
+    for args in [&["stats"][..], &["list"][..], &["gc", "--dry-run"][..]] {
+        let o = kache_cmd(relative, args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run kache");
+        assert_one_line_exit_2(&o, "absolute", &format!("{args:?} with a relative dir"));
+    }
+    assert!(
+        !dir.path().join(relative).exists(),
+        "a relative cache dir was created"
+    );
 }
 
 /// Issue 9 item 12: a first word that is neither a command nor a compiler is an unknown

@@ -733,7 +733,7 @@ pub fn unit(event: &BuildEvent) -> String {
 /// The events that are real rustc compilations: everything but `passthrough` (cargo's
 /// `-vV` / `--print` probes and other invocations kache does not cache) and but the C/C++
 /// compiles build scripts run through the `cc` crate (`compiler: "c"`, which follow the
-/// build script rather than the crate; `tests/cc.rs` checks those).
+/// build script rather than the crate; `tests/suite/cc.rs` checks those).
 pub fn compiles(events: &[BuildEvent]) -> Vec<BuildEvent> {
     events
         .iter()

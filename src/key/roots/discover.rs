@@ -25,7 +25,7 @@ use crate::invocation::RustcArgs;
 
 /// What roots are discovered from.
 #[derive(Debug, Clone, Copy)]
-pub struct RootSources<'a> {
+pub(crate) struct RootSources<'a> {
     /// rustc's working directory.
     pub cwd: &'a Path,
     pub args: &'a RustcArgs,
@@ -38,7 +38,7 @@ pub struct RootSources<'a> {
 
 impl Roots {
     /// The roots of one invocation (see the module documentation for each).
-    pub fn discover(sources: &RootSources) -> Roots {
+    pub(crate) fn discover(sources: &RootSources) -> Roots {
         let RootSources {
             cwd,
             args,
@@ -71,7 +71,7 @@ impl Roots {
     /// The roots of a build-script run: its package dir, the target dir its `OUT_DIR` lies in
     /// (the triple dir cargo adds under `--target` is left out, `target` names `<T>` itself),
     /// `CARGO_HOME` and `OUT_DIR`.
-    pub fn for_script_run(
+    pub(crate) fn for_script_run(
         package_dir: &Path,
         out_dir: &Path,
         triple: Option<&str>,
@@ -97,7 +97,7 @@ impl Roots {
     /// through a symlink (`cargo --manifest-path link/ws/Cargo.toml`): rustc's working
     /// directory is then the physical path, while `CARGO_MANIFEST_DIR` and `--out-dir` carry
     /// the symlinked one. Both spellings key and remap alike.
-    pub fn add_workspace_alias(&mut self, manifest_dir: &Path) {
+    pub(crate) fn add_workspace_alias(&mut self, manifest_dir: &Path) {
         let Some(ws) = self.get("ws").map(|r| PathBuf::from(&r.path)) else {
             return;
         };
