@@ -221,7 +221,13 @@ fn find_local(
     warning: &mut Option<String>,
 ) -> Result<Option<Entry>, StoreError> {
     for (entry_key, manifest) in store.manifests(inv_key)? {
-        if let Err(why) = matches(&manifest, stat) {
+        // One read transaction for the whole check: each stat-cache query would otherwise
+        // take and drop the index's read lock (a C manifest names a hundred headers or more).
+        // It only reads, and ends (rolled back) before anything here may write.
+        let snapshot = store.conn().unchecked_transaction().ok();
+        let matched = matches(&manifest, stat);
+        drop(snapshot);
+        if let Err(why) = matched {
             tracing::debug!("manifest for {entry_key} does not match: {why:?}");
             continue;
         }

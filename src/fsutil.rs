@@ -247,3 +247,33 @@ pub(crate) fn hash_from_xattr(path: &Path, stamp: &FileStamp) -> Option<String> 
     (size.parse::<u64>().ok()? == stamp.size && mtime.parse::<i64>().ok()? == stamp.mtime_ns)
         .then(|| hash.to_owned())
 }
+
+/// Whether a directory listing of `dir` names every entry a lookup in it can find. True only
+/// on local filesystems known to have no entries that appear on lookup alone (autofs mount
+/// points, FAT short names, network filesystems' hidden names).
+#[cfg(target_os = "linux")]
+pub fn listing_is_complete(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(cpath) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `cpath` is NUL-terminated and `st` is a valid out-pointer for the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(cpath.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    let f_type = st.f_type as u32;
+    [
+        libc::EXT4_SUPER_MAGIC as u32,
+        libc::XFS_SUPER_MAGIC as u32,
+        libc::BTRFS_SUPER_MAGIC as u32,
+        libc::TMPFS_MAGIC as u32,
+        libc::OVERLAYFS_SUPER_MAGIC as u32,
+    ]
+    .contains(&f_type)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn listing_is_complete(_dir: &Path) -> bool {
+    false
+}

@@ -96,12 +96,16 @@ impl Manifest {
                 return Err(Mismatch::Env(e.name.clone()));
             }
         }
+        let mut presence = Presence::new(
+            (self.files.iter())
+                .filter(|f| f.hash == ABSENT)
+                .filter_map(|f| resolve(&f.path, roots, cwd)),
+        );
         for f in &self.files {
             let path = resolve(&f.path, roots, cwd)
                 .ok_or_else(|| Mismatch::UnknownRoot(f.path.clone()))?;
             if f.hash == ABSENT {
-                // Anything there, even a directory or a dangling link, counts as present.
-                if std::fs::symlink_metadata(&path).is_ok() {
+                if presence.anything_at(&path) {
                     return Err(Mismatch::File(f.path.clone()));
                 }
                 continue;
@@ -150,6 +154,85 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// A directory holding at least this many of a manifest's absent paths is listed once
+/// instead of stat'ing each (a C compile's manifest names about a thousand absent headers in
+/// a dozen system directories).
+const LIST_FROM: usize = 8;
+
+/// Answers "is anything at this path?" for a manifest's absent paths: anything there, even
+/// a directory or a dangling link, counts. A name missing from its directory's listing is
+/// absent; every other answer comes from `lstat`. The listing is only trusted where it is
+/// complete ([`crate::fsutil::listing_is_complete`]) and compared without case, and only when every
+/// name in it and the name looked up are plain ASCII: on a case-insensitive directory
+/// (casefold ext4, APFS) a lookup finds `Foo.h` as `foo.h`, and Unicode folding or
+/// normalisation could match other spellings.
+struct Presence {
+    dirs: std::collections::HashMap<PathBuf, Listing>,
+}
+
+enum Listing {
+    /// How many absent paths the manifest names in the directory (not listed yet).
+    Wanted(usize),
+    /// The directory's names, lowercased; `None` when it cannot serve (see [`Presence`]).
+    Read(Option<std::collections::HashSet<String>>),
+}
+
+impl Presence {
+    fn new(absent: impl Iterator<Item = PathBuf>) -> Self {
+        let mut dirs = std::collections::HashMap::new();
+        for p in absent {
+            if let Some(dir) = p.parent() {
+                match dirs.entry(dir.to_owned()).or_insert(Listing::Wanted(0)) {
+                    Listing::Wanted(n) => *n += 1,
+                    Listing::Read(_) => {}
+                }
+            }
+        }
+        Presence { dirs }
+    }
+
+    fn anything_at(&mut self, path: &Path) -> bool {
+        let name = path.file_name().and_then(|n| n.to_str());
+        if let (Some(dir), Some(name)) = (path.parent(), name)
+            && plain_name(name)
+            && let Some(slot) = self.dirs.get_mut(dir)
+        {
+            if let Listing::Wanted(n) = *slot {
+                if n < LIST_FROM {
+                    return std::fs::symlink_metadata(path).is_ok();
+                }
+                *slot = Listing::Read(list_lowercase(dir));
+            }
+            if let Listing::Read(Some(names)) = slot
+                && !names.contains(&name.to_ascii_lowercase())
+            {
+                return false;
+            }
+        }
+        std::fs::symlink_metadata(path).is_ok()
+    }
+}
+
+/// A name a lookup can only find by that spelling or another ASCII case of it.
+fn plain_name(name: &str) -> bool {
+    name != "." && name != ".." && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+}
+
+fn list_lowercase(dir: &Path) -> Option<std::collections::HashSet<String>> {
+    if !crate::fsutil::listing_is_complete(dir) {
+        return None;
+    }
+    let mut names = std::collections::HashSet::new();
+    for e in std::fs::read_dir(dir).ok()? {
+        let name = e.ok()?.file_name().into_string().ok()?;
+        if !name.is_ascii() {
+            return None;
+        }
+        names.insert(name.to_ascii_lowercase());
+    }
+    Some(names)
 }
 
 /// Whether a relative path (leading `/` ignored) leaves its base: more `..` than names at
@@ -422,6 +505,52 @@ mod tests {
             m.check(&r, dir.path(), &mut none, &no_env),
             Err(Mismatch::File("inc/shadow.h".into()))
         );
+    }
+
+    /// Many absent names in one directory are checked against its listing: each kind of
+    /// entry that can appear there (file, directory, dangling link, a name beside non-ASCII
+    /// ones) must still be seen, and another case of a name must not hide it.
+    #[test]
+    fn absent_paths_checked_through_a_listing_are_still_seen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inc = dir.path().join("inc");
+        std::fs::create_dir(&inc).expect("mkdir");
+        std::fs::write(inc.join("present.h"), "").expect("write");
+        let names: Vec<String> = (0..2 * LIST_FROM).map(|i| format!("h{i}.h")).collect();
+        let m = Manifest {
+            files: names
+                .iter()
+                .map(|n| ManifestFile {
+                    path: format!("inc/{n}"),
+                    hash: ABSENT.into(),
+                })
+                .collect(),
+            env: Vec::new(),
+        };
+        let mut none = Fixed(HashMap::new());
+        let no_env = |_: &str| None;
+        let r = roots("/nowhere");
+        let check = |m: &Manifest, none: &mut Fixed| m.check(&r, dir.path(), none, &no_env);
+        assert_eq!(check(&m, &mut none), Ok(()));
+        // Another case of a name is another file here (ext4 is case-sensitive).
+        std::fs::write(inc.join("H3.H"), "").expect("write");
+        assert_eq!(check(&m, &mut none), Ok(()));
+        let last = format!("inc/{}", names[names.len() - 1]);
+        let seen = Err(Mismatch::File(last.clone()));
+        let at = dir.path().join(&last);
+        std::fs::write(&at, "").expect("write");
+        assert_eq!(check(&m, &mut none), seen);
+        std::fs::remove_file(&at).expect("rm");
+        std::fs::create_dir(&at).expect("mkdir");
+        assert_eq!(check(&m, &mut none), seen);
+        std::fs::remove_dir(&at).expect("rmdir");
+        std::os::unix::fs::symlink("nowhere", &at).expect("symlink");
+        assert_eq!(check(&m, &mut none), seen);
+        std::fs::remove_file(&at).expect("rm");
+        std::fs::write(inc.join("caf\u{e9}.h"), "").expect("write");
+        assert_eq!(check(&m, &mut none), Ok(()));
+        std::fs::write(&at, "").expect("write");
+        assert_eq!(check(&m, &mut none), seen);
     }
 
     #[test]

@@ -29,6 +29,11 @@ use crate::fsutil;
 const INDEX_SCHEMA: i64 = 2;
 /// How long a process waits for another's write transaction before giving up on the cache.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The WAL length (in frames) past which a commit empties it; SQLite's automatic
+/// checkpoint threshold (`wal_autocheckpoint`) is the same.
+const WAL_TRUNCATE_FRAMES: u64 = 128;
+/// One WAL frame: a 24-byte header and a 4 KiB page (SQLite's default page size).
+const WAL_FRAME_BYTES: u64 = 24 + 4096;
 
 /// One hit on a stored entry, as the event log records it: what [`Store::fold_usage`]
 /// counts. The store does not read the log itself; it only stores what it is told.
@@ -345,7 +350,41 @@ impl Store {
         stat.flush(&tx)?;
         crate::testhook::crash_point("in_commit", &entry.crate_name);
         tx.commit()?;
+        self.truncate_wal_if_long();
         Ok(())
+    }
+
+    /// Empties the WAL once it holds more than [`WAL_TRUNCATE_FRAMES`] frames.
+    ///
+    /// A process that opens the index while no other has it open rebuilds the WAL's index by
+    /// reading every valid frame, and resets the checkpoint progress to zero; during a build
+    /// that is nearly every kache process. SQLite's automatic checkpoint copies the frames
+    /// back but restarts the WAL only at the *same* connection's next write, which a kache
+    /// process never makes: so the WAL kept growing (12 MiB after one cold `server` build),
+    /// every hit read all of it and every miss checkpointed all of it again. A truncating
+    /// checkpoint here keeps both small. It never waits: with another process reading or
+    /// writing it does what it can without blocking and the WAL is emptied by a later commit.
+    fn truncate_wal_if_long(&self) {
+        let wal = self.dir.join("index.db-wal");
+        let long = fs::symlink_metadata(&wal)
+            .is_ok_and(|m| m.len() > WAL_TRUNCATE_FRAMES * WAL_FRAME_BYTES);
+        if !long {
+            return;
+        }
+        let truncated = self.conn.busy_timeout(Duration::ZERO).and_then(|()| {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+        });
+        if let Err(e) = self.conn.busy_timeout(BUSY_TIMEOUT) {
+            tracing::debug!("cannot restore the index's busy timeout: {e}");
+        }
+        match truncated {
+            Ok(0) => {}
+            Ok(_) => tracing::debug!("WAL not truncated: another process uses the index"),
+            Err(e) => tracing::debug!("cannot checkpoint the WAL: {e}"),
+        }
     }
 
     /// Folds hits (read from the event log by the caller) into the entries' use counts and
@@ -575,8 +614,9 @@ fn try_open_index(db: &Path) -> rusqlite::Result<Connection> {
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // A process that opens the index alone rebuilds the WAL's index by reading the whole WAL;
-    // checkpointing often keeps that read small for every later hit.
-    conn.pragma_update(None, "wal_autocheckpoint", 128)?;
+    // checkpointing often copies frames back while other processes keep the index open, and
+    // `Store::truncate_wal_if_long` empties the WAL when none does.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_TRUNCATE_FRAMES as i64)?;
     // Closing the last connection would otherwise checkpoint the WAL (with an fsync) at the
     // end of nearly every invocation; SQLite's automatic checkpoints keep the WAL bounded.
     conn.set_db_config(

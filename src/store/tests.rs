@@ -278,3 +278,43 @@ fn gc_verify_store_and_restore_racing_never_lose_an_indexed_blob() {
         "after the race: {report:?}"
     );
 }
+
+/// Each kache process opens the index alone and commits once; the WAL must not grow with
+/// every such commit (a hit reads all of it when it opens the index).
+#[test]
+fn the_wal_stays_short_across_one_commit_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let blob = store.blob_path("b1");
+        std::fs::create_dir_all(blob.parent().expect("fan-out dir")).expect("mkdir");
+        std::fs::write(&blob, b"abc").expect("write the blob");
+    }
+    let big = Manifest {
+        files: (0..300)
+            .map(|i| ManifestFile {
+                path: format!("/usr/include/some/long/header/path/number-{i}.h"),
+                hash: "absent".into(),
+            })
+            .collect(),
+        env: Vec::new(),
+    };
+    let wal = dir.path().join("index.db-wal");
+    let mut longest = 0;
+    for i in 0..100 {
+        // A fresh connection each time, as every kache process has.
+        let store = Store::open(dir.path()).expect("open");
+        let mut stat = StatCache::new(store.conn());
+        store
+            .commit_entry(&entry(&format!("k{i}"), "b1"), &big, &mut stat)
+            .expect("commit");
+        drop(stat);
+        drop(store);
+        longest = longest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    let bound = 2 * WAL_TRUNCATE_FRAMES * WAL_FRAME_BYTES;
+    assert!(
+        longest <= bound,
+        "the WAL grew to {longest} B (bound {bound} B)"
+    );
+}

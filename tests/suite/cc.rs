@@ -203,6 +203,18 @@ fn c_change_matrix() {
     fs::remove_file(p.path("src/greet.h")).expect("rm");
     fs::remove_file(p.path("inc1/greet.h")).expect("rm");
     assert_eq!(p.build(&INC, &[]), (Outcome::LocalHit, "hello\n".into()));
+    // A system header shadowed on the -I path: its absence is one of the many names a hit
+    // checks against the directory's listing.
+    p.write(
+        "inc1/stdio.h",
+        "#include_next <stdio.h>\n#define EXTRA \" (own stdio.h)\"\n",
+    );
+    assert_eq!(
+        p.build(&INC, &[]),
+        (Outcome::Miss, "hello (own stdio.h)\n".into())
+    );
+    fs::remove_file(p.path("inc1/stdio.h")).expect("rm");
+    assert_eq!(p.build(&INC, &[]), (Outcome::LocalHit, "hello\n".into()));
 
     // A -D, other CFLAGS; and back.
     let with_d = [&INC[..], &["-DEXTRA=\" world\""]].concat();
