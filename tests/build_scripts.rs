@@ -38,9 +38,12 @@ fn main() {
         for f in ["build.rs", "data.txt", "csrc"] {
             println!("cargo:rerun-if-changed={f}");
         }
-        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE", "BSDEP_PATHFILE"] {
+        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE", "BSDEP_PATHFILE", "BSDEP_WATCH"] {
             println!("cargo:rerun-if-env-changed={v}");
         }
+    }
+    if let Some(dir) = env::var_os("BSDEP_WATCH") {
+        println!("cargo:rerun-if-changed={}", PathBuf::from(dir).display());
     }
     if env::var_os("BSDEP_FAIL").is_some() {
         eprintln!("bsdep: failing on purpose");
@@ -721,19 +724,115 @@ fn a_damaged_stored_run_is_dropped_and_the_script_runs() {
     }
     let cursor = f.sandbox.cursor();
     assert_eq!(f.build_run("app", "t2", true, &[ALL]), expected);
-    let runs = runs_of(&cursor);
-    assert_eq!(one_run(&runs), "error", "{}", describe(&runs));
-    assert!(
-        runs[0]["warning"]
-            .as_str()
-            .is_some_and(|w| w.contains("damaged"))
-    );
-    // Dropped, so the next fresh target dir runs and stores it again, and the one after hits.
+    // As for compiles: the damaged run is dropped with one warning, the script runs and its
+    // run is stored again, so the next fresh target dir hits.
+    assert_healed(&runs_of(&cursor));
     let (got, runs) = f.case("t3", &[ALL]);
-    assert_eq!(
-        (one_run(&runs), got.as_str()),
-        ("miss".to_owned(), expected.as_str())
-    );
-    let (got, runs) = f.case("t4", &[ALL]);
     assert_eq!((one_run(&runs), got), ("local_hit".to_owned(), expected));
+}
+
+/// One run, which found its stored run damaged: dropped with one warning, run and stored
+/// again.
+fn assert_healed(runs: &[Value]) {
+    assert_eq!(one_run(runs), "miss", "{}", describe(runs));
+    let warned = runs[0]["warning"]
+        .as_str()
+        .is_some_and(|w| w.contains("damaged"));
+    assert!(warned, "{}", describe(runs));
+    assert!(runs[0]["cache_key"].is_string(), "stored again");
+}
+
+/// The blob of the stored output `name` (the newest run's).
+fn blob_of(f: &Fixture, name: &str) -> PathBuf {
+    let conn = rusqlite::Connection::open(f.sandbox.cache_dir().join("index.db")).expect("index");
+    let hash: String = conn
+        .query_row("SELECT blob FROM outputs WHERE name = ?1", [name], |row| {
+            row.get(0)
+        })
+        .expect("the output's blob");
+    f.sandbox
+        .cache_dir()
+        .join("blobs")
+        .join(&hash[..2])
+        .join(&hash)
+}
+
+#[test]
+fn a_changed_templated_blob_is_detected_and_healed() {
+    let f = Fixture::new(Dep::Path);
+    let env: Env = &[ALL, ("BSDEP_PATHFILE", "1")];
+    let (expected, runs) = f.case("t1", env);
+    assert_eq!(one_run(&runs), "miss");
+    // where.txt names OUT_DIR, so it is stored templated; change its text to another valid
+    // template, so only hashing the bytes used tells it from the stored one.
+    let blob = blob_of(&f, "where.txt");
+    let text = fs::read_to_string(&blob).expect("templated text");
+    assert!(text.contains("kache:out"), "templated: {text:?}");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::write(&blob, format!("{text}/../../evil")).expect("write");
+    let cursor = f.sandbox.cursor();
+    assert_eq!(f.build_run("app", "t2", true, env), expected);
+    assert_healed(&runs_of(&cursor));
+    let out_dir = bsdep_out_dir(&f.root().join("t2"));
+    let written = fs::read_to_string(out_dir.join("where.txt")).expect("where.txt");
+    assert_eq!(Path::new(&written), out_dir, "the script's own where.txt");
+    // Healed: stored again, restored next time with this target dir's path.
+    let (_, runs) = f.case("t3", env);
+    assert_eq!(one_run(&runs), "local_hit");
+    let out_dir = bsdep_out_dir(&f.root().join("t3"));
+    let written = fs::read_to_string(out_dir.join("where.txt")).expect("where.txt");
+    assert_eq!(Path::new(&written), out_dir);
+}
+
+#[test]
+fn directory_inputs_outside_the_package_are_never_walked() {
+    let f = Fixture::new(Dep::Path);
+    let (expected, runs) = f.case("t1", &[ALL]);
+    assert_eq!(one_run(&runs), "miss");
+    // A tampered index (or a remote manifest) naming a directory outside the package (here
+    // an empty one under CARGO_HOME, with the hash of its true content, so walking it would
+    // match): refused, so a miss, the script runs. Bare `${cargo_home}` or `/` would be
+    // walked the same way (src/buildscript/key.rs tests them).
+    let empty = f.root().join("cargo-home/kache-empty");
+    fs::create_dir_all(&empty).expect("mkdir");
+    let conn = rusqlite::Connection::open(f.sandbox.cache_dir().join("index.db")).expect("index");
+    let inputs: Vec<u8> = conn
+        .query_row("SELECT inputs FROM manifests", [], |row| row.get(0))
+        .expect("one manifest");
+    let mut manifest: Value = serde_json::from_slice(&inputs).expect("json manifest");
+    let files = manifest["files"].as_array_mut().expect("files");
+    let empty_tree = format!("tree:{}", blake3::hash(b"").to_hex());
+    files.insert(
+        0,
+        serde_json::json!({ "path": "${cargo_home}/kache-empty", "hash": empty_tree }),
+    );
+    conn.execute(
+        "UPDATE manifests SET inputs = ?1",
+        [serde_json::to_vec(&manifest).expect("json")],
+    )
+    .expect("tamper");
+    drop(conn);
+    let cursor = f.sandbox.cursor();
+    assert_eq!(f.build_run("app", "t2", true, &[ALL]), expected);
+    let runs = runs_of(&cursor);
+    assert_eq!(one_run(&runs), "miss", "{}", describe(&runs));
+    assert!(runs[0]["warning"].is_null(), "{}", describe(&runs));
+    // A script declaring a directory outside its package is run, never recorded.
+    let outside = f.root().join("outside-dir");
+    fs::create_dir_all(&outside).expect("mkdir");
+    write(&outside.join("x.h"), "int x;\n");
+    let watch = outside.display().to_string();
+    let env: Env = &[ALL, ("BSDEP_WATCH", &watch)];
+    for target in ["w1", "w2"] {
+        let (_, runs) = f.case(target, env);
+        assert_eq!(one_run(&runs), "miss", "{}", describe(&runs));
+        assert_eq!(
+            runs[0]["passthrough_reason"],
+            "directory_input_outside_package",
+            "{}",
+            describe(&runs)
+        );
+        assert!(runs[0]["cache_key"].is_null());
+    }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime};
 
-use super::key::{self, Declared, NotRecorded, RunInputs, TreeHasher};
+use super::key::{self, Budget, Declared, NotRecorded, Refused, RunInputs, TreeHasher};
 use super::{Scope, cargo_home, is_cached_package};
 use crate::config::Config;
 use crate::events::{self, BuildEvent, Outcome};
@@ -212,7 +212,7 @@ impl ScriptRun {
             env_var("RUSTUP_TOOLCHAIN"),
         );
         let mut stat = StatCache::new(store.conn());
-        let (inv_key, key_fields) = key::invocation_key(
+        let keyed = key::invocation_key(
             &RunInputs {
                 script: &self.real,
                 env: &env,
@@ -223,17 +223,22 @@ impl ScriptRun {
                 cache_dir: store.dir(),
             },
             &mut stat,
-        )?;
+        );
+        let (inv_key, key_fields) = match keyed {
+            Err(key::KeyError::TooLarge { .. }) => {
+                return Ok(self.passthrough("input_tree_too_large"));
+            }
+            other => other?,
+        };
         self.event.key_ms = ms(key_start.elapsed());
 
         let mut matches = |manifest: &Manifest, stat: &mut StatCache| {
-            let mut hasher = TreeHasher { stat, newest: None };
+            let mut hasher = TreeHasher::new(stat, &package_dir, Budget::default());
             manifest.check(&roots, &package_dir, &mut hasher, &env_var)
         };
         // A found run is final: restored, or (a root it names is unknown here) run uncached.
-        let mut restore = |entry, outcome, stat: &mut StatCache, _: &mut _| {
-            self.restore(&store, stat, &entry, &out_dir, &roots, outcome)
-                .map(Some)
+        let mut restore = |entry, outcome, stat: &mut StatCache, warning: &mut _| {
+            self.restore(&store, stat, &entry, &out_dir, &roots, outcome, warning)
         };
         let lookup = frontend::Lookup {
             config,
@@ -246,8 +251,8 @@ impl ScriptRun {
         let looked = frontend::lookup(&lookup, &mut stat, &mut matches, &mut restore, &mut seen);
         seen.report(&mut self.event);
         let (found, remote) = looked?;
-        if let Some(done) = found {
-            return Ok(done);
+        if let Some(code) = found {
+            return Ok(Some(code));
         }
         let code = self.run_and_record(
             &store,
@@ -264,6 +269,9 @@ impl ScriptRun {
         Ok(code)
     }
 
+    /// `None` when the entry turned out unusable: it is dropped (one warning) and the lookup
+    /// goes on, so the script runs and its run is stored again, as for compiles.
+    #[allow(clippy::too_many_arguments)]
     fn restore(
         &mut self,
         store: &Store,
@@ -272,24 +280,31 @@ impl ScriptRun {
         out_dir: &Path,
         roots: &Roots,
         outcome: Outcome,
+        warning: &mut Option<String>,
     ) -> Result<Option<i32>, Fault> {
         let start = Instant::now();
-        let (Some(stdout), Some(stderr)) = (
+        let restored = match (
             roots.fill(&String::from_utf8_lossy(&entry.stdout), Spelling::Plain),
             roots.fill(&String::from_utf8_lossy(&entry.stderr), Spelling::Plain),
-        ) else {
-            return Ok(self.passthrough("unknown_root"));
-        };
-        self.mark("restoring");
-        self.restoring = true;
-        let bytes = match super::restore::restore_out_dir(store, entry, out_dir, roots, stat) {
-            Ok(b) => b,
-            Err(e @ crate::restore::RestoreError::BadBlob { .. }) => {
-                // Self-healing: the damaged run is dropped; this one runs the script.
-                let _ = store.remove_entry(&entry.key);
-                return Err(e.into());
+        ) {
+            (Some(stdout), Some(stderr)) => {
+                self.mark("restoring");
+                self.restoring = true;
+                super::restore::restore_out_dir(store, entry, out_dir, roots, stat)
+                    .map(|bytes| (stdout, stderr, bytes))
             }
-            Err(e) => return Err(e.into()),
+            // The key covers every root the run named, so this is damage too.
+            _ => Err(crate::restore::RestoreError::UnknownRoot),
+        };
+        let (stdout, stderr, bytes) = match restored {
+            Ok(r) => r,
+            Err(e @ crate::restore::RestoreError::Write { .. }) => return Err(e.into()),
+            Err(e) => {
+                // Refused before anything was written: OUT_DIR is still empty.
+                self.restoring = false;
+                frontend::drop_unrestorable(store, &entry.key, e, Front::BuildScript, warning)?;
+                return Ok(None);
+            }
         };
         crate::testhook::crash_point("build_script_restored", &entry.crate_name);
         self.mark("committed");
@@ -365,7 +380,7 @@ impl ScriptRun {
         }
         let declared: Declared = key::declared(&stdout_text);
         let env_var = |name: &str| std::env::var(name).ok();
-        let mut hasher = TreeHasher { stat, newest: None };
+        let mut hasher = TreeHasher::new(stat, package_dir, Budget::default());
         if std::str::from_utf8(&out).is_err() || std::str::from_utf8(&err).is_err() {
             // Replayed output must be byte for byte what the script printed.
             return Ok(self.not_stored("non_utf8_output", code));
@@ -384,6 +399,12 @@ impl ScriptRun {
             }
             Err(NotRecorded::ChangedWhileRunning) => {
                 return Ok(self.not_stored("input_changed_while_running", code));
+            }
+            Err(NotRecorded::Refused(Refused::OutsidePackage)) => {
+                return Ok(self.not_stored("directory_input_outside_package", code));
+            }
+            Err(NotRecorded::Refused(Refused::TooLarge)) => {
+                return Ok(self.not_stored("input_tree_too_large", code));
             }
         };
         let Some(files) = out_dir_files(out_dir)? else {
