@@ -645,13 +645,13 @@ fn install_build_script_launcher(p: &Prepared) {
     if !buildscript::is_cached_package(scope, &package_dir, buildscript::cargo_home().as_deref()) {
         return;
     }
-    let (Some(script), Some(program)) = (
+    let (Some(script), Some((program, kache))) = (
         launcher::script_output(&p.output_names),
         launcher::launcher_program(),
     ) else {
         return;
     };
-    if let Err(e) = launcher::install(&program, &p.out_dir, script) {
+    if let Err(e) = launcher::install(&program, &kache, &p.out_dir, script) {
         tracing::debug!("cannot install the build-script launcher: {e}");
     }
 }

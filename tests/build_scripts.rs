@@ -38,12 +38,15 @@ fn main() {
         for f in ["build.rs", "data.txt", "csrc"] {
             println!("cargo:rerun-if-changed={f}");
         }
-        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE", "BSDEP_PATHFILE", "BSDEP_WATCH"] {
+        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE", "BSDEP_PATHFILE", "BSDEP_WATCH", "BSDEP_ABORT"] {
             println!("cargo:rerun-if-env-changed={v}");
         }
     }
     if let Some(dir) = env::var_os("BSDEP_WATCH") {
         println!("cargo:rerun-if-changed={}", PathBuf::from(dir).display());
+    }
+    if env::var_os("BSDEP_ABORT").is_some() {
+        std::process::abort();
     }
     if env::var_os("BSDEP_FAIL").is_some() {
         eprintln!("bsdep: failing on purpose");
@@ -835,4 +838,66 @@ fn directory_inputs_outside_the_package_are_never_walked() {
         );
         assert!(runs[0]["cache_key"].is_null());
     }
+}
+
+#[test]
+fn a_script_killed_by_a_signal_is_reported_as_cargo_would() {
+    let f = Fixture::new(Dep::Path);
+    let env: Env = &[ALL, ("BSDEP_ABORT", "1")];
+    let got = f.cargo("app", "sig", true, env).output().expect("cargo");
+    let reference = f
+        .cargo("app", "sig-ref", false, env)
+        .output()
+        .expect("cargo");
+    for out in [&got, &reference] {
+        assert!(!out.status.success());
+        let err = stderr_of(out);
+        assert!(err.contains("signal: 6, SIGABRT"), "{err}");
+    }
+    let runs = runs(&f.sandbox.events());
+    assert_eq!(one_run(&runs), "miss");
+    assert!(runs[0]["cache_key"].is_null(), "{}", describe(&runs));
+}
+
+#[test]
+fn the_wrapper_is_recognised_as_kache_by_identity_not_by_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new(Dep::Path);
+    // A link with another name: the run is handed over, stored, then restored.
+    let bin = f.root().join("bin");
+    fs::create_dir_all(&bin).expect("mkdir");
+    let link = bin.join("mycache");
+    std::os::unix::fs::symlink(kache_bin(), &link).expect("symlink");
+    let link = link.display().to_string();
+    let env: Env = &[ALL, ("RUSTC_WRAPPER", &link)];
+    let (expected, runs) = f.case("t1", env);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(runs[0]["cache_key"].is_string());
+    let (got, runs) = f.case("t2", env);
+    assert_eq!((one_run(&runs), got), ("local_hit".to_owned(), expected));
+    // A wrapper whose name says kache but that is not: cargo reruns the script (a declared
+    // variable changed) through the launcher kache installed, which runs it once, itself.
+    let impostor = bin.join("not-kache");
+    write(&impostor, "#!/bin/sh\nexec \"$@\"\n");
+    fs::set_permissions(&impostor, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let impostor = impostor.display().to_string();
+    let cursor = f.sandbox.cursor();
+    let got = f.build_run(
+        "app",
+        "t2",
+        true,
+        &[ALL, ("RUSTC_WRAPPER", &impostor), ("BSDEP_MODE", "other")],
+    );
+    assert!(got.contains("mode=set:other"), "{got}");
+    assert!(runs_of(&cursor).is_empty(), "{}", describe(&cursor.since()));
+    let warned = files_under(&f.root().join("t2/debug/build"))
+        .into_iter()
+        .filter(|p| p.ends_with("stderr"))
+        .any(|p| {
+            fs::read_to_string(p).is_ok_and(|t| t.contains("running the build script directly"))
+        });
+    assert!(
+        !warned,
+        "the launcher handed the run to a wrapper that is not kache"
+    );
 }

@@ -360,7 +360,12 @@ impl ScriptRun {
         let status = child
             .wait()
             .map_err(io_fault(format!("waiting for {}", self.real.display())));
-        let code = crate::compile::exit_code(status?);
+        let status = status?;
+        if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+            // The launcher dies of it, as cargo would have seen the script do.
+            self.mark(&format!("signal {signal}"));
+        }
+        let code = crate::compile::exit_code(status);
         let elapsed = clock.elapsed();
         self.script_ran = Some(code);
         self.event.compiler_runs = 1;
