@@ -58,10 +58,10 @@ fn main() {
     let cflags = env::var("CFLAGS").unwrap_or_default();
     let version = Command::new(&cc).arg("--version").output().unwrap();
     let version = String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or("").to_string();
-    let lib_dir = if env::var_os("BSDEP_OUTSIDE").is_some() {
-        out.join("../../../bsdep-shared")
-    } else {
-        out.join("native")
+    let lib_dir = match env::var_os("BSDEP_OUTSIDE") {
+        Some(dir) if PathBuf::from(&dir).is_absolute() => PathBuf::from(dir),
+        Some(_) => out.join("../../../bsdep-shared"),
+        None => out.join("native"),
     };
     fs::create_dir_all(&lib_dir).unwrap();
     match env::var("BSDEP_PATHFILE").as_deref() {
@@ -550,14 +550,17 @@ fn runs_that_cannot_be_restored_are_not_stored() {
         fs::remove_dir_all(f.root().join("fail")).expect("rm");
         fs::remove_dir_all(f.root().join("fail-ref")).expect("rm");
     }
-    // A script that writes a library outside OUT_DIR and names it: runs, is not stored.
-    for target in ["outside-1", "outside-2"] {
-        let (got, runs) = f.case(target, &[ALL, ("BSDEP_OUTSIDE", "1")]);
+    // A script that writes a library outside the target dir and names it: runs, is not
+    // stored.
+    let far = f.root().join("far-lib");
+    let far = far.display().to_string();
+    for target in ["far-1", "far-2"] {
+        let (got, runs) = f.case(target, &[ALL, ("BSDEP_OUTSIDE", &far)]);
         assert_eq!(one_run(&runs), "miss");
         assert!(runs[0]["cache_key"].is_null(), "{}", describe(&runs));
         assert_eq!(
             runs[0]["passthrough_reason"],
-            "names_target_dir_outside_out_dir"
+            "names_path_written_outside_target_dir"
         );
         assert!(got.ends_with("sum=5"));
     }
@@ -900,4 +903,33 @@ fn the_wrapper_is_recognised_as_kache_by_identity_not_by_name() {
         !warned,
         "the launcher handed the run to a wrapper that is not kache"
     );
+}
+
+#[test]
+fn files_written_under_the_target_dir_outside_out_dir_are_restored() {
+    let f = Fixture::new(Dep::Path);
+    // The script writes its library to `<target>/debug/bsdep-shared` and names it as a
+    // link-search dir: stored with the run, restored into a fresh target dir (the binary
+    // links it) and into one elsewhere.
+    let env: Env = &[ALL, ("BSDEP_OUTSIDE", "1")];
+    let (expected, runs) = f.case("outside-1", env);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(runs[0]["cache_key"].is_string(), "{}", describe(&runs));
+    assert!(expected.ends_with("sum=5"), "{expected}");
+    for target in ["outside-2", "elsewhere/deeper/outside-3"] {
+        let (got, runs) = f.case(target, env);
+        assert_eq!(
+            (one_run(&runs), got.as_str()),
+            ("local_hit".to_owned(), expected.as_str())
+        );
+        let lib = f.root().join(target).join("debug/bsdep-shared/libbsadd.a");
+        let reference = f
+            .root()
+            .join(format!("{target}-ref"))
+            .join("debug/bsdep-shared/libbsadd.a");
+        assert_eq!(
+            fs::read(&lib).expect("restored library"),
+            fs::read(&reference).expect("reference library")
+        );
+    }
 }

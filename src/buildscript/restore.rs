@@ -1,8 +1,9 @@
 //! Putting a stored run back: `OUT_DIR`'s files, each copied from its verified blob (never
 //! linked: a script's dependents may rewrite them, and nothing in `OUT_DIR` may lead into the
 //! store), or, for text stored with its root paths templated, written with this checkout's
-//! paths filled in; with their modes. The caller replays stdout and stderr. Must not decide
-//! hit or miss, and must not write outside `OUT_DIR`.
+//! paths filled in; with their modes; and the files the script wrote under the target dir
+//! outside `OUT_DIR` (named [`BESIDE_PREFIX`]). The caller replays stdout and stderr. Must
+//! not decide hit or miss, and must not write outside `OUT_DIR` and the target dir.
 //!
 //! An entry is outside data (a remote bundle, an index row): every name, blob and templated
 //! text is checked before anything is written, so a damaged entry is refused with `OUT_DIR`
@@ -20,6 +21,11 @@ use crate::key::FileHasher;
 use crate::key::roots::{Roots, Spelling};
 use crate::restore::RestoreError;
 use crate::store::{Entry, StatCache, Store};
+
+/// Starts the name of a stored output that the script wrote under the target dir outside
+/// `OUT_DIR` (the rest is its path relative to the target dir); names relative to `OUT_DIR`
+/// never start with `/`.
+pub const BESIDE_PREFIX: &str = "/target/";
 
 /// Set in a stored output's mode when its blob is text with the roots templated
 /// (`src/buildscript/run.rs`); it is filled in for this checkout on restore.
@@ -41,26 +47,32 @@ pub fn restore_out_dir(
     roots: &Roots,
     stat: &mut StatCache,
 ) -> Result<u64, RestoreError> {
+    let target = roots.get("target").map(|t| Path::new(&t.path));
     let mut checked = Vec::with_capacity(entry.outputs.len());
     for out in &entry.outputs {
-        // The name comes from the index: it must stay inside OUT_DIR.
-        let name = Path::new(&out.name);
-        if out.name.is_empty() || !name.components().all(|c| matches!(c, Component::Normal(_))) {
+        // The name comes from the index: it must stay inside OUT_DIR, or the target dir.
+        let (base, rel) = match out.name.strip_prefix(BESIDE_PREFIX) {
+            Some(rel) => (target.ok_or(RestoreError::UnknownRoot)?, rel),
+            None => (out_dir, out.name.as_str()),
+        };
+        let name = Path::new(rel);
+        if rel.is_empty() || !name.components().all(|c| matches!(c, Component::Normal(_))) {
             return Err(RestoreError::UnexpectedName {
                 name: out.name.clone(),
             });
         }
-        checked.push((out, name, verified(store, out, roots, stat)?));
+        checked.push((out, base, name, verified(store, out, roots, stat)?));
     }
     let mut bytes = 0;
-    for (out, name, source) in checked {
-        let dest = out_dir.join(name);
+    for (out, base, name, source) in checked {
+        let dest = base.join(name);
         let write_err = |source| RestoreError::Write {
             path: dest.clone(),
             source,
         };
         if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(write_err)?;
+            // Never through a link (in the target dir, outside OUT_DIR, above all).
+            fsutil::make_dirs_below(base, parent).map_err(write_err)?;
         }
         crate::restore::remove_if_present(&dest).map_err(write_err)?;
         match source {

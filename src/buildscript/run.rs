@@ -2,9 +2,10 @@
 //! real script, passing its output through, and record it (miss).
 //!
 //! A run is recorded only if the script succeeded, `OUT_DIR` was empty when it started, no
-//! recorded input changed while it ran, every path it declared exists, its stdout names no
-//! path under the target dir outside `OUT_DIR` (it wrote there, and only `OUT_DIR` is
-//! restored), and `OUT_DIR` holds only regular files. Every fault inside kache before the
+//! recorded input changed while it ran, every path it declared exists, `OUT_DIR` holds only
+//! regular files, and of the paths its stdout names, none outside the target dir was written
+//! while it ran and those under the target dir outside `OUT_DIR` hold only files it wrote
+//! (which are recorded with `OUT_DIR`'s and restored at the same place in the target dir). Every fault inside kache before the
 //! script started degrades to running it exactly as cargo would (`exec`, one warning line);
 //! a fault after it ran keeps its exit code. Must not install launchers.
 
@@ -377,11 +378,29 @@ impl ScriptRun {
         let store_start = Instant::now();
         let stdout_text = String::from_utf8_lossy(&out);
         let templated_stdout = roots.template(&stdout_text, Spelling::Plain).into_owned();
-        // Paths under the target dir outside OUT_DIR are where the script wrote something it
-        // tells cargo about; only OUT_DIR is restored, so such a run is not recorded.
+        // Paths it names are where the script may have written something it tells cargo
+        // about: under the target dir, what it wrote there is recorded with OUT_DIR.
         let target = roots.get("target").map(|t| PathBuf::from(&t.path));
-        if names_target_outside(&stdout_text, target.as_deref(), out_dir) {
-            return Ok(self.not_stored("names_target_dir_outside_out_dir", code));
+        let mut beside = Vec::new();
+        for named in named_paths(&stdout_text) {
+            match &target {
+                Some(t) if named.starts_with(t) => {
+                    if named.starts_with(normalize(out_dir)) {
+                        continue;
+                    }
+                    let rel = named.strip_prefix(t).unwrap_or(&named);
+                    match written_below(&named, rel, run_start)? {
+                        Some(files) => beside.extend(files),
+                        None => {
+                            return Ok(self.not_stored("names_target_dir_outside_out_dir", code));
+                        }
+                    }
+                }
+                _ if wrote_to(&named, run_start) => {
+                    return Ok(self.not_stored("names_path_written_outside_target_dir", code));
+                }
+                _ => {}
+            }
         }
         let declared: Declared = key::declared(&stdout_text);
         let env_var = |name: &str| std::env::var(name).ok();
@@ -412,9 +431,12 @@ impl ScriptRun {
                 return Ok(self.not_stored("input_tree_too_large", code));
             }
         };
-        let Some(files) = out_dir_files(out_dir)? else {
+        let Some(mut files) = out_dir_files(out_dir)? else {
             return Ok(self.not_stored("out_dir_not_regular_files", code));
         };
+        beside.sort();
+        beside.dedup();
+        files.extend(beside);
         // A UTF-8 text file that names a root (a pkg-config file's prefix, a CMake cache, a
         // generated `include!`) is stored with the roots templated, as stdout is, and filled
         // in on restore: what the script would have written at the new place. Any other text
@@ -506,19 +528,100 @@ impl ScriptRun {
     }
 }
 
-/// Whether a `cargo:` line names a path under the target dir but outside `OUT_DIR` (spelled
-/// with `..` or not): the script wrote there, and only `OUT_DIR` is restored.
-fn names_target_outside(stdout: &str, target: Option<&Path>, out_dir: &Path) -> bool {
-    let Some(target) = target else {
-        return false;
-    };
-    let out_dir = normalize(out_dir);
-    stdout
+/// The absolute paths `cargo:` lines name (spelled with `..` or not, read lexically), sorted,
+/// without those inside another one named.
+fn named_paths(stdout: &str) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = stdout
         .lines()
         .filter(|l| l.starts_with("cargo:"))
         .flat_map(|l| l.split([' ', '\t', '=', ',', ':']))
         .filter_map(|token| token.find('/').map(|i| normalize(Path::new(&token[i..]))))
-        .any(|p| p.starts_with(target) && !p.starts_with(&out_dir))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let mut outer: Vec<PathBuf> = Vec::with_capacity(paths.len());
+    for p in paths {
+        if !outer.last().is_some_and(|o| p.starts_with(o)) {
+            outer.push(p);
+        }
+    }
+    outer
+}
+
+/// The most entries looked at below one named path: past it, a run is not recorded.
+const MAX_NAMED_ENTRIES: usize = 20_000;
+
+/// The files the script wrote at `named` (under the target dir, outside `OUT_DIR`; `rel` is
+/// its path relative to the target dir), as outputs named [`super::restore::BESIDE_PREFIX`]
+/// followed by their path relative to the target dir. `None` when something there is older than the
+/// run (another package's, or an earlier build's: not this run's to restore), is not a
+/// regular file or directory, or there is too much; nothing there is fine.
+fn written_below(
+    named: &Path,
+    rel: &Path,
+    since: SystemTime,
+) -> Result<Option<Vec<OutFile>>, Fault> {
+    let fresh = |m: &std::fs::Metadata| m.modified().is_ok_and(|t| t >= since);
+    let meta = match std::fs::symlink_metadata(named) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(Vec::new())),
+        other => other.map_err(io_fault(format!("reading {}", named.display())))?,
+    };
+    let name_of = |rel: &Path| {
+        rel.to_str()
+            .map(|r| format!("{}{r}", super::restore::BESIDE_PREFIX))
+    };
+    if meta.file_type().is_file() {
+        return Ok(fresh(&meta)
+            .then(|| name_of(rel))
+            .flatten()
+            .map(|n| vec![(n, named.to_owned(), meta.permissions().mode())]));
+    }
+    if !meta.is_dir() || !fresh(&meta) {
+        return Ok(None);
+    }
+    let Some(files) = out_dir_files(named)? else {
+        return Ok(None);
+    };
+    if files.len() > MAX_NAMED_ENTRIES {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(files.len());
+    for (name, path, mode) in files {
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(io_fault(format!("reading {}", path.display())))?;
+        let Some(stored) = name_of(&rel.join(&name)).filter(|_| fresh(&meta)) else {
+            return Ok(None);
+        };
+        out.push((stored, path, mode));
+    }
+    Ok(Some(out))
+}
+
+/// Whether the script wrote at `named` (outside the target dir) while it ran: it, or an
+/// entry of it if it is a directory, is newer than the run's start (or too many to tell).
+fn wrote_to(named: &Path, since: SystemTime) -> bool {
+    let fresh = |m: std::fs::Metadata| m.modified().is_ok_and(|t| t >= since);
+    let Ok(meta) = std::fs::symlink_metadata(named) else {
+        return false;
+    };
+    let is_dir = meta.is_dir();
+    if fresh(meta) {
+        return true;
+    }
+    if !is_dir {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(named) else {
+        return false;
+    };
+    let mut seen = 0;
+    for entry in entries.flatten() {
+        seen += 1;
+        if seen > MAX_NAMED_ENTRIES || entry.metadata().is_ok_and(fresh) {
+            return true;
+        }
+    }
+    false
 }
 
 /// What an `OUT_DIR` file says about where it was written.
@@ -651,20 +754,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_outside_out_dir_are_found_however_spelled() {
-        let t = Path::new("/t");
-        let out = Path::new("/t/debug/build/x-1/out");
-        let named = |s: &str| names_target_outside(s, Some(t), out);
-        assert!(!named(
-            "cargo:rustc-link-search=native=/t/debug/build/x-1/out/lib\n"
-        ));
-        assert!(!named(
-            "cargo:rustc-link-search=/usr/lib\ncargo:include=/src/x/include\n"
-        ));
-        assert!(named(
-            "cargo:rustc-link-search=native=/t/debug/build/x-1/out/../../shared\n"
-        ));
-        assert!(named("cargo:rustc-link-arg=-Wl,-rpath,/t/debug/lib\n"));
-        assert!(!named("not a cargo line /t/debug/lib\n"));
+    fn named_paths_are_found_however_spelled() {
+        let named = |s: &str| named_paths(s);
+        assert_eq!(
+            named("cargo:rustc-link-search=native=/t/debug/build/x-1/out/../../shared\n"),
+            vec![PathBuf::from("/t/debug/shared")]
+        );
+        assert_eq!(
+            named("cargo:rustc-link-arg=-Wl,-rpath,/t/debug/lib\ncargo:include=/t/debug/lib/inc\n"),
+            vec![PathBuf::from("/t/debug/lib")]
+        );
+        assert!(named("not a cargo line /t/debug/lib\n").is_empty());
     }
 }
