@@ -5,9 +5,11 @@
 //! recorded input changed while it ran, every path it declared exists, `OUT_DIR` holds only
 //! regular files, and of the paths its stdout names, none outside the target dir was written
 //! while it ran and those under the target dir outside `OUT_DIR` hold only files it wrote
-//! (which are recorded with `OUT_DIR`'s and restored at the same place in the target dir). Every fault inside kache before the
-//! script started degrades to running it exactly as cargo would (`exec`, one warning line);
-//! a fault after it ran keeps its exit code. Must not install launchers.
+//! (which are recorded with `OUT_DIR`'s and restored at the same place in the target dir).
+//! Every fault inside kache before the script started degrades to running it exactly as
+//! cargo would (`exec`, one warning line); a fault after it ran keeps its exit code; a
+//! damaged stored run is dropped and the script runs and is stored again. Must not install
+//! launchers.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -237,7 +239,7 @@ impl ScriptRun {
             let mut hasher = TreeHasher::new(stat, &package_dir, Budget::default());
             manifest.check(&roots, &package_dir, &mut hasher, &env_var)
         };
-        // A found run is final: restored, or (a root it names is unknown here) run uncached.
+        // A found run is restored; a damaged one is dropped and the lookup goes on.
         let mut restore = |entry, outcome, stat: &mut StatCache, warning: &mut _| {
             self.restore(&store, stat, &entry, &out_dir, &roots, outcome, warning)
         };
