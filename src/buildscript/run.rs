@@ -215,6 +215,8 @@ impl ScriptRun {
             env_var("RUSTUP_TOOLCHAIN"),
         );
         let mut stat = StatCache::new(store.conn());
+        // Every manifest holds the whole package dir: one query for all its files.
+        stat.preload_below(&package_dir);
         let keyed = key::invocation_key(
             &RunInputs {
                 script: &self.real,
