@@ -762,7 +762,7 @@ mod tests {
         let named = |s: &str| named_paths(s);
         assert_eq!(
             named("cargo:rustc-link-search=native=/t/debug/build/x-1/out/../../shared\n"),
-            vec![PathBuf::from("/t/debug/shared")]
+            vec![PathBuf::from("/t/debug/build/shared")]
         );
         assert_eq!(
             named("cargo:rustc-link-arg=-Wl,-rpath,/t/debug/lib\ncargo:include=/t/debug/lib/inc\n"),
