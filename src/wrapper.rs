@@ -635,7 +635,10 @@ fn restore_hit(
 /// failure leaves the script as rustc wrote it: the run is then simply not cached.
 fn install_build_script_launcher(p: &Prepared) {
     use crate::buildscript::{self, Scope, launcher};
-    if p.args.crate_name.as_deref() != Some("build_script_build") {
+    let Some(crate_name) = p.args.crate_name.as_deref() else {
+        return;
+    };
+    if !launcher::is_build_script(crate_name, &p.out_dir) {
         return;
     }
     let scope = Scope::from_env(&|name| std::env::var(name).ok());
@@ -646,7 +649,7 @@ fn install_build_script_launcher(p: &Prepared) {
         return;
     }
     let (Some(script), Some((program, kache))) = (
-        launcher::script_output(&p.output_names),
+        launcher::script_output(&p.output_names, crate_name),
         launcher::launcher_program(),
     ) else {
         return;

@@ -933,3 +933,24 @@ fn files_written_under_the_target_dir_outside_out_dir_are_restored() {
         );
     }
 }
+
+#[test]
+fn a_build_script_with_another_file_name_is_cached_too() {
+    let f = Fixture::new(Dep::Path);
+    // `build = "build/main.rs"` (as openssl-sys has): cargo names the crate
+    // `build_script_main`. build.rs stays, unused, since the script declares it.
+    let dep = f.root().join("bsdep");
+    write(&dep.join("build/main.rs"), DEP_BUILD);
+    write(
+        &dep.join("Cargo.toml"),
+        &DEP_MANIFEST.replace(
+            "links = \"bsdep\"",
+            "links = \"bsdep\"\nbuild = \"build/main.rs\"",
+        ),
+    );
+    let (expected, runs) = f.case("t1", &[ALL]);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(runs[0]["cache_key"].is_string(), "{}", describe(&runs));
+    let (got, runs) = f.case("t2", &[ALL]);
+    assert_eq!((one_run(&runs), got), ("local_hit".to_owned(), expected));
+}

@@ -32,13 +32,24 @@ pub(crate) fn launcher_program() -> Option<(PathBuf, PathBuf)> {
     program.is_file().then_some((program, exe))
 }
 
-/// The script executable among a `build_script_build` compile's outputs (the one without an
+/// Whether a compile is of a build script: cargo names its crate `build_script_<file stem>`
+/// (`build_script_build` for `build.rs`, `build_script_main` for `build/main.rs`, as
+/// `openssl-sys` has) and compiles it into `build/<package>-<hash>/`, where nothing else is.
+pub(crate) fn is_build_script(crate_name: &str, out_dir: &Path) -> bool {
+    crate_name.starts_with("build_script_")
+        && out_dir
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "build")
+}
+
+/// The script executable among a build script compile's outputs (the one without an
 /// extension; the others are dep-info and the like).
-pub(crate) fn script_output(output_names: &[String]) -> Option<&str> {
+pub(crate) fn script_output<'a>(output_names: &'a [String], crate_name: &str) -> Option<&'a str> {
     output_names
         .iter()
         .map(String::as_str)
-        .find(|n| n.starts_with("build_script_build") && !n.contains('.'))
+        .find(|n| n.starts_with(crate_name) && !n.contains('.'))
 }
 
 /// Puts the launcher at `out_dir/script` and the real script beside it, with `kache` (this
@@ -72,8 +83,24 @@ mod tests {
             "build_script_build-0f1e.d".to_string(),
             "build_script_build-0f1e".to_string(),
         ];
-        assert_eq!(script_output(&names), Some("build_script_build-0f1e"));
-        assert_eq!(script_output(&["lib.rlib".to_string()]), None);
+        assert_eq!(
+            script_output(&names, "build_script_build"),
+            Some("build_script_build-0f1e")
+        );
+        assert_eq!(script_output(&["lib.rlib".to_string()], "lib"), None);
+        let main = ["build_script_main-77".to_string()];
+        assert_eq!(
+            script_output(&main, "build_script_main"),
+            Some("build_script_main-77")
+        );
+        let dir = Path::new("/t/release/build/openssl-sys-77");
+        assert!(is_build_script("build_script_main", dir));
+        assert!(is_build_script("build_script_build", dir));
+        assert!(!is_build_script(
+            "build_script_main",
+            Path::new("/t/release/deps")
+        ));
+        assert!(!is_build_script("openssl_sys", dir));
     }
 
     #[test]
