@@ -38,12 +38,15 @@ fn main() {
         for f in ["build.rs", "data.txt", "csrc"] {
             println!("cargo:rerun-if-changed={f}");
         }
-        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE", "BSDEP_PATHFILE", "BSDEP_WATCH", "BSDEP_ABORT"] {
+        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE", "BSDEP_PATHFILE", "BSDEP_WATCH", "BSDEP_ABORT", "BSDEP_NAME_OTHER"] {
             println!("cargo:rerun-if-env-changed={v}");
         }
     }
     if let Some(dir) = env::var_os("BSDEP_WATCH") {
         println!("cargo:rerun-if-changed={}", PathBuf::from(dir).display());
+    }
+    if env::var_os("BSDEP_NAME_OTHER").is_some() {
+        println!("cargo:rustc-link-search=native={}/../../other-1/out/lib", env::var("OUT_DIR").unwrap());
     }
     if env::var_os("BSDEP_ABORT").is_some() {
         std::process::abort();
@@ -953,4 +956,39 @@ fn a_build_script_with_another_file_name_is_cached_too() {
     assert!(runs[0]["cache_key"].is_string(), "{}", describe(&runs));
     let (got, runs) = f.case("t2", &[ALL]);
     assert_eq!((one_run(&runs), got), ("local_hit".to_owned(), expected));
+}
+
+#[test]
+fn a_dependency_out_dir_the_script_only_names_does_not_stop_its_run_being_stored() {
+    let f = Fixture::new(Dep::Path);
+    // Another run's OUT_DIR, written before this build (as a dependency's would be), that
+    // the script names as a link-search dir (libgit2-sys does so with OpenSSL's).
+    let other = |target: &str| {
+        let lib = f
+            .root()
+            .join(target)
+            .join("debug/build/other-1/out/lib/libother.txt");
+        write(&lib, "other");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(&lib)
+            .and_then(|file| file.set_modified(old))
+            .expect("age the file");
+    };
+    let env: Env = &[ALL, ("BSDEP_NAME_OTHER", "1")];
+    for target in ["t1", "t1-ref", "t2", "t2-ref"] {
+        other(target);
+    }
+    let (expected, runs) = f.case("t1", env);
+    assert_eq!(one_run(&runs), "miss");
+    assert!(runs[0]["cache_key"].is_string(), "{}", describe(&runs));
+    let (got, runs) = f.case("t2", env);
+    assert_eq!((one_run(&runs), got), ("local_hit".to_owned(), expected));
+    // Not this run's to restore.
+    assert_eq!(
+        fs::read_to_string(f.root().join("t2/debug/build/other-1/out/lib/libother.txt"))
+            .expect("left alone"),
+        "other"
+    );
 }

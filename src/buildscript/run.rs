@@ -393,6 +393,12 @@ impl ScriptRun {
                         continue;
                     }
                     let rel = named.strip_prefix(t).unwrap_or(&named);
+                    // Another run's OUT_DIR (a dependency's include or lib dir, as `DEP_*`
+                    // values hand them on) that this run did not write: that run restores
+                    // it, this one only names it.
+                    if in_another_out_dir(rel) && !wrote_below(&named, run_start) {
+                        continue;
+                    }
                     match written_below(&named, rel, run_start)? {
                         Some(files) => beside.extend(files),
                         None => {
@@ -599,6 +605,33 @@ fn written_below(
         out.push((stored, path, mode));
     }
     Ok(Some(out))
+}
+
+/// Whether `rel` (relative to the target dir) lies in a build-script run's `OUT_DIR`
+/// (`<profile>/build/<package>-<hash>/out/…`).
+fn in_another_out_dir(rel: &Path) -> bool {
+    let parts: Vec<_> = rel.components().collect();
+    parts
+        .windows(3)
+        .any(|w| w[0].as_os_str() == "build" && w[2].as_os_str() == "out")
+}
+
+/// Whether anything below `named` is newer than `since` (or cannot be told: links, too many).
+fn wrote_below(named: &Path, since: SystemTime) -> bool {
+    let fresh = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since)
+    };
+    if fresh(named) {
+        return true;
+    }
+    match out_dir_files(named) {
+        Ok(Some(files)) if files.len() <= MAX_NAMED_ENTRIES => {
+            files.iter().any(|(_, path, _)| fresh(path))
+        }
+        _ => std::fs::symlink_metadata(named).is_ok(),
+    }
 }
 
 /// Whether the script wrote at `named` (outside the target dir) while it ran: it, or an
