@@ -969,6 +969,10 @@ fn a_dependency_out_dir_the_script_only_names_does_not_stop_its_run_being_stored
             .join(target)
             .join("debug/build/other-1/out/lib/libother.txt");
         write(&lib, "other");
+        // An empty dir and a link, as OpenSSL's install tree has.
+        let dir = lib.parent().expect("lib dir");
+        fs::create_dir_all(dir.join("pkgconfig")).expect("mkdir");
+        std::os::unix::fs::symlink("libother.txt", dir.join("libother.so")).expect("link");
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         fs::File::options()
             .write(true)

@@ -616,22 +616,27 @@ fn in_another_out_dir(rel: &Path) -> bool {
         .any(|w| w[0].as_os_str() == "build" && w[2].as_os_str() == "out")
 }
 
-/// Whether anything below `named` is newer than `since` (or cannot be told: links, too many).
+/// Whether `named` or anything below it (links and directories included, never followed) is
+/// newer than `since`, or there is too much to tell.
 fn wrote_below(named: &Path, since: SystemTime) -> bool {
-    let fresh = |p: &Path| {
-        std::fs::symlink_metadata(p)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t >= since)
-    };
-    if fresh(named) {
-        return true;
-    }
-    match out_dir_files(named) {
-        Ok(Some(files)) if files.len() <= MAX_NAMED_ENTRIES => {
-            files.iter().any(|(_, path, _)| fresh(path))
+    let mut stack = vec![named.to_owned()];
+    let mut seen = 0;
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        seen += 1;
+        if seen > MAX_NAMED_ENTRIES || meta.modified().is_ok_and(|t| t >= since) {
+            return true;
         }
-        _ => std::fs::symlink_metadata(named).is_ok(),
+        if meta.is_dir() {
+            let Ok(entries) = std::fs::read_dir(&path) else {
+                return true;
+            };
+            stack.extend(entries.flatten().map(|e| e.path()));
+        }
     }
+    false
 }
 
 /// Whether the script wrote at `named` (outside the target dir) while it ran: it, or an
