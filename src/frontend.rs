@@ -508,30 +508,34 @@ fn fetch(
     }
 }
 
-/// A restore that failed on a damaged entry (a blob that no longer hashes to its name, or
-/// a name outside what the invocation writes, checked before anything is written) drops the
-/// entry and its damaged blob, with one warning; `Ok` means the invocation compiles. Any other
-/// error is a fault.
+/// A restore that failed on a damaged entry (a blob that no longer hashes to its name, a
+/// name outside what the invocation writes, or stored text naming a root this checkout does
+/// not have) drops the entry and its damaged blob, with one warning; `Ok` means the
+/// invocation compiles (or runs the build script). Any other error is a fault.
 pub(crate) fn drop_unrestorable(
     store: &Store,
     entry_key: &str,
     error: RestoreError,
+    front: Front,
     warning: &mut Option<String>,
 ) -> Result<(), Fault> {
+    let instead = front.instead();
     match error {
         RestoreError::BadBlob { name, blob } => {
             eprintln!(
-                "kache: warning: cached {name} was damaged (blob {blob}); dropping the entry and compiling"
+                "kache: warning: cached {name} was damaged (blob {blob}); dropping the entry and {instead}"
             );
             *warning = Some(format!("damaged blob {blob} dropped"));
             store.remove_entry(entry_key)?;
             store.discard_damaged_blob(&blob);
             Ok(())
         }
-        e @ RestoreError::UnexpectedName { .. } => {
-            // The entry is damage (or an attack), so it goes like any damaged entry.
+        e @ (RestoreError::UnexpectedName { .. } | RestoreError::UnknownRoot) => {
+            // The entry is damage (or an attack): the manifest that matched names only roots
+            // this checkout has, so a stored text naming another is damage too. It goes like
+            // any damaged entry.
             let message = one_line(&e);
-            eprintln!("kache: warning: {message}; dropping the entry and compiling");
+            eprintln!("kache: warning: {message}; dropping the entry and {instead}");
             *warning = Some(message);
             store.remove_entry(entry_key)?;
             Ok(())

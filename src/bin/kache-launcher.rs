@@ -8,14 +8,22 @@
 //! replaces itself with the real script (`exec`), so the script sees exactly what cargo gave:
 //! environment (names a shell could not spell included), arguments, working directory,
 //! stdin, stdout, stderr, and cargo sees its exit status. It links nothing from kache so it
-//! stays small (one copy per build script) and keeps working when kache is gone.
+//! stays small (one copy per build script; `libc` only) and keeps working when kache is gone.
 //!
 //! The hand-over protocol: kache gets the real script's path in `KACHE_BUILD_SCRIPT_REAL`,
 //! cargo's `argv[0]` as its first argument, and a marker path in
 //! `KACHE_BUILD_SCRIPT_MARKER`. It writes `restoring` there before it writes into `OUT_DIR`
 //! and `committed` once the run is its own (the script started, or a stored run is in place);
 //! without `committed` the launcher runs the script itself, after emptying `OUT_DIR` if kache
-//! had begun to restore into it.
+//! had begun to restore into it. A script that kache ran and that was killed by a signal is
+//! reported there as `signal <n>`, and the launcher then dies of the same signal, so cargo
+//! reports what it would have without kache.
+//!
+//! Which wrapper is kache is decided by identity, not by name: kache writes its own resolved
+//! path into [`KACHE_PATH_FILE`] beside the real script when it installs the launcher, and
+//! the run is handed over only to a `RUSTC_WRAPPER` that resolves to that file (a symlink
+//! `mycache -> kache` does; another wrapper whose name happens to contain "kache" does not:
+//! it would run this launcher as a compiler, and the script twice).
 
 use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -24,6 +32,9 @@ use std::process::Command;
 
 /// The real script's name beside the launcher (kache's `buildscript::launcher` uses the same).
 const REAL_NAME: &str = "kache-real-build-script-build";
+/// Beside the real script: the resolved path of the kache that installed the launcher (the
+/// same name as kache's `buildscript::launcher::KACHE_PATH_FILE`).
+const KACHE_PATH_FILE: &str = "kache-launcher-kache-path";
 
 fn main() {
     let mut args = std::env::args_os();
@@ -37,7 +48,7 @@ fn main() {
     // means a kache that does not know the hand-over ran this launcher as a compiler, and
     // handing over again would loop.
     let reentered = std::env::var_os("KACHE_BUILD_SCRIPT_REAL").is_some();
-    if !reentered && let Some(kache) = kache_wrapper() {
+    if !reentered && let Some(kache) = kache_wrapper(&real) {
         let marker = real.with_file_name(format!(".kache-launcher.{}", std::process::id()));
         let _ = std::fs::remove_file(&marker);
         let status = Command::new(&kache)
@@ -48,12 +59,17 @@ fn main() {
             .status();
         let state = std::fs::read(&marker).unwrap_or_default();
         let _ = std::fs::remove_file(&marker);
+        // kache ran the script and it died of a signal: `signal <n>`.
+        let script_signal = state
+            .strip_prefix(b"signal ")
+            .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok());
         match status {
-            Ok(s) if state == b"committed" => std::process::exit(
-                s.code()
-                    .or_else(|| s.signal().map(|n| 128 + n))
-                    .unwrap_or(1),
-            ),
+            Ok(s) if state == b"committed" || script_signal.is_some() => {
+                if let Some(signal) = s.signal().or(script_signal) {
+                    die_of(signal);
+                }
+                std::process::exit(s.code().unwrap_or(1))
+            }
             _ => {
                 eprintln!(
                     "kache: warning: the build-script cache did not run; running the build script directly"
@@ -85,14 +101,36 @@ fn real_script(argv0: &OsString) -> Option<PathBuf> {
     real.is_file().then_some(real)
 }
 
-/// The kache cargo uses as `RUSTC_WRAPPER` (cargo passes it to build scripts), if it is kache.
-fn kache_wrapper() -> Option<OsString> {
+/// The kache cargo uses as `RUSTC_WRAPPER` (cargo passes it to build scripts), resolved, if
+/// it is the kache that installed this launcher.
+fn kache_wrapper(real: &Path) -> Option<PathBuf> {
     let wrapper = std::env::var_os("RUSTC_WRAPPER").filter(|w| !w.is_empty())?;
-    let name = Path::new(&wrapper)
-        .file_name()?
-        .to_string_lossy()
-        .into_owned();
-    name.contains("kache").then_some(wrapper)
+    let installed = std::fs::read(real.with_file_name(KACHE_PATH_FILE)).ok()?;
+    // cargo finds a bare name on `PATH`; a path is used as given.
+    let found = if Path::new(&wrapper).components().count() > 1 {
+        PathBuf::from(&wrapper)
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join(&wrapper))
+            .find(|p| p.is_file())?
+    };
+    let resolved = found.canonicalize().ok()?;
+    (resolved.as_os_str().as_encoded_bytes() == installed.as_slice()).then_some(resolved)
+}
+
+/// Dies of `signal` as the script did, so cargo sees the same status; exits `128 + signal`
+/// as a shell would if the signal does not end the process.
+fn die_of(signal: i32) -> ! {
+    // SAFETY: restoring the default action and raising a signal in a single-threaded process.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+    std::process::exit(128 + signal)
 }
 
 fn empty_dir(dir: &Path) {

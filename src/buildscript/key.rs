@@ -120,6 +120,10 @@ const TOOL_VARS: &[&str] = &[
 pub(crate) enum KeyError {
     #[error("hashing {path}: {source}")]
     Hash { path: PathBuf, source: io::Error },
+    /// A directory input holds more than [`Budget`] allows: the run is not cached (a miss,
+    /// never a fault).
+    #[error("{path} holds more than a build-script input may (entries or bytes)")]
+    TooLarge { path: PathBuf },
     #[error(transparent)]
     Toolchain(#[from] toolchain::ToolchainError),
 }
@@ -175,7 +179,7 @@ pub(crate) fn invocation_key(
                 if part.is_absolute() && part.exists() {
                     k.field(
                         format!("env-content:{name}"),
-                        tree_hash(&part, stat, &mut None)?,
+                        tree_hash(&part, stat, &mut None, &mut Budget::default())?,
                     );
                 }
             }
@@ -217,18 +221,57 @@ fn resolve(program: &str, path_var: Option<&str>) -> Option<PathBuf> {
     crate::key::invocation_key::resolve_program(Path::new(program), &cwd, path_var)
 }
 
+/// How much the directory inputs of one run (or one manifest check) may hold. A package
+/// dir is read once and then answered from the stat cache, but an input naming a huge tree
+/// (a tampered manifest, a `DEP_*` value naming `/usr`) would be walked on every run: past
+/// these, the run is not cached.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl Default for Budget {
+    /// Well above the largest registry packages with C sources (tens of thousands of files,
+    /// a few hundred MiB).
+    fn default() -> Self {
+        Budget {
+            entries: 200_000,
+            bytes: 4 << 30,
+        }
+    }
+}
+
+impl Budget {
+    /// Spends one entry of `bytes`; `false` once the budget is exceeded.
+    fn spend(&mut self, bytes: u64) -> bool {
+        match (self.entries.checked_sub(1), self.bytes.checked_sub(bytes)) {
+            (Some(e), Some(b)) => {
+                (self.entries, self.bytes) = (e, b);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Hashes a file, or a directory as the sorted list of its entries and their contents
 /// (cargo's `rerun-if-changed` on a directory watches everything below it). Target dirs
 /// (holding cargo's `CACHEDIR.TAG`) and `.git` are left out. `newest` collects the newest
-/// mtime seen, to notice inputs changed while the script ran.
+/// mtime seen, to notice inputs changed while the script ran; `budget` bounds the walk
+/// ([`KeyError::TooLarge`] past it).
 pub(crate) fn tree_hash(
     path: &Path,
     stat: &mut dyn FileHasher,
     newest: &mut Option<SystemTime>,
+    budget: &mut Budget,
 ) -> Result<ContentHash, KeyError> {
     let err = |p: &Path| {
         let p = p.to_owned();
         move |source| KeyError::Hash { path: p, source }
+    };
+    let too_large = || KeyError::TooLarge {
+        path: path.to_owned(),
     };
     let meta = fs::metadata(path).map_err(err(path))?;
     note_mtime(&meta, newest);
@@ -248,6 +291,14 @@ pub(crate) fn tree_hash(
             let child_rel = rel.join(entry.file_name());
             let child = entry.path();
             let meta = fs::symlink_metadata(&child).map_err(err(&child))?;
+            let bytes = if meta.file_type().is_file() {
+                meta.len()
+            } else {
+                0
+            };
+            if !budget.spend(bytes) {
+                return Err(too_large());
+            }
             let name = child_rel.as_os_str().as_bytes();
             if meta.file_type().is_symlink() {
                 let target = fs::read_link(&child).map_err(err(&child))?;
@@ -286,20 +337,71 @@ fn note_mtime(meta: &fs::Metadata, newest: &mut Option<SystemTime>) {
 
 /// A [`FileHasher`] that also hashes directories (as [`tree_hash`]), so a manifest can hold
 /// declared directories and the package directory.
+///
+/// A manifest is outside data (the remote, an index row): a directory it names is walked
+/// only if it is the package dir or below it, once links are resolved (never `${cargo_home}`,
+/// `${target}` or `/`), and all the directories of one manifest share one [`Budget`].
 pub(crate) struct TreeHasher<'s, 'c> {
     pub stat: &'s mut StatCache<'c>,
     pub newest: Option<SystemTime>,
+    /// The package dir, links resolved (`None` when it cannot be: then no directory is walked).
+    package_dir: Option<PathBuf>,
+    budget: Budget,
+    /// Why the last refused directory was refused.
+    pub refused: Option<Refused>,
+}
+
+/// Why a directory input was not hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    OutsidePackage,
+    TooLarge,
+}
+
+impl<'s, 'c> TreeHasher<'s, 'c> {
+    pub fn new(stat: &'s mut StatCache<'c>, package_dir: &Path, budget: Budget) -> Self {
+        TreeHasher {
+            stat,
+            newest: None,
+            package_dir: package_dir.canonicalize().ok(),
+            budget,
+            refused: None,
+        }
+    }
+
+    fn refuse(&mut self, why: Refused, path: &Path) -> io::Error {
+        self.refused = Some(why);
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is a directory input outside the package dir or too large",
+                path.display()
+            ),
+        )
+    }
 }
 
 impl FileHasher for TreeHasher<'_, '_> {
     fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash> {
+        if fs::metadata(path)?.is_dir() {
+            let inside = path.canonicalize().is_ok_and(|real| {
+                self.package_dir
+                    .as_deref()
+                    .is_some_and(|pkg| real.starts_with(pkg))
+            });
+            if !inside {
+                return Err(self.refuse(Refused::OutsidePackage, path));
+            }
+        }
         let mut newest = self.newest;
-        let hash = tree_hash(path, self.stat, &mut newest).map_err(|e| match e {
-            KeyError::Hash { source, .. } => source,
-            other => io::Error::other(other.to_string()),
-        });
+        let hash = tree_hash(path, self.stat, &mut newest, &mut self.budget);
         self.newest = newest;
-        hash
+        match hash {
+            Ok(h) => Ok(h),
+            Err(KeyError::TooLarge { .. }) => Err(self.refuse(Refused::TooLarge, path)),
+            Err(KeyError::Hash { source, .. }) => Err(source),
+            Err(other) => Err(io::Error::other(other.to_string())),
+        }
     }
 }
 
@@ -335,6 +437,9 @@ pub(crate) enum NotRecorded {
     MissingInput(String),
     /// An input was modified after the script started.
     ChangedWhileRunning,
+    /// A declared directory lies outside the package dir, or the inputs hold more than the
+    /// [`Budget`].
+    Refused(Refused),
 }
 
 /// Records the manifest of a finished run: the package directory and every declared path by
@@ -371,10 +476,18 @@ pub(crate) fn record_manifest(
         paths.push((keyed, real));
     }
     for (keyed, real) in paths {
-        let hash = hasher.hash_file(&real).map_err(|source| KeyError::Hash {
-            path: real.clone(),
-            source,
-        })?;
+        let hash = match hasher.hash_file(&real) {
+            Ok(h) => h,
+            Err(source) => {
+                if let Some(why) = hasher.refused {
+                    return Ok(Err(NotRecorded::Refused(why)));
+                }
+                return Err(KeyError::Hash {
+                    path: real.clone(),
+                    source,
+                });
+            }
+        };
         files.push(ManifestFile { path: keyed, hash });
     }
     if hasher.newest.is_some_and(|n| n >= run_start) {
@@ -442,15 +555,83 @@ mod tests {
         let d = dir.path();
         fs::create_dir_all(d.join("src")).expect("mkdir");
         fs::write(d.join("src/a.c"), "int a;").expect("write");
-        let base = tree_hash(d, &mut Plain, &mut None).expect("hash");
+        let base = tree_hash(d, &mut Plain, &mut None, &mut Budget::default()).expect("hash");
         fs::create_dir_all(d.join("target")).expect("mkdir");
         fs::write(d.join("target/CACHEDIR.TAG"), "x").expect("write");
         fs::write(d.join("target/junk"), "x").expect("write");
-        assert_eq!(tree_hash(d, &mut Plain, &mut None).expect("hash"), base);
+        assert_eq!(
+            tree_hash(d, &mut Plain, &mut None, &mut Budget::default()).expect("hash"),
+            base
+        );
         fs::write(d.join("src/a.c"), "int b;").expect("write");
-        let changed = tree_hash(d, &mut Plain, &mut None).expect("hash");
+        let changed = tree_hash(d, &mut Plain, &mut None, &mut Budget::default()).expect("hash");
         assert_ne!(changed, base);
         fs::rename(d.join("src/a.c"), d.join("src/b.c")).expect("rename");
-        assert_ne!(tree_hash(d, &mut Plain, &mut None).expect("hash"), changed);
+        assert_ne!(
+            tree_hash(d, &mut Plain, &mut None, &mut Budget::default()).expect("hash"),
+            changed
+        );
+    }
+
+    #[test]
+    fn directory_inputs_stay_in_the_package_dir_and_the_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let pkg = d.join("home/registry/src/pkg-1.0");
+        fs::create_dir_all(pkg.join("csrc")).expect("mkdir");
+        fs::write(pkg.join("csrc/a.c"), "int a;").expect("write");
+        fs::write(d.join("home/secret"), "s").expect("write");
+        std::os::unix::fs::symlink(d, pkg.join("up")).expect("symlink");
+        let store = crate::store::Store::open(&d.join("cache")).expect("open");
+        let mut stat = StatCache::new(store.conn());
+        let mut hasher = TreeHasher::new(&mut stat, &pkg, Budget::default());
+        assert!(hasher.hash_file(&pkg).is_ok());
+        assert!(hasher.hash_file(&pkg.join("csrc")).is_ok());
+        assert!(hasher.hash_file(&pkg.join("csrc/a.c")).is_ok());
+        assert_eq!(hasher.refused, None);
+        // `${cargo_home}`, `/`, `${ws}/..` and a link out of the package: never walked.
+        for outside in [
+            d.join("home"),
+            PathBuf::from("/"),
+            pkg.join(".."),
+            pkg.join("up"),
+        ] {
+            let mut hasher = TreeHasher::new(&mut stat, &pkg, Budget::default());
+            assert!(hasher.hash_file(&outside).is_err(), "{}", outside.display());
+            assert_eq!(hasher.refused, Some(Refused::OutsidePackage));
+        }
+        // A recorded run that declared such a directory is not recorded.
+        let declared = Declared {
+            files: vec![d.join("home").display().to_string()],
+            env: vec![],
+        };
+        let roots = Roots::new(vec![]);
+        let mut hasher = TreeHasher::new(&mut stat, &pkg, Budget::default());
+        let recorded = record_manifest(
+            &declared,
+            &roots,
+            &pkg,
+            &mut hasher,
+            &|_| None,
+            SystemTime::now(),
+        )
+        .expect("no fault");
+        assert_eq!(recorded, Err(NotRecorded::Refused(Refused::OutsidePackage)));
+        // Past the budget (entries or bytes, over all the directories of one manifest).
+        let tight = Budget {
+            entries: 2,
+            bytes: 1 << 20,
+        };
+        let mut hasher = TreeHasher::new(&mut stat, &pkg, tight);
+        assert!(hasher.hash_file(&pkg.join("csrc")).is_ok());
+        assert!(hasher.hash_file(&pkg).is_err());
+        assert_eq!(hasher.refused, Some(Refused::TooLarge));
+        let small = Budget {
+            entries: 100,
+            bytes: 3,
+        };
+        let mut hasher = TreeHasher::new(&mut stat, &pkg, small);
+        assert!(hasher.hash_file(&pkg.join("csrc")).is_err());
+        assert_eq!(hasher.refused, Some(Refused::TooLarge));
     }
 }

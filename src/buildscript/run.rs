@@ -2,11 +2,14 @@
 //! real script, passing its output through, and record it (miss).
 //!
 //! A run is recorded only if the script succeeded, `OUT_DIR` was empty when it started, no
-//! recorded input changed while it ran, every path it declared exists, its stdout names no
-//! path under the target dir outside `OUT_DIR` (it wrote there, and only `OUT_DIR` is
-//! restored), and `OUT_DIR` holds only regular files. Every fault inside kache before the
-//! script started degrades to running it exactly as cargo would (`exec`, one warning line);
-//! a fault after it ran keeps its exit code. Must not install launchers.
+//! recorded input changed while it ran, every path it declared exists, `OUT_DIR` holds only
+//! regular files, and of the paths its stdout names, none outside the target dir was written
+//! while it ran and those under the target dir outside `OUT_DIR` hold only files it wrote
+//! (which are recorded with `OUT_DIR`'s and restored at the same place in the target dir).
+//! Every fault inside kache before the script started degrades to running it exactly as
+//! cargo would (`exec`, one warning line); a fault after it ran keeps its exit code; a
+//! damaged stored run is dropped and the script runs and is stored again. Must not install
+//! launchers.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -17,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime};
 
-use super::key::{self, Declared, NotRecorded, RunInputs, TreeHasher};
+use super::key::{self, Budget, Declared, NotRecorded, Refused, RunInputs, TreeHasher};
 use super::{Scope, cargo_home, is_cached_package};
 use crate::config::Config;
 use crate::events::{self, BuildEvent, Outcome, RUN_CRATE_TYPE};
@@ -212,7 +215,9 @@ impl ScriptRun {
             env_var("RUSTUP_TOOLCHAIN"),
         );
         let mut stat = StatCache::new(store.conn());
-        let (inv_key, key_fields) = key::invocation_key(
+        // Every manifest holds the whole package dir: one query for all its files.
+        stat.preload_below(&package_dir);
+        let keyed = key::invocation_key(
             &RunInputs {
                 script: &self.real,
                 env: &env,
@@ -223,17 +228,22 @@ impl ScriptRun {
                 cache_dir: store.dir(),
             },
             &mut stat,
-        )?;
+        );
+        let (inv_key, key_fields) = match keyed {
+            Err(key::KeyError::TooLarge { .. }) => {
+                return Ok(passthrough("input_tree_too_large"));
+            }
+            other => other?,
+        };
         self.trace.key_ms = ms(key_start.elapsed());
 
         let mut matches = |manifest: &Manifest, stat: &mut StatCache| {
-            let mut hasher = TreeHasher { stat, newest: None };
+            let mut hasher = TreeHasher::new(stat, &package_dir, Budget::default());
             manifest.check(&roots, &package_dir, &mut hasher, &env_var)
         };
-        // A found run is final: restored, or (a root it names is unknown here) run uncached.
-        let mut restore = |entry, outcome, stat: &mut StatCache, _: &mut _| {
-            self.restore(&store, stat, &entry, &out_dir, &roots, outcome)
-                .map(Some)
+        // A found run is restored; a damaged one is dropped and the lookup goes on.
+        let mut restore = |entry, outcome, stat: &mut StatCache, warning: &mut _| {
+            self.restore(&store, stat, &entry, &out_dir, &roots, outcome, warning)
         };
         let lookup = frontend::Lookup {
             config,
@@ -265,6 +275,9 @@ impl ScriptRun {
         Ok(Done::Ran(kept))
     }
 
+    /// `None` when the entry turned out unusable: it is dropped (one warning) and the lookup
+    /// goes on, so the script runs and its run is stored again, as for compiles.
+    #[allow(clippy::too_many_arguments)]
     fn restore(
         &mut self,
         store: &Store,
@@ -273,24 +286,31 @@ impl ScriptRun {
         out_dir: &Path,
         roots: &Roots,
         outcome: Outcome,
-    ) -> Result<Done, Fault> {
+        warning: &mut Option<String>,
+    ) -> Result<Option<Done>, Fault> {
         let start = Instant::now();
-        let (Some(stdout), Some(stderr)) = (
+        let restored = match (
             roots.fill(&String::from_utf8_lossy(&entry.stdout), Spelling::Plain),
             roots.fill(&String::from_utf8_lossy(&entry.stderr), Spelling::Plain),
-        ) else {
-            return Ok(passthrough("unknown_root"));
-        };
-        self.mark("restoring");
-        self.restoring = true;
-        let bytes = match super::restore::restore_out_dir(store, entry, out_dir, roots, stat) {
-            Ok(b) => b,
-            Err(e @ crate::restore::RestoreError::BadBlob { .. }) => {
-                // Self-healing: the damaged run is dropped; this one runs the script.
-                let _ = store.remove_entry(&entry.key);
-                return Err(e.into());
+        ) {
+            (Some(stdout), Some(stderr)) => {
+                self.mark("restoring");
+                self.restoring = true;
+                super::restore::restore_out_dir(store, entry, out_dir, roots, stat)
+                    .map(|bytes| (stdout, stderr, bytes))
             }
-            Err(e) => return Err(e.into()),
+            // The key covers every root the run named, so this is damage too.
+            _ => Err(crate::restore::RestoreError::UnknownRoot),
+        };
+        let (stdout, stderr, bytes) = match restored {
+            Ok(r) => r,
+            Err(e @ crate::restore::RestoreError::Write { .. }) => return Err(e.into()),
+            Err(e) => {
+                // Refused before anything was written: OUT_DIR is still empty.
+                self.restoring = false;
+                frontend::drop_unrestorable(store, &entry.key, e, Front::BuildScript, warning)?;
+                return Ok(None);
+            }
         };
         crate::testhook::crash_point("build_script_restored", &entry.crate_name);
         self.mark("committed");
@@ -311,7 +331,7 @@ impl ScriptRun {
             },
             restore_ms: ms(start.elapsed()),
         };
-        Ok(Done::Hit(hit))
+        Ok(Some(Done::Hit(hit)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -345,7 +365,12 @@ impl ScriptRun {
         let status = child
             .wait()
             .map_err(io_fault(format!("waiting for {}", self.real.display())));
-        let code = crate::compile::exit_code(status?);
+        let status = status?;
+        if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+            // The launcher dies of it, as cargo would have seen the script do.
+            self.mark(&format!("signal {signal}"));
+        }
+        let code = crate::compile::exit_code(status);
         let elapsed = clock.elapsed();
         self.trace.ran = Some(Ran {
             exit_code: code,
@@ -357,15 +382,39 @@ impl ScriptRun {
         let store_start = Instant::now();
         let stdout_text = String::from_utf8_lossy(&out);
         let templated_stdout = roots.template(&stdout_text, Spelling::Plain).into_owned();
-        // Paths under the target dir outside OUT_DIR are where the script wrote something it
-        // tells cargo about; only OUT_DIR is restored, so such a run is not recorded.
+        // Paths it names are where the script may have written something it tells cargo
+        // about: under the target dir, what it wrote there is recorded with OUT_DIR.
         let target = roots.get("target").map(|t| PathBuf::from(&t.path));
-        if names_target_outside(&stdout_text, target.as_deref(), out_dir) {
-            return Ok(not_stored("names_target_dir_outside_out_dir"));
+        let mut beside = Vec::new();
+        for named in named_paths(&stdout_text) {
+            match &target {
+                Some(t) if named.starts_with(t) => {
+                    if named.starts_with(normalize(out_dir)) {
+                        continue;
+                    }
+                    let rel = named.strip_prefix(t).unwrap_or(&named);
+                    // Another run's OUT_DIR (a dependency's include or lib dir, as `DEP_*`
+                    // values hand them on) that this run did not write: that run restores
+                    // it, this one only names it.
+                    if in_another_out_dir(rel) && !wrote_below(&named, run_start) {
+                        continue;
+                    }
+                    match written_below(&named, rel, run_start)? {
+                        Some(files) => beside.extend(files),
+                        None => {
+                            return Ok(not_stored("names_target_dir_outside_out_dir"));
+                        }
+                    }
+                }
+                _ if wrote_to(&named, run_start) => {
+                    return Ok(not_stored("names_path_written_outside_target_dir"));
+                }
+                _ => {}
+            }
         }
         let declared: Declared = key::declared(&stdout_text);
         let env_var = |name: &str| std::env::var(name).ok();
-        let mut hasher = TreeHasher { stat, newest: None };
+        let mut hasher = TreeHasher::new(stat, package_dir, Budget::default());
         if std::str::from_utf8(&out).is_err() || std::str::from_utf8(&err).is_err() {
             // Replayed output must be byte for byte what the script printed.
             return Ok(not_stored("non_utf8_output"));
@@ -385,10 +434,19 @@ impl ScriptRun {
             Err(NotRecorded::ChangedWhileRunning) => {
                 return Ok(not_stored("input_changed_while_running"));
             }
+            Err(NotRecorded::Refused(Refused::OutsidePackage)) => {
+                return Ok(not_stored("directory_input_outside_package"));
+            }
+            Err(NotRecorded::Refused(Refused::TooLarge)) => {
+                return Ok(not_stored("input_tree_too_large"));
+            }
         };
-        let Some(files) = out_dir_files(out_dir)? else {
+        let Some(mut files) = out_dir_files(out_dir)? else {
             return Ok(not_stored("out_dir_not_regular_files"));
         };
+        beside.sort();
+        beside.dedup();
+        files.extend(beside);
         // A UTF-8 text file that names a root (a pkg-config file's prefix, a CMake cache, a
         // generated `include!`) is stored with the roots templated, as stdout is, and filled
         // in on restore: what the script would have written at the new place. Any other text
@@ -484,19 +542,132 @@ fn not_stored(why: &str) -> Kept {
     Kept::NotStored(why.to_owned())
 }
 
-/// Whether a `cargo:` line names a path under the target dir but outside `OUT_DIR` (spelled
-/// with `..` or not): the script wrote there, and only `OUT_DIR` is restored.
-fn names_target_outside(stdout: &str, target: Option<&Path>, out_dir: &Path) -> bool {
-    let Some(target) = target else {
-        return false;
-    };
-    let out_dir = normalize(out_dir);
-    stdout
+/// The absolute paths `cargo:` lines name (spelled with `..` or not, read lexically), sorted,
+/// without those inside another one named.
+fn named_paths(stdout: &str) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = stdout
         .lines()
         .filter(|l| l.starts_with("cargo:"))
         .flat_map(|l| l.split([' ', '\t', '=', ',', ':']))
         .filter_map(|token| token.find('/').map(|i| normalize(Path::new(&token[i..]))))
-        .any(|p| p.starts_with(target) && !p.starts_with(&out_dir))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let mut outer: Vec<PathBuf> = Vec::with_capacity(paths.len());
+    for p in paths {
+        if !outer.last().is_some_and(|o| p.starts_with(o)) {
+            outer.push(p);
+        }
+    }
+    outer
+}
+
+/// The most entries looked at below one named path: past it, a run is not recorded.
+const MAX_NAMED_ENTRIES: usize = 20_000;
+
+/// The files the script wrote at `named` (under the target dir, outside `OUT_DIR`; `rel` is
+/// its path relative to the target dir), as outputs named [`super::restore::BESIDE_PREFIX`]
+/// followed by their path relative to the target dir. `None` when something there is older than the
+/// run (another package's, or an earlier build's: not this run's to restore), is not a
+/// regular file or directory, or there is too much; nothing there is fine.
+fn written_below(
+    named: &Path,
+    rel: &Path,
+    since: SystemTime,
+) -> Result<Option<Vec<OutFile>>, Fault> {
+    let fresh = |m: &std::fs::Metadata| m.modified().is_ok_and(|t| t >= since);
+    let meta = match std::fs::symlink_metadata(named) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(Vec::new())),
+        other => other.map_err(io_fault(format!("reading {}", named.display())))?,
+    };
+    let name_of = |rel: &Path| {
+        rel.to_str()
+            .map(|r| format!("{}{r}", super::restore::BESIDE_PREFIX))
+    };
+    if meta.file_type().is_file() {
+        return Ok(fresh(&meta)
+            .then(|| name_of(rel))
+            .flatten()
+            .map(|n| vec![(n, named.to_owned(), meta.permissions().mode())]));
+    }
+    if !meta.is_dir() || !fresh(&meta) {
+        return Ok(None);
+    }
+    let Some(files) = out_dir_files(named)? else {
+        return Ok(None);
+    };
+    if files.len() > MAX_NAMED_ENTRIES {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(files.len());
+    for (name, path, mode) in files {
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(io_fault(format!("reading {}", path.display())))?;
+        let Some(stored) = name_of(&rel.join(&name)).filter(|_| fresh(&meta)) else {
+            return Ok(None);
+        };
+        out.push((stored, path, mode));
+    }
+    Ok(Some(out))
+}
+
+/// Whether `rel` (relative to the target dir) lies in a build-script run's `OUT_DIR`
+/// (`<profile>/build/<package>-<hash>/out/…`).
+fn in_another_out_dir(rel: &Path) -> bool {
+    let parts: Vec<_> = rel.components().collect();
+    parts
+        .windows(3)
+        .any(|w| w[0].as_os_str() == "build" && w[2].as_os_str() == "out")
+}
+
+/// Whether `named` or anything below it (links and directories included, never followed) is
+/// newer than `since`, or there is too much to tell.
+fn wrote_below(named: &Path, since: SystemTime) -> bool {
+    let mut stack = vec![named.to_owned()];
+    let mut seen = 0;
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        seen += 1;
+        if seen > MAX_NAMED_ENTRIES || meta.modified().is_ok_and(|t| t >= since) {
+            return true;
+        }
+        if meta.is_dir() {
+            let Ok(entries) = std::fs::read_dir(&path) else {
+                return true;
+            };
+            stack.extend(entries.flatten().map(|e| e.path()));
+        }
+    }
+    false
+}
+
+/// Whether the script wrote at `named` (outside the target dir) while it ran: it, or an
+/// entry of it if it is a directory, is newer than the run's start (or too many to tell).
+fn wrote_to(named: &Path, since: SystemTime) -> bool {
+    let fresh = |m: std::fs::Metadata| m.modified().is_ok_and(|t| t >= since);
+    let Ok(meta) = std::fs::symlink_metadata(named) else {
+        return false;
+    };
+    let is_dir = meta.is_dir();
+    if fresh(meta) {
+        return true;
+    }
+    if !is_dir {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(named) else {
+        return false;
+    };
+    let mut seen = 0;
+    for entry in entries.flatten() {
+        seen += 1;
+        if seen > MAX_NAMED_ENTRIES || entry.metadata().is_ok_and(fresh) {
+            return true;
+        }
+    }
+    false
 }
 
 /// What an `OUT_DIR` file says about where it was written.
@@ -629,20 +800,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_outside_out_dir_are_found_however_spelled() {
-        let t = Path::new("/t");
-        let out = Path::new("/t/debug/build/x-1/out");
-        let named = |s: &str| names_target_outside(s, Some(t), out);
-        assert!(!named(
-            "cargo:rustc-link-search=native=/t/debug/build/x-1/out/lib\n"
-        ));
-        assert!(!named(
-            "cargo:rustc-link-search=/usr/lib\ncargo:include=/src/x/include\n"
-        ));
-        assert!(named(
-            "cargo:rustc-link-search=native=/t/debug/build/x-1/out/../../shared\n"
-        ));
-        assert!(named("cargo:rustc-link-arg=-Wl,-rpath,/t/debug/lib\n"));
-        assert!(!named("not a cargo line /t/debug/lib\n"));
+    fn named_paths_are_found_however_spelled() {
+        let named = |s: &str| named_paths(s);
+        assert_eq!(
+            named("cargo:rustc-link-search=native=/t/debug/build/x-1/out/../../shared\n"),
+            vec![PathBuf::from("/t/debug/build/shared")]
+        );
+        assert_eq!(
+            named("cargo:rustc-link-arg=-Wl,-rpath,/t/debug/lib\ncargo:include=/t/debug/lib/inc\n"),
+            vec![PathBuf::from("/t/debug/lib")]
+        );
+        assert!(named("not a cargo line /t/debug/lib\n").is_empty());
     }
 }

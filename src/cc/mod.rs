@@ -350,7 +350,7 @@ fn restore_hit(
         Ok(s) => s,
         Err(e) => {
             // Self-healing: a damaged entry is dropped and the compile runs.
-            frontend::drop_unrestorable(store, &entry.key, e, warning)?;
+            frontend::drop_unrestorable(store, &entry.key, e, Front::Compile, warning)?;
             return Ok(None);
         }
     };

@@ -18,9 +18,16 @@ use crate::key::{ContentHash, FileHasher, hash_file_contents};
 /// Changes younger than this are never trusted from the cache.
 pub(crate) const RECENT_NS: i64 = 2_000_000_000;
 
+/// A remembered file: size, mtime, ctime, inode, hash, trusted.
+type Row = (i64, i64, i64, i64, String, bool);
+
 pub struct StatCache<'c> {
     conn: &'c Connection,
     memo: HashMap<PathBuf, ContentHash>,
+    /// Rows read ahead by [`StatCache::preload_below`], and the dirs they cover (a file
+    /// below one of them without a row here has none in the index either).
+    preloaded: HashMap<PathBuf, Row>,
+    preloaded_dirs: Vec<PathBuf>,
     pending: Vec<(PathBuf, FileStamp, ContentHash, bool)>,
     now_ns: i64,
     /// Files actually read (for tests and debug logs).
@@ -37,6 +44,8 @@ impl<'c> StatCache<'c> {
         StatCache {
             conn,
             memo: HashMap::new(),
+            preloaded: HashMap::new(),
+            preloaded_dirs: Vec::new(),
             pending: Vec::new(),
             now_ns,
             files_hashed: 0,
@@ -78,20 +87,59 @@ impl<'c> StatCache<'c> {
         !self.pending.is_empty()
     }
 
-    fn cached(&self, path: &Path, stamp: &FileStamp) -> Option<ContentHash> {
-        let row: Option<(i64, i64, i64, i64, String, bool)> = self
+    /// Reads every remembered file below `dir` in one query, so checking a whole tree (a
+    /// build script's package dir) costs a `stat` per file instead of a query per file.
+    pub(crate) fn preload_below(&mut self, dir: &Path) {
+        let Some(dir) = dir.to_str().map(|d| d.trim_end_matches('/')) else {
+            return;
+        };
+        // Every path below `dir/` sorts between `dir/` and `dir0` ('0' follows '/').
+        let rows = self
             .conn
             .prepare_cached(
-                "SELECT size, mtime_ns, ctime_ns, ino, hash, trusted FROM stat_cache WHERE path = ?1",
+                "SELECT path, size, mtime_ns, ctime_ns, ino, hash, trusted FROM stat_cache
+                 WHERE path > ?1 AND path < ?2",
             )
             .and_then(|mut s| {
-                s.query_row([path.to_string_lossy()], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                s.query_map([format!("{dir}/"), format!("{dir}0")], |r| {
+                    let path: String = r.get(0)?;
+                    let row = (
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    );
+                    Ok((PathBuf::from(path), row))
+                })?
+                .collect::<rusqlite::Result<Vec<(PathBuf, Row)>>>()
+            });
+        // A failed read ahead only costs the per-file queries it would have saved.
+        if let Ok(rows) = rows {
+            self.preloaded.extend(rows);
+            self.preloaded_dirs.push(PathBuf::from(dir));
+        }
+    }
+
+    fn cached(&self, path: &Path, stamp: &FileStamp) -> Option<ContentHash> {
+        let row = match self.preloaded.get(path) {
+            Some(row) => Some(row.clone()),
+            None if self.preloaded_dirs.iter().any(|d| path.starts_with(d)) => None,
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT size, mtime_ns, ctime_ns, ino, hash, trusted FROM stat_cache WHERE path = ?1",
+                )
+                .and_then(|mut s| {
+                    s.query_row([path.to_string_lossy()], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    })
+                    .optional()
                 })
-                .optional()
-            })
-            .ok()
-            .flatten();
+                .ok()
+                .flatten(),
+        };
         let (size, mtime_ns, ctime_ns, ino, hash, trusted) = row?;
         let same = size as u64 == stamp.size
             && mtime_ns == stamp.mtime_ns

@@ -162,6 +162,49 @@ fn stat_cache_skips_unchanged_old_files_and_rehashes_changed_ones() {
 }
 
 #[test]
+fn a_preloaded_tree_answers_like_the_index() {
+    use crate::key::FileHasher;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("cache")).expect("open");
+    let pkg = dir.path().join("pkg");
+    std::fs::create_dir_all(pkg.join("src")).expect("mkdir");
+    // A sibling whose name extends the dir's: not below it.
+    std::fs::create_dir_all(dir.path().join("pkg-2")).expect("mkdir");
+    let (a, b, other) = (
+        pkg.join("src/a.c"),
+        pkg.join("b.c"),
+        dir.path().join("pkg-2/c.c"),
+    );
+    for f in [&a, &b, &other] {
+        std::fs::write(f, f.display().to_string()).expect("write");
+    }
+    let later = fsutil::now_ns() + 60_000_000_000;
+    let mut stat = StatCache::at(store.conn(), later);
+    let hashes: Vec<_> = [&a, &other]
+        .iter()
+        .map(|f| stat.hash_file(f).expect("hash"))
+        .collect();
+    store.flush_stat_cache(&mut stat).expect("flush");
+    let mut stat = StatCache::at(store.conn(), later);
+    stat.preload_below(&pkg);
+    assert_eq!(stat.hash_file(&a).expect("hash"), hashes[0]);
+    assert_eq!(stat.hash_file(&other).expect("hash"), hashes[1]);
+    assert_eq!(
+        stat.files_hashed, 0,
+        "both remembered, one of them read ahead"
+    );
+    // Below the dir but never remembered: read, as without the read-ahead.
+    stat.hash_file(&b).expect("hash");
+    assert_eq!(stat.files_hashed, 1);
+    // A changed file is read again, read ahead or not.
+    std::fs::write(&a, "changed").expect("edit");
+    let mut stat = StatCache::at(store.conn(), later);
+    stat.preload_below(&pkg);
+    assert_ne!(stat.hash_file(&a).expect("hash"), hashes[0]);
+    assert_eq!(stat.files_hashed, 1);
+}
+
+#[test]
 fn outputs_kache_wrote_are_trusted_until_they_change() {
     use crate::key::FileHasher;
     let dir = tempfile::tempdir().expect("tempdir");

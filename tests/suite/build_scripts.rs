@@ -36,9 +36,18 @@ fn main() {
         for f in ["build.rs", "data.txt", "csrc"] {
             println!("cargo:rerun-if-changed={f}");
         }
-        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE", "BSDEP_PATHFILE"] {
+        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE", "BSDEP_PATHFILE", "BSDEP_WATCH", "BSDEP_ABORT", "BSDEP_NAME_OTHER"] {
             println!("cargo:rerun-if-env-changed={v}");
         }
+    }
+    if let Some(dir) = env::var_os("BSDEP_WATCH") {
+        println!("cargo:rerun-if-changed={}", PathBuf::from(dir).display());
+    }
+    if env::var_os("BSDEP_NAME_OTHER").is_some() {
+        println!("cargo:rustc-link-search=native={}/../../other-1/out/lib", env::var("OUT_DIR").unwrap());
+    }
+    if env::var_os("BSDEP_ABORT").is_some() {
+        std::process::abort();
     }
     if env::var_os("BSDEP_FAIL").is_some() {
         eprintln!("bsdep: failing on purpose");
@@ -50,10 +59,10 @@ fn main() {
     let cflags = env::var("CFLAGS").unwrap_or_default();
     let version = Command::new(&cc).arg("--version").output().unwrap();
     let version = String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or("").to_string();
-    let lib_dir = if env::var_os("BSDEP_OUTSIDE").is_some() {
-        out.join("../../../bsdep-shared")
-    } else {
-        out.join("native")
+    let lib_dir = match env::var_os("BSDEP_OUTSIDE") {
+        Some(dir) if PathBuf::from(&dir).is_absolute() => PathBuf::from(dir),
+        Some(_) => out.join("../../../bsdep-shared"),
+        None => out.join("native"),
     };
     fs::create_dir_all(&lib_dir).unwrap();
     match env::var("BSDEP_PATHFILE").as_deref() {
@@ -546,14 +555,17 @@ fn runs_that_cannot_be_restored_are_not_stored() {
         fs::remove_dir_all(f.root().join("fail")).expect("rm");
         fs::remove_dir_all(f.root().join("fail-ref")).expect("rm");
     }
-    // A script that writes a library outside OUT_DIR and names it: runs, is not stored.
-    for target in ["outside-1", "outside-2"] {
-        let (got, runs) = f.case(target, &[ALL, ("BSDEP_OUTSIDE", "1")]);
+    // A script that writes a library outside the target dir and names it: runs, is not
+    // stored.
+    let far = f.root().join("far-lib");
+    let far = far.display().to_string();
+    for target in ["far-1", "far-2"] {
+        let (got, runs) = f.case(target, &[ALL, ("BSDEP_OUTSIDE", &far)]);
         assert_eq!(one_run(&runs), Outcome::Miss);
         assert!(runs[0].cache_key.is_none(), "{}", describe(&runs));
         assert_eq!(
             runs[0].passthrough_reason.as_deref(),
-            Some("names_target_dir_outside_out_dir")
+            Some("names_path_written_outside_target_dir")
         );
         assert!(got.ends_with("sum=5"));
     }
@@ -726,20 +738,267 @@ fn a_damaged_stored_run_is_dropped_and_the_script_runs() {
     }
     let cursor = f.sandbox.cursor();
     assert_eq!(f.build_run("app", "t2", true, &[ALL]), expected);
-    let runs = runs_of(&cursor);
-    assert_eq!(one_run(&runs), Outcome::Error, "{}", describe(&runs));
-    assert!(
-        runs[0]
-            .warning
-            .as_deref()
-            .is_some_and(|w| w.contains("damaged"))
-    );
-    // Dropped, so the next fresh target dir runs and stores it again, and the one after hits.
+    // As for compiles: the damaged run is dropped with one warning, the script runs and its
+    // run is stored again, so the next fresh target dir hits.
+    assert_healed(&runs_of(&cursor));
     let (got, runs) = f.case("t3", &[ALL]);
-    assert_eq!(
-        (one_run(&runs), got.as_str()),
-        (Outcome::Miss, expected.as_str())
-    );
-    let (got, runs) = f.case("t4", &[ALL]);
     assert_eq!((one_run(&runs), got), (Outcome::LocalHit, expected));
+}
+
+/// One run, which found its stored run damaged: dropped with one warning, run and stored
+/// again.
+fn assert_healed(runs: &[BuildEvent]) {
+    assert_eq!(one_run(runs), Outcome::Miss, "{}", describe(runs));
+    let warned = runs[0]
+        .warning
+        .as_deref()
+        .is_some_and(|w| w.contains("damaged"));
+    assert!(warned, "{}", describe(runs));
+    assert!(runs[0].cache_key.is_some(), "stored again");
+}
+
+/// The blob of the stored output `name` (the newest run's).
+fn blob_of(f: &Fixture, name: &str) -> PathBuf {
+    let conn = rusqlite::Connection::open(f.sandbox.cache_dir().join("index.db")).expect("index");
+    let hash: String = conn
+        .query_row("SELECT blob FROM outputs WHERE name = ?1", [name], |row| {
+            row.get(0)
+        })
+        .expect("the output's blob");
+    f.sandbox
+        .cache_dir()
+        .join("blobs")
+        .join(&hash[..2])
+        .join(&hash)
+}
+
+#[test]
+fn a_changed_templated_blob_is_detected_and_healed() {
+    let f = Fixture::new(Dep::Path);
+    let env: Env = &[ALL, ("BSDEP_PATHFILE", "1")];
+    let (expected, runs) = f.case("t1", env);
+    assert_eq!(one_run(&runs), Outcome::Miss);
+    // where.txt names OUT_DIR, so it is stored templated; change its text to another valid
+    // template, so only hashing the bytes used tells it from the stored one.
+    let blob = blob_of(&f, "where.txt");
+    let text = fs::read_to_string(&blob).expect("templated text");
+    assert!(text.contains("kache:out"), "templated: {text:?}");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::write(&blob, format!("{text}/../../evil")).expect("write");
+    let cursor = f.sandbox.cursor();
+    assert_eq!(f.build_run("app", "t2", true, env), expected);
+    assert_healed(&runs_of(&cursor));
+    let out_dir = bsdep_out_dir(&f.root().join("t2"));
+    let written = fs::read_to_string(out_dir.join("where.txt")).expect("where.txt");
+    assert_eq!(Path::new(&written), out_dir, "the script's own where.txt");
+    // Healed: stored again, restored next time with this target dir's path.
+    let (_, runs) = f.case("t3", env);
+    assert_eq!(one_run(&runs), Outcome::LocalHit);
+    let out_dir = bsdep_out_dir(&f.root().join("t3"));
+    let written = fs::read_to_string(out_dir.join("where.txt")).expect("where.txt");
+    assert_eq!(Path::new(&written), out_dir);
+}
+
+#[test]
+fn directory_inputs_outside_the_package_are_never_walked() {
+    let f = Fixture::new(Dep::Path);
+    let (expected, runs) = f.case("t1", &[ALL]);
+    assert_eq!(one_run(&runs), Outcome::Miss);
+    // A tampered index (or a remote manifest) naming a directory outside the package (here
+    // an empty one under CARGO_HOME, with the hash of its true content, so walking it would
+    // match): refused, so a miss, the script runs. Bare `${cargo_home}` or `/` would be
+    // walked the same way (src/buildscript/key.rs tests them).
+    let empty = f.root().join("cargo-home/kache-empty");
+    fs::create_dir_all(&empty).expect("mkdir");
+    let conn = rusqlite::Connection::open(f.sandbox.cache_dir().join("index.db")).expect("index");
+    let inputs: Vec<u8> = conn
+        .query_row("SELECT inputs FROM manifests", [], |row| row.get(0))
+        .expect("one manifest");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&inputs).expect("json manifest");
+    let files = manifest["files"].as_array_mut().expect("files");
+    let empty_tree = format!("tree:{}", blake3::hash(b"").to_hex());
+    files.insert(
+        0,
+        serde_json::json!({ "path": "${cargo_home}/kache-empty", "hash": empty_tree }),
+    );
+    conn.execute(
+        "UPDATE manifests SET inputs = ?1",
+        [serde_json::to_vec(&manifest).expect("json")],
+    )
+    .expect("tamper");
+    drop(conn);
+    let cursor = f.sandbox.cursor();
+    assert_eq!(f.build_run("app", "t2", true, &[ALL]), expected);
+    let runs = runs_of(&cursor);
+    assert_eq!(one_run(&runs), Outcome::Miss, "{}", describe(&runs));
+    assert!(runs[0].warning.is_none(), "{}", describe(&runs));
+    // A script declaring a directory outside its package is run, never recorded.
+    let outside = f.root().join("outside-dir");
+    fs::create_dir_all(&outside).expect("mkdir");
+    write(&outside.join("x.h"), "int x;\n");
+    let watch = outside.display().to_string();
+    let env: Env = &[ALL, ("BSDEP_WATCH", &watch)];
+    for target in ["w1", "w2"] {
+        let (_, runs) = f.case(target, env);
+        assert_eq!(one_run(&runs), Outcome::Miss, "{}", describe(&runs));
+        assert_eq!(
+            runs[0].passthrough_reason.as_deref(),
+            Some("directory_input_outside_package"),
+            "{}",
+            describe(&runs)
+        );
+        assert!(runs[0].cache_key.is_none());
+    }
+}
+
+#[test]
+fn a_script_killed_by_a_signal_is_reported_as_cargo_would() {
+    let f = Fixture::new(Dep::Path);
+    let env: Env = &[ALL, ("BSDEP_ABORT", "1")];
+    let got = f.cargo("app", "sig", true, env).output().expect("cargo");
+    let reference = f
+        .cargo("app", "sig-ref", false, env)
+        .output()
+        .expect("cargo");
+    for out in [&got, &reference] {
+        assert!(!out.status.success());
+        let err = stderr_of(out);
+        assert!(err.contains("signal: 6, SIGABRT"), "{err}");
+    }
+    let runs = runs(&f.sandbox.events());
+    assert_eq!(one_run(&runs), Outcome::Miss);
+    assert!(runs[0].cache_key.is_none(), "{}", describe(&runs));
+}
+
+#[test]
+fn the_wrapper_is_recognised_as_kache_by_identity_not_by_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new(Dep::Path);
+    // A link with another name: the run is handed over, stored, then restored.
+    let bin = f.root().join("bin");
+    fs::create_dir_all(&bin).expect("mkdir");
+    let link = bin.join("mycache");
+    std::os::unix::fs::symlink(kache_bin(), &link).expect("symlink");
+    let link = link.display().to_string();
+    let env: Env = &[ALL, ("RUSTC_WRAPPER", &link)];
+    let (expected, runs) = f.case("t1", env);
+    assert_eq!(one_run(&runs), Outcome::Miss);
+    assert!(runs[0].cache_key.is_some());
+    let (got, runs) = f.case("t2", env);
+    assert_eq!((one_run(&runs), got), (Outcome::LocalHit, expected));
+    // A wrapper whose name says kache but that is not: cargo reruns the script (a declared
+    // variable changed) through the launcher kache installed, which runs it once, itself.
+    let impostor = bin.join("not-kache");
+    write(&impostor, "#!/bin/sh\nexec \"$@\"\n");
+    fs::set_permissions(&impostor, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let impostor = impostor.display().to_string();
+    let cursor = f.sandbox.cursor();
+    let got = f.build_run(
+        "app",
+        "t2",
+        true,
+        &[ALL, ("RUSTC_WRAPPER", &impostor), ("BSDEP_MODE", "other")],
+    );
+    assert!(got.contains("mode=set:other"), "{got}");
+    assert!(runs_of(&cursor).is_empty(), "{}", describe(&cursor.since()));
+    let warned = files_under(&f.root().join("t2/debug/build"))
+        .into_iter()
+        .filter(|p| p.ends_with("stderr"))
+        .any(|p| {
+            fs::read_to_string(p).is_ok_and(|t| t.contains("running the build script directly"))
+        });
+    assert!(
+        !warned,
+        "the launcher handed the run to a wrapper that is not kache"
+    );
+}
+
+#[test]
+fn files_written_under_the_target_dir_outside_out_dir_are_restored() {
+    let f = Fixture::new(Dep::Path);
+    // The script writes its library to `<target>/debug/bsdep-shared` and names it as a
+    // link-search dir: stored with the run, restored into a fresh target dir (the binary
+    // links it) and into one elsewhere.
+    let env: Env = &[ALL, ("BSDEP_OUTSIDE", "1")];
+    let (expected, runs) = f.case("outside-1", env);
+    assert_eq!(one_run(&runs), Outcome::Miss);
+    assert!(runs[0].cache_key.is_some(), "{}", describe(&runs));
+    assert!(expected.ends_with("sum=5"), "{expected}");
+    for target in ["outside-2", "elsewhere/deeper/outside-3"] {
+        let (got, runs) = f.case(target, env);
+        assert_eq!(
+            (one_run(&runs), got.as_str()),
+            (Outcome::LocalHit, expected.as_str())
+        );
+        let lib = f.root().join(target).join("debug/bsdep-shared/libbsadd.a");
+        let reference = f
+            .root()
+            .join(format!("{target}-ref"))
+            .join("debug/bsdep-shared/libbsadd.a");
+        assert_eq!(
+            fs::read(&lib).expect("restored library"),
+            fs::read(&reference).expect("reference library")
+        );
+    }
+}
+
+#[test]
+fn a_build_script_with_another_file_name_is_cached_too() {
+    let f = Fixture::new(Dep::Path);
+    // `build = "build/main.rs"` (as openssl-sys has): cargo names the crate
+    // `build_script_main`. build.rs stays, unused, since the script declares it.
+    let dep = f.root().join("bsdep");
+    write(&dep.join("build/main.rs"), DEP_BUILD);
+    write(
+        &dep.join("Cargo.toml"),
+        &DEP_MANIFEST.replace(
+            "links = \"bsdep\"",
+            "links = \"bsdep\"\nbuild = \"build/main.rs\"",
+        ),
+    );
+    let (expected, runs) = f.case("t1", &[ALL]);
+    assert_eq!(one_run(&runs), Outcome::Miss);
+    assert!(runs[0].cache_key.is_some(), "{}", describe(&runs));
+    let (got, runs) = f.case("t2", &[ALL]);
+    assert_eq!((one_run(&runs), got), (Outcome::LocalHit, expected));
+}
+
+#[test]
+fn a_dependency_out_dir_the_script_only_names_does_not_stop_its_run_being_stored() {
+    let f = Fixture::new(Dep::Path);
+    // Another run's OUT_DIR, written before this build (as a dependency's would be), that
+    // the script names as a link-search dir (libgit2-sys does so with OpenSSL's).
+    let other = |target: &str| {
+        let lib = f
+            .root()
+            .join(target)
+            .join("debug/build/other-1/out/lib/libother.txt");
+        write(&lib, "other");
+        // An empty dir and a link, as OpenSSL's install tree has.
+        let dir = lib.parent().expect("lib dir");
+        fs::create_dir_all(dir.join("pkgconfig")).expect("mkdir");
+        std::os::unix::fs::symlink("libother.txt", dir.join("libother.so")).expect("link");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(&lib)
+            .and_then(|file| file.set_modified(old))
+            .expect("age the file");
+    };
+    let env: Env = &[ALL, ("BSDEP_NAME_OTHER", "1")];
+    for target in ["t1", "t1-ref", "t2", "t2-ref"] {
+        other(target);
+    }
+    let (expected, runs) = f.case("t1", env);
+    assert_eq!(one_run(&runs), Outcome::Miss);
+    assert!(runs[0].cache_key.is_some(), "{}", describe(&runs));
+    let (got, runs) = f.case("t2", env);
+    assert_eq!((one_run(&runs), got), (Outcome::LocalHit, expected));
+    // Not this run's to restore.
+    assert_eq!(
+        fs::read_to_string(f.root().join("t2/debug/build/other-1/out/lib/libother.txt"))
+            .expect("left alone"),
+        "other"
+    );
 }
