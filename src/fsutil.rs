@@ -248,32 +248,58 @@ pub(crate) fn hash_from_xattr(path: &Path, stamp: &FileStamp) -> Option<String> 
         .then(|| hash.to_owned())
 }
 
+/// The filesystem type (`statfs`'s magic number) of the filesystem holding `path`.
+#[cfg(target_os = "linux")]
+fn fs_magic(path: &Path) -> Option<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `cpath` is NUL-terminated and `st` is a valid out-pointer for the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(cpath.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    // The magic numbers fit in 32 bits; `f_type`'s width differs between architectures.
+    Some(st.f_type as u32)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fs_magic(_path: &Path) -> Option<u32> {
+    None
+}
+
 /// Whether a directory listing of `dir` names every entry a lookup in it can find. True only
 /// on local filesystems known to have no entries that appear on lookup alone (autofs mount
 /// points, FAT short names, network filesystems' hidden names).
 #[cfg(target_os = "linux")]
 pub fn listing_is_complete(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(cpath) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `cpath` is NUL-terminated and `st` is a valid out-pointer for the call.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(cpath.as_ptr(), &mut st) } != 0 {
-        return false;
-    }
-    let f_type = st.f_type as u32;
-    [
-        libc::EXT4_SUPER_MAGIC as u32,
-        libc::XFS_SUPER_MAGIC as u32,
-        libc::BTRFS_SUPER_MAGIC as u32,
-        libc::TMPFS_MAGIC as u32,
-        libc::OVERLAYFS_SUPER_MAGIC as u32,
-    ]
-    .contains(&f_type)
+    fs_magic(dir).is_some_and(|magic| {
+        [
+            libc::EXT4_SUPER_MAGIC as u32,
+            libc::XFS_SUPER_MAGIC as u32,
+            libc::BTRFS_SUPER_MAGIC as u32,
+            libc::TMPFS_MAGIC as u32,
+            libc::OVERLAYFS_SUPER_MAGIC as u32,
+        ]
+        .contains(&magic)
+    })
 }
 
 #[cfg(not(target_os = "linux"))]
 pub fn listing_is_complete(_dir: &Path) -> bool {
     false
+}
+
+/// Whether a reflink into `dir` is worth trying. Not on ext2/3/4 or tmpfs, which cannot
+/// clone: there a failed attempt costs a file created and deleted per restore, and on ext4
+/// right after `rm -rf target` every inode allocation is slow. Anything else (btrfs, XFS,
+/// an unknown type) is tried; a failure then falls back to a link or a copy.
+#[cfg(target_os = "linux")]
+pub(crate) fn may_reflink(dir: &Path) -> bool {
+    !fs_magic(dir)
+        .is_some_and(|m| [libc::EXT4_SUPER_MAGIC as u32, libc::TMPFS_MAGIC as u32].contains(&m))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn may_reflink(_dir: &Path) -> bool {
+    true
 }

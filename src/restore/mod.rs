@@ -97,7 +97,7 @@ pub(crate) fn restore_entry(
 ) -> Result<RestoreStats, RestoreError> {
     check_names(entry, expected)?;
     let mut stats = RestoreStats::default();
-    let mut reflink_works = true;
+    let mut reflink_works = crate::fsutil::may_reflink(out_dir);
     for out in &entry.outputs {
         let blob = store.blob_path(&out.blob);
         let bad = || RestoreError::BadBlob {
