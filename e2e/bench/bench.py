@@ -1317,7 +1317,10 @@ def render(out: Path) -> Path:
          "within one run, not absolute times across runs.", "",
          "Contenders: **no cache** (no `RUSTC_WRAPPER`); **sccache** (its own empty "
          "`SCCACHE_DIR`, server restarted before every cargo command); **kache** "
-         "(`RUSTC_WRAPPER=kache`, its own empty `KACHE_DIR`). Every build runs with "
+         "(`RUSTC_WRAPPER=kache`, its own empty `KACHE_DIR`); where a table has it, "
+         "**kunobi-kache** (the other Rust cache that wraps rustc, kunobi-ninja/kache from "
+         "crates.io, which shares our binary's name: its own empty `KACHE_CACHE_DIR`, an empty "
+         "config, `KACHE_LOCAL_ONLY=1`, its daemon stopped after every command). Every build runs with "
          "`CARGO_INCREMENTAL=0` (but the `inc_*` scenarios, which keep cargo's defaults: the "
          "dev profile compiles workspace members with `-C incremental`) "
          "and `--frozen` after one `cargo fetch`, in separate target and "

@@ -27,6 +27,9 @@ pub(crate) enum CcPassthrough {
     MultipleSources,
     /// No `-o`, or more than one.
     NoOutput,
+    /// `-o` names something that is not a regular file (`/dev/null` in a configure probe, a
+    /// FIFO): a restore would replace it with a file.
+    OutputNotAFile,
     SaveTemps,
     ProfileOrCoverage,
     SplitDwarf,
@@ -54,6 +57,7 @@ impl CcPassthrough {
             Self::StdinInput => "stdin_input",
             Self::MultipleSources => "c_multiple_sources",
             Self::NoOutput => "c_no_output",
+            Self::OutputNotAFile => "c_output_not_a_file",
             Self::SaveTemps => "c_save_temps",
             Self::ProfileOrCoverage => "c_profile_or_coverage",
             Self::SplitDwarf => "c_split_dwarf",

@@ -111,6 +111,9 @@ impl CcRun<'_> {
         ) else {
             return Ok(passthrough(CcPassthrough::NoOutput));
         };
+        if std::fs::symlink_metadata(&output).is_ok_and(|m| !m.file_type().is_file()) {
+            return Ok(passthrough(CcPassthrough::OutputNotAFile));
+        }
         let cargo_home = std::env::var_os("CARGO_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));

@@ -210,7 +210,21 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
+/// Removes the file (or symlink) at `path`, so what comes next writes a new inode rather than
+/// through a link into a blob. Anything else there — a device such as `/dev/null`, a FIFO, a
+/// socket, a directory — is never removed: an error, so the caller runs the compiler as given.
 pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) if !(m.file_type().is_file() || m.file_type().is_symlink()) => {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        Ok(_) => {}
+    }
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -223,4 +237,33 @@ fn touch(path: &Path) -> io::Result<()> {
         .read(true)
         .open(path)?
         .set_times(FileTimes::new().set_modified(now).set_accessed(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_if_present;
+    use std::os::unix::fs::FileTypeExt;
+
+    #[test]
+    fn only_files_and_links_are_removed_never_a_fifo_or_a_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("cstring");
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        assert!(remove_if_present(&fifo).is_err());
+        let kind = std::fs::symlink_metadata(&fifo)
+            .expect("still there")
+            .file_type();
+        assert!(kind.is_fifo());
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).expect("mkdir");
+        assert!(remove_if_present(&sub).is_err());
+        assert!(sub.is_dir());
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").expect("write");
+        assert!(remove_if_present(&file).is_ok());
+        assert!(!file.exists());
+        assert!(remove_if_present(&file).is_ok(), "absent is fine");
+    }
 }

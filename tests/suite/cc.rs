@@ -420,6 +420,43 @@ fn failures_warnings_and_probes_replay_exactly() {
     }
 }
 
+/// A configure-style probe compiling to `/dev/null`: kache must neither remove the device
+/// nor put a file in its place, on the first compile or the second (the one that would hit).
+/// A device made here, not the machine's `/dev/null`, so a regression cannot break the host.
+#[test]
+#[ignore = "needs root: mknod makes the character device"]
+fn an_output_that_is_a_device_is_never_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let mut p = CProject::new();
+    let dev = p.path("out/null");
+    fs::create_dir_all(p.path("out")).expect("mkdir");
+    let status = Command::new("mknod")
+        .args([dev.to_str().expect("utf-8"), "c", "1", "3"])
+        .status()
+        .expect("mknod");
+    assert!(status.success(), "mknod");
+    let args = ["-c", "src/main.c", "-Iinc2", "-o", "out/null"];
+    for _ in 0..2 {
+        let o = p.kache(&args, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            "",
+            "no warning: the compile just passes through"
+        );
+        let kind = fs::symlink_metadata(&dev).expect("still there").file_type();
+        assert!(kind.is_char_device(), "{} was replaced", dev.display());
+        let ev = p.events();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].result, Outcome::Passthrough);
+        assert_eq!(
+            ev[0].passthrough_reason.as_deref(),
+            Some("c_output_not_a_file")
+        );
+    }
+    assert_eq!(p.entries(), 0);
+}
+
 #[test]
 fn assembly_is_cached_unless_it_pulls_in_unreported_files() {
     let mut p = CProject::new();
