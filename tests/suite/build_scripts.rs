@@ -691,7 +691,9 @@ fn a_git_dependency_run_is_shared_through_the_remote() {
         ("AWS_REGION", "us-east-1".into()),
     ];
     let f = Fixture::new(Dep::Git);
-    let env: Vec<(&str, &str)> = remote.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = remote.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // A link and an empty dir in OUT_DIR travel too, as blobs (a bundle holds no tar link).
+    env.push(("BSDEP_LINKS", "inside"));
     let cursor = f.sandbox.cursor();
     let expected = f.build_run("app", "a", true, &env);
     assert_eq!(one_run(&runs_of(&cursor)), Outcome::Miss);
@@ -734,6 +736,12 @@ fn a_git_dependency_run_is_shared_through_the_remote() {
         describe(&events(&b_cache))
     );
     assert_eq!(b_runs[0].compiler_runs, 0);
+    let out_dir = bsdep_out_dir(&f.root().join("machine-b/target"));
+    assert_eq!(
+        fs::read_link(out_dir.join("inc/gen-link.rs")).expect("the link"),
+        Path::new("../gen.rs")
+    );
+    assert!(out_dir.join("empty-dir").is_dir());
 }
 
 #[test]
