@@ -530,7 +530,9 @@ pub(crate) fn drop_unrestorable(
             store.discard_damaged_blob(&blob);
             Ok(())
         }
-        e @ (RestoreError::UnexpectedName { .. } | RestoreError::UnknownRoot) => {
+        e @ (RestoreError::UnexpectedName { .. }
+        | RestoreError::UnknownRoot
+        | RestoreError::LinkOutside { .. }) => {
             // The entry is damage (or an attack): the manifest that matched names only roots
             // this checkout has, so a stored text naming another is damage too. It goes like
             // any damaged entry.

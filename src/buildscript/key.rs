@@ -25,8 +25,10 @@ use crate::key::roots::Roots;
 use crate::key::{ContentHash, FileHasher, KeyBuilder, KeyField, toolchain};
 use crate::store::StatCache;
 
-/// Bumped when what a run's key covers changes; old runs then stop matching.
-const BUILD_SCRIPT_KEY_SCHEMA: &str = "build-script-run/1";
+/// Bumped when what a run's key covers changes, or what a stored run may hold (2: empty
+/// directories and links, which a kache that knows only files would restore as files); old
+/// runs then stop matching, and older kaches never find newer runs.
+const BUILD_SCRIPT_KEY_SCHEMA: &str = "build-script-run/2";
 
 /// Exact names cargo (or the user, for the C toolchain) hands a build script that can change
 /// what it produces.

@@ -3,9 +3,11 @@
 //!
 //! A run is recorded only if the script succeeded, `OUT_DIR` was empty when it started, no
 //! recorded input changed while it ran, every path it declared exists, `OUT_DIR` holds only
-//! regular files, and of the paths its stdout names, none outside the target dir was written
-//! while it ran and those under the target dir outside `OUT_DIR` hold only files it wrote
-//! (which are recorded with `OUT_DIR`'s and restored at the same place in the target dir).
+//! regular files, directories and links that stay inside it
+//! ([`super::restore::link_stays_inside`]; read, never followed), and of the paths its
+//! stdout names, none outside the target dir was written while it ran and those under the
+//! target dir outside `OUT_DIR` hold only regular files it wrote (which are recorded with
+//! `OUT_DIR`'s and restored at the same place in the target dir).
 //! Every fault inside kache before the script started degrades to running it exactly as
 //! cargo would (`exec`, one warning line); a fault after it ran keeps its exit code; a
 //! damaged stored run is dropped and the script runs and is stored again. Must not install
@@ -30,6 +32,11 @@ use crate::key::manifest::Manifest;
 use crate::key::roots::{Roots, Spelling};
 use crate::restore::RestoreStats;
 use crate::store::{Entry, StatCache, Store, StoredOutput};
+
+use super::restore::{EMPTY_DIR, SYMLINK, TEMPLATED};
+
+/// Why a run is not stored when `OUT_DIR` holds a link that could lead out of it.
+const LINK_LEAVES_OUT_DIR: &str = "out_dir_link_leaves_out_dir";
 
 /// Set by the launcher: the real script's path.
 pub const REAL_VAR: &str = "KACHE_BUILD_SCRIPT_REAL";
@@ -441,8 +448,9 @@ impl ScriptRun {
                 return Ok(not_stored("input_tree_too_large"));
             }
         };
-        let Some(mut files) = out_dir_files(out_dir)? else {
-            return Ok(not_stored("out_dir_not_regular_files"));
+        let mut files = match out_dir_files(out_dir)? {
+            Ok(files) => files,
+            Err(why) => return Ok(not_stored(why)),
         };
         beside.sort();
         beside.dedup();
@@ -454,7 +462,10 @@ impl ScriptRun {
         // is then keyed by those paths as they are, and restored only at the same place.
         let mut templated = Vec::new();
         let mut located = false;
-        for (name, path, _) in &files {
+        for (name, path, mode) in &files {
+            if mode & (EMPTY_DIR | SYMLINK) != 0 {
+                continue;
+            }
             match text_naming_roots(path, roots) {
                 Naming::Nothing => {}
                 Naming::Templated(text) => templated.push((name.clone(), text)),
@@ -474,31 +485,27 @@ impl ScriptRun {
         let mut outputs = Vec::with_capacity(files.len());
         for (name, path, mode) in files {
             let text = templated.iter().find(|(n, _)| *n == name).map(|(_, t)| t);
-            let (blob, size, mode) = match text {
-                Some(text) => {
-                    let tmp = store.dir().join("tmp").join(format!(
-                        "run.{}.{:x}",
-                        std::process::id(),
-                        fsutil::unique_suffix()
-                    ));
-                    // Never through a link planted in the store's tmp dir.
-                    fsutil::open_below(
-                        store.dir(),
-                        &tmp,
-                        std::fs::OpenOptions::new().write(true).create_new(true),
-                    )
-                    .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
-                    .map_err(io_fault(format!("writing {}", tmp.display())))?;
-                    let ingested = store.ingest_blob(&tmp, false);
-                    let _ = std::fs::remove_file(&tmp);
-                    let (blob, size) = ingested?;
-                    (blob, size, mode | super::restore::TEMPLATED)
+            let (blob, size, mode) = if mode & SYMLINK != 0 {
+                // Read again, never followed: the target checked is the one stored.
+                let target = std::fs::read_link(&path)
+                    .map_err(io_fault(format!("reading {}", path.display())))?;
+                match target.to_str() {
+                    Some(t) if super::restore::link_stays_inside(&name, t) => {
+                        let (blob, size) = ingest_bytes(store, t.as_bytes())?;
+                        (blob, size, mode)
+                    }
+                    _ => return Ok(not_stored(LINK_LEAVES_OUT_DIR)),
                 }
-                None => {
-                    let (blob, size) = store.ingest_blob(&path, false)?;
-                    let _ = stat.record_trusted(&path, &blob);
-                    (blob, size, mode)
-                }
+            } else if mode & EMPTY_DIR != 0 {
+                let (blob, size) = ingest_bytes(store, b"")?;
+                (blob, size, mode)
+            } else if let Some(text) = text {
+                let (blob, size) = ingest_bytes(store, text.as_bytes())?;
+                (blob, size, mode | TEMPLATED)
+            } else {
+                let (blob, size) = store.ingest_blob(&path, false)?;
+                let _ = stat.record_trusted(&path, &blob);
+                (blob, size, mode)
             };
             outputs.push(StoredOutput {
                 name,
@@ -530,6 +537,13 @@ impl ScriptRun {
             store_ms: ms(store_start.elapsed()),
         }))
     }
+}
+
+/// Places `bytes` in the store as a blob; returns its hash and size.
+fn ingest_bytes(store: &Store, bytes: &[u8]) -> Result<(String, u64), Fault> {
+    let hash = blake3::hash(bytes).to_hex().to_string();
+    store.ingest_bytes(&hash, bytes)?;
+    Ok((hash, bytes.len() as u64))
 }
 
 fn passthrough(reason: &str) -> Done {
@@ -593,10 +607,11 @@ fn written_below(
     if !meta.is_dir() || !fresh(&meta) {
         return Ok(None);
     }
-    let Some(files) = out_dir_files(named)? else {
+    // Only regular files are restored outside OUT_DIR.
+    let Ok(files) = out_dir_files(named)? else {
         return Ok(None);
     };
-    if files.len() > MAX_NAMED_ENTRIES {
+    if files.len() > MAX_NAMED_ENTRIES || files.iter().any(|f| f.2 & (EMPTY_DIR | SYMLINK) != 0) {
         return Ok(None);
     }
     let mut out = Vec::with_capacity(files.len());
@@ -743,13 +758,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Every file under `OUT_DIR` (name relative to it, path, mode); `None` when it holds
-/// anything but regular files and non-empty directories (symlinks, empty dirs, sockets: not
-/// restored faithfully, so not recorded).
-/// One file found in `OUT_DIR`: its name relative to it, its path and its mode.
+/// One entry found in `OUT_DIR`: its name relative to it, its path and its mode, with
+/// [`EMPTY_DIR`] or [`SYMLINK`] set for those.
 type OutFile = (String, PathBuf, u32);
 
-fn out_dir_files(out_dir: &Path) -> Result<Option<Vec<OutFile>>, Fault> {
+/// Every regular file, empty directory and link under `OUT_DIR` (links read, never
+/// followed), sorted; the reason the run is not stored when it holds anything else (a
+/// socket, a fifo, a name that is not UTF-8) or a link that could lead out of it.
+fn out_dir_files(out_dir: &Path) -> Result<Result<Vec<OutFile>, &'static str>, Fault> {
     let mut files = Vec::new();
     let mut stack = vec![out_dir.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -762,23 +778,44 @@ fn out_dir_files(out_dir: &Path) -> Result<Option<Vec<OutFile>>, Fault> {
             let path = entry.path();
             let meta = std::fs::symlink_metadata(&path)
                 .map_err(io_fault(format!("reading {}", path.display())))?;
+            let kind = meta.file_type();
             if meta.is_dir() {
                 stack.push(path);
-            } else if meta.file_type().is_file() {
-                let Some(name) = path.strip_prefix(out_dir).ok().and_then(|r| r.to_str()) else {
-                    return Ok(None);
-                };
-                files.push((name.to_owned(), path.clone(), meta.permissions().mode()));
+                continue;
+            }
+            let Some(name) = path.strip_prefix(out_dir).ok().and_then(|r| r.to_str()) else {
+                return Ok(Err("out_dir_not_regular_files"));
+            };
+            let mode = meta.permissions().mode();
+            if kind.is_file() {
+                files.push((name.to_owned(), path.clone(), mode));
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&path)
+                    .map_err(io_fault(format!("reading {}", path.display())))?;
+                if !target
+                    .to_str()
+                    .is_some_and(|t| super::restore::link_stays_inside(name, t))
+                {
+                    return Ok(Err(LINK_LEAVES_OUT_DIR));
+                }
+                files.push((name.to_owned(), path.clone(), mode | SYMLINK));
             } else {
-                return Ok(None);
+                return Ok(Err("out_dir_not_regular_files"));
             }
         }
         if empty && dir != out_dir {
-            return Ok(None);
+            let Some(name) = dir.strip_prefix(out_dir).ok().and_then(|r| r.to_str()) else {
+                return Ok(Err("out_dir_not_regular_files"));
+            };
+            let mode = std::fs::symlink_metadata(&dir)
+                .map_err(io_fault(format!("reading {}", dir.display())))?
+                .permissions()
+                .mode();
+            files.push((name.to_owned(), dir.clone(), mode | EMPTY_DIR));
         }
     }
     files.sort();
-    Ok(Some(files))
+    Ok(Ok(files))
 }
 
 fn empty_dir(dir: &Path) {

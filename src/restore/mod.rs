@@ -30,6 +30,8 @@ pub(crate) enum RestoreError {
     UnknownRoot,
     #[error("stored entry names {name:?}, which this invocation does not write")]
     UnexpectedName { name: String },
+    #[error("stored link {name} points outside its OUT_DIR")]
+    LinkOutside { name: String },
 }
 
 /// What this invocation's rustc writes into its out dir: nothing else may be restored.

@@ -11,7 +11,7 @@
 //! dropped and stored again.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -64,7 +64,12 @@ pub(crate) fn write_bytes(dir: &Path, hash: &str, bytes: &[u8]) -> io::Result<()
         ));
     }
     place(dir, hash, bytes.len() as u64, blob_mode(false), |tmp| {
-        fs::write(tmp, bytes)
+        // A new file, never through a link planted under the temporary name.
+        fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(tmp)?
+            .write_all(bytes)
     })
 }
 

@@ -36,7 +36,7 @@ fn main() {
         for f in ["build.rs", "data.txt", "csrc"] {
             println!("cargo:rerun-if-changed={f}");
         }
-        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE", "BSDEP_PATHFILE", "BSDEP_WATCH", "BSDEP_ABORT", "BSDEP_NAME_OTHER"] {
+        for v in ["BSDEP_MODE", "BSDEP:ODD", "BSDEP_FAIL", "BSDEP_OUTSIDE", "BSDEP_PATHFILE", "BSDEP_WATCH", "BSDEP_ABORT", "BSDEP_NAME_OTHER", "BSDEP_LINKS"] {
             println!("cargo:rerun-if-env-changed={v}");
         }
     }
@@ -100,6 +100,19 @@ fn main() {
         cflags,
     );
     fs::write(out.join("gen.rs"), format!("pub const INFO: &str = {info:?};\n")).unwrap();
+    // What install trees hold (OpenSSL's leaves an empty dir): links, empty dirs.
+    let link = |target: PathBuf, at: &str| std::os::unix::fs::symlink(target, out.join(at)).unwrap();
+    match env::var("BSDEP_LINKS").as_deref() {
+        Ok("inside") => {
+            fs::create_dir_all(out.join("empty-dir")).unwrap();
+            fs::create_dir_all(out.join("inc")).unwrap();
+            link("../gen.rs".into(), "inc/gen-link.rs");
+            link("native".into(), "lib64");
+        }
+        Ok("absolute") => link(out.join("gen.rs"), "abs-link"),
+        Ok("up") => link("../../..".into(), "up-link"),
+        _ => {}
+    }
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
     println!("cargo:rustc-link-lib=static=bsadd");
     println!("cargo:include={}", out.display());
@@ -678,7 +691,9 @@ fn a_git_dependency_run_is_shared_through_the_remote() {
         ("AWS_REGION", "us-east-1".into()),
     ];
     let f = Fixture::new(Dep::Git);
-    let env: Vec<(&str, &str)> = remote.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = remote.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // A link and an empty dir in OUT_DIR travel too, as blobs (a bundle holds no tar link).
+    env.push(("BSDEP_LINKS", "inside"));
     let cursor = f.sandbox.cursor();
     let expected = f.build_run("app", "a", true, &env);
     assert_eq!(one_run(&runs_of(&cursor)), Outcome::Miss);
@@ -721,6 +736,12 @@ fn a_git_dependency_run_is_shared_through_the_remote() {
         describe(&events(&b_cache))
     );
     assert_eq!(b_runs[0].compiler_runs, 0);
+    let out_dir = bsdep_out_dir(&f.root().join("machine-b/target"));
+    assert_eq!(
+        fs::read_link(out_dir.join("inc/gen-link.rs")).expect("the link"),
+        Path::new("../gen.rs")
+    );
+    assert!(out_dir.join("empty-dir").is_dir());
 }
 
 #[test]
@@ -1001,4 +1022,108 @@ fn a_dependency_out_dir_the_script_only_names_does_not_stop_its_run_being_stored
             .expect("left alone"),
         "other"
     );
+}
+
+#[test]
+fn out_dir_links_and_empty_dirs_are_restored() {
+    let f = Fixture::new(Dep::Path);
+    let env: Env = &[ALL, ("BSDEP_LINKS", "inside")];
+    let (expected, runs) = f.case("l1", env);
+    assert_eq!(one_run(&runs), Outcome::Miss);
+    assert!(runs[0].cache_key.is_some(), "stored: {}", describe(&runs));
+    let (got, runs) = f.case("l2", env);
+    assert_eq!((one_run(&runs), got), (Outcome::LocalHit, expected));
+    let out_dir = bsdep_out_dir(&f.root().join("l2"));
+    for (link, target) in [("inc/gen-link.rs", "../gen.rs"), ("lib64", "native")] {
+        let meta = fs::symlink_metadata(out_dir.join(link)).expect("restored link");
+        assert!(meta.file_type().is_symlink(), "{link} is a link");
+        assert_eq!(
+            fs::read_link(out_dir.join(link)).expect("read link"),
+            Path::new(target)
+        );
+    }
+    assert_eq!(
+        fs::read(out_dir.join("inc/gen-link.rs")).expect("through the link"),
+        fs::read(out_dir.join("gen.rs")).expect("gen.rs")
+    );
+    assert!(out_dir.join("lib64/libbsadd.a").is_file());
+    let empty = out_dir.join("empty-dir");
+    assert!(fs::symlink_metadata(&empty).expect("empty dir").is_dir());
+    assert_eq!(fs::read_dir(&empty).expect("read dir").count(), 0);
+}
+
+#[test]
+fn links_that_could_leave_out_dir_are_not_stored() {
+    let f = Fixture::new(Dep::Path);
+    for how in ["absolute", "up"] {
+        for target in ["x-1", "x-2"] {
+            let target = format!("{how}-{target}");
+            let (got, runs) = f.case(&target, &[ALL, ("BSDEP_LINKS", how)]);
+            assert!(got.ends_with("sum=5"), "{got}");
+            assert_eq!(one_run(&runs), Outcome::Miss, "{how}: {}", describe(&runs));
+            assert!(runs[0].cache_key.is_none(), "{how}: {}", describe(&runs));
+            assert_eq!(
+                runs[0].passthrough_reason.as_deref(),
+                Some("out_dir_link_leaves_out_dir")
+            );
+        }
+    }
+}
+
+#[test]
+fn a_stored_link_leading_out_of_out_dir_is_refused_and_healed() {
+    let f = Fixture::new(Dep::Path);
+    let env: Env = &[ALL, ("BSDEP_LINKS", "inside")];
+    let (expected, runs) = f.case("t1", env);
+    assert_eq!(one_run(&runs), Outcome::Miss);
+    // The index row now says the link points two levels up from `inc/`: out of OUT_DIR. Its
+    // blob is sound (it hashes to its name), so only the target rule can refuse it.
+    let escaping = b"../../escaped";
+    let hash = blake3::hash(escaping).to_hex().to_string();
+    let blob_dir = f.sandbox.cache_dir().join("blobs").join(&hash[..2]);
+    fs::create_dir_all(&blob_dir).expect("mkdir");
+    fs::write(blob_dir.join(&hash), escaping).expect("write blob");
+    let link_blob = blob_of(&f, "inc/gen-link.rs");
+    let old = link_blob
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("hash");
+    let conn = rusqlite::Connection::open(f.sandbox.cache_dir().join("index.db")).expect("index");
+    let (key, body): (String, Vec<u8>) = conn
+        .query_row(
+            "SELECT key, body FROM entries WHERE crate_name = 'bsdep:build-script'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the stored run");
+    let body = String::from_utf8(body).expect("JSON").replace(old, &hash);
+    conn.execute(
+        "UPDATE entries SET body = ?1 WHERE key = ?2",
+        rusqlite::params![body.into_bytes(), key],
+    )
+    .expect("tamper");
+    drop(conn);
+    let cursor = f.sandbox.cursor();
+    assert_eq!(f.build_run("app", "t2", true, env), expected);
+    let runs = runs_of(&cursor);
+    assert_eq!(one_run(&runs), Outcome::Miss, "{}", describe(&runs));
+    let warned = runs[0]
+        .warning
+        .as_deref()
+        .is_some_and(|w| w.contains("points outside"));
+    assert!(warned, "{}", describe(&runs));
+    assert!(runs[0].cache_key.is_some(), "stored again");
+    let out_dir = bsdep_out_dir(&f.root().join("t2"));
+    assert_eq!(
+        fs::read_link(out_dir.join("inc/gen-link.rs")).expect("the script's own link"),
+        Path::new("../gen.rs")
+    );
+    let above = out_dir.parent().expect("the run's dir");
+    assert!(
+        fs::symlink_metadata(above.join("escaped")).is_err(),
+        "nothing made outside"
+    );
+    // Healed: the next fresh target dir hits.
+    let (got, runs) = f.case("t3", env);
+    assert_eq!((one_run(&runs), got), (Outcome::LocalHit, expected));
 }
