@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use crate::invocation::C_DRIVERS;
 use crate::key::manifest::{Manifest, ManifestEnv, ManifestFile};
-use crate::key::roots::Roots;
+use crate::key::roots::{Roots, Spelling};
 use crate::key::{ContentHash, FileHasher, KeyBuilder, KeyField, toolchain};
 use crate::store::StatCache;
 
@@ -179,9 +179,13 @@ pub(crate) fn invocation_key(
             // keyed by what is behind it, since its path is the same for different contents.
             for part in std::env::split_paths(OsStr::new(value)) {
                 if part.is_absolute() && part.exists() {
+                    let mut templated = RootsTemplated {
+                        inner: &mut *stat,
+                        roots: inputs.roots,
+                    };
                     k.field(
                         format!("env-content:{name}"),
-                        tree_hash(&part, stat, &mut None, &mut Budget::default())?,
+                        tree_hash(&part, &mut templated, &mut None, &mut Budget::default())?,
                     );
                 }
             }
@@ -254,6 +258,35 @@ impl Budget {
             }
             _ => false,
         }
+    }
+}
+
+/// Hashes what a `DEP_*` directory holds as a stored run holds it: a text file naming a root
+/// is hashed with the roots templated. Such a directory is usually another package's
+/// `OUT_DIR`, restored from the cache with its text filled in for this target dir (a
+/// pkg-config file's prefix, a generated config), so hashing the filled-in bytes would key a
+/// dependent's run by the target dir's path: every `cargo install`, in its own temporary
+/// target dir, would run it again. The path itself is keyed already, relativised, as the
+/// variable's value.
+struct RootsTemplated<'a> {
+    inner: &'a mut dyn FileHasher,
+    roots: &'a Roots,
+}
+
+impl FileHasher for RootsTemplated<'_> {
+    fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash> {
+        // Generated text is small; larger files (static libraries) go to the stat cache.
+        const TEXT_LIMIT: u64 = 1 << 20;
+        let meta = fs::symlink_metadata(path)?;
+        if meta.file_type().is_file() && meta.len() <= TEXT_LIMIT {
+            let bytes = fs::read(path)?;
+            if let Ok(text) = std::str::from_utf8(&bytes)
+                && let std::borrow::Cow::Owned(t) = self.roots.template(text, Spelling::Plain)
+            {
+                return Ok(format!("templated:{}", blake3::hash(t.as_bytes()).to_hex()));
+            }
+        }
+        self.inner.hash_file(path)
     }
 }
 
@@ -549,6 +582,51 @@ mod tests {
         fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash> {
             crate::key::hash_file_contents(path)
         }
+    }
+
+    /// Another package's restored `OUT_DIR` names this target dir in its text (a pkg-config
+    /// prefix); the run depending on it keys alike in two target dirs (two `cargo install`s),
+    /// and still differently when the text differs otherwise.
+    #[test]
+    fn a_dep_dir_naming_its_target_dir_keys_alike_in_another_target_dir() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let key_in = |install: &str, version: &str| {
+            let target = tmp.path().join(install).join("target");
+            let build = target.join("debug/build");
+            let dep_out = build.join("dep-5678/out");
+            fs::create_dir_all(dep_out.join("lib/pkgconfig")).expect("mkdir");
+            let pc = format!("prefix={}\nversion={version}\n", dep_out.display());
+            fs::write(dep_out.join("lib/pkgconfig/x.pc"), pc).expect("write");
+            fs::write(dep_out.join("lib/libx.a"), [0u8, 159, 146, 150]).expect("write");
+            let out_dir = build.join("app-1234/out");
+            fs::create_dir_all(&out_dir).expect("mkdir");
+            let script = build.join("app-1234/build-script-build");
+            fs::write(&script, "script").expect("write");
+            let package = tmp.path().join("registry/app-1.0.0");
+            fs::create_dir_all(&package).expect("mkdir");
+            let roots = Roots::for_script_run(&package, &out_dir, None, None);
+            let env = vec![(
+                "DEP_X_ROOT".to_owned(),
+                dep_out.to_string_lossy().into_owned(),
+            )];
+            let (key, _) = invocation_key(
+                &RunInputs {
+                    script: &script,
+                    env: &env,
+                    path_var: None,
+                    rustc: None,
+                    rustup_toolchain: None,
+                    roots: &roots,
+                    cache_dir: tmp.path(),
+                },
+                &mut Plain,
+            )
+            .expect("key");
+            key
+        };
+        let first = key_in("install-1", "1");
+        assert_eq!(key_in("install-2", "1"), first);
+        assert_ne!(key_in("install-3", "2"), first);
     }
 
     #[test]
