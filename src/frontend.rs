@@ -441,6 +441,9 @@ pub(crate) fn lookup<T>(
         if let Some(entry) = fetched.entry {
             seen.lookup_ms = ms_since(start);
             if let Some(done) = restore(entry, Outcome::RemoteHit, stat, &mut seen.warning)? {
+                // The fetched entry grew the store: past the size limit, a detached
+                // `kache gc --auto` makes room.
+                crate::store::maintenance::maybe_start_background_gc(l.store, l.config.max_size);
                 return Ok((Some(done), remote));
             }
         }

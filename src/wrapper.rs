@@ -252,10 +252,6 @@ impl Wrapper<'_> {
         );
         let (hit, remote) = looked?;
         if let Some(hit) = hit {
-            if hit.outcome == Outcome::RemoteHit {
-                // Past the size limit, a detached `kache gc --auto` makes room.
-                crate::store::maintenance::maybe_start_background_gc(&store, self.config.max_size);
-            }
             return Ok(Done::Hit(hit));
         }
         let stored = self.compile_and_store(&store, &mut stat, &prepared, &inv_key, key_fields)?;

@@ -277,6 +277,8 @@ impl ScriptRun {
             &roots,
         )?;
         if let Kept::Stored(s) = &kept {
+            // Past the size limit, a detached `kache gc --auto` makes room; cargo never waits.
+            crate::store::maintenance::maybe_start_background_gc(&store, config.max_size);
             frontend::queue_upload(remote.as_ref(), store.dir(), &s.entry_key, &inv_key);
         }
         Ok(Done::Ran(kept))

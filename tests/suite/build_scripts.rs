@@ -298,11 +298,14 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(ok, "git {args:?} failed");
 }
 
+/// The crate type of a build-script run's event.
+const RUN_TYPE: &str = "build-script-run";
+
 /// The build-script run events among `events`.
 fn runs(events: &[BuildEvent]) -> Vec<BuildEvent> {
     events
         .iter()
-        .filter(|e| e.crate_types.first().map(String::as_str) == Some("build-script-run"))
+        .filter(|e| e.crate_types.first().map(String::as_str) == Some(RUN_TYPE))
         .cloned()
         .collect()
 }
@@ -1126,4 +1129,53 @@ fn a_stored_link_leading_out_of_out_dir_is_refused_and_healed() {
     // Healed: the next fresh target dir hits.
     let (got, runs) = f.case("t3", env);
     assert_eq!((one_run(&runs), got), (Outcome::LocalHit, expected));
+}
+
+/// The store's size as `kache stats --json` reports it.
+fn store_size(cache: &Path) -> u64 {
+    let out = kache_command(cache, &["stats", "--json"]);
+    assert!(out.status.success(), "stats: {}", stderr_of(&out));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats json");
+    stats["store"]["size"].as_u64().expect("store size")
+}
+
+#[test]
+fn storing_a_run_past_the_size_limit_starts_a_gc() {
+    let f = Fixture::new(Dep::Git);
+    let (base, first) = f.case("base", &[]);
+    assert_eq!(one_run(&first), Outcome::Miss);
+    let cache = f.sandbox.cache_dir();
+    // In a fresh target dir, a declared variable set (naming an input already declared) makes
+    // the script's run a miss while what it writes stays the same: every compile before it
+    // is a hit, so storing the run is what passes the limit.
+    let limit = store_size(cache) * 7 / 10;
+    let cursor = f.sandbox.cursor();
+    let got = f.build_run(
+        "app",
+        "watch",
+        true,
+        &[
+            ("BSDEP_WATCH", "csrc"),
+            ("KACHE_MAX_SIZE", &limit.to_string()),
+        ],
+    );
+    assert_eq!(got, base);
+    let events = cursor.since();
+    assert_eq!(one_run(&runs(&events)), Outcome::Miss);
+    // The gc may evict what the rest of the build then stores again; the run came first.
+    let first_stored = events.iter().find(|e| e.result == Outcome::Miss);
+    assert!(
+        first_stored.is_some_and(|e| e.crate_types == [RUN_TYPE]),
+        "the run is the first entry stored: {}",
+        describe(&events)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while store_size(cache) > limit || auto_gc_running(cache) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no gc brought the store under {limit} after a stored run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(f.build_run("app", "after-gc", true, &[]), base);
 }

@@ -838,6 +838,8 @@ fn c_entries_are_shared_through_s3() {
     let mut env_b = env_a.clone();
     let cache_b_s = cache_b.to_str().expect("utf-8").to_owned();
     env_b.push(("KACHE_DIR", &cache_b_s));
+    // Below what the fetched entry takes: the remote hit must start a gc, as rustc's does.
+    env_b.push(("KACHE_MAX_SIZE", "1"));
     let o = p.kache(&args, &env_b);
     assert!(o.status.success(), "{}", stderr(&o));
     let events = support::events(&cache_b);
@@ -845,4 +847,17 @@ fn c_entries_are_shared_through_s3() {
     assert_eq!(events[0].result, Outcome::RemoteHit, "{:?}", events[0]);
     assert_eq!(events[0].compiler_runs, 0);
     assert_eq!(fs::read(p.path("out/main.o")).expect("object"), built);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let stats = support::kache_command(&cache_b, &["stats", "--json"]);
+        let stats: Value = serde_json::from_slice(&stats.stdout).expect("stats JSON");
+        if stats["store"]["size"] == 0 && !support::auto_gc_running(&cache_b) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no gc after a remote hit past the limit: {stats}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -308,21 +308,6 @@ fn stats_list_and_gc_on_a_real_store() {
     assert_eq!(ws.run_bin(APP_BIN, &[]), expected, "output after clear");
 }
 
-/// Whether an automatic gc holds its lock right now.
-fn auto_gc_running(cache: &Path) -> bool {
-    use std::os::fd::AsRawFd;
-    let Ok(f) = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(cache.join("gc.lock"))
-    else {
-        return false;
-    };
-    // SAFETY: flock on a descriptor we own; released when `f` is dropped.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
-}
-
 #[test]
 fn automatic_gc_keeps_the_store_under_its_limit() {
     let Warmed { sandbox, ws, .. } = Sandbox::warmed("ws");
