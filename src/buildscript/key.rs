@@ -179,10 +179,7 @@ pub(crate) fn invocation_key(
             // keyed by what is behind it, since its path is the same for different contents.
             for part in std::env::split_paths(OsStr::new(value)) {
                 if part.is_absolute() && part.exists() {
-                    let mut templated = RootsTemplated {
-                        inner: &mut *stat,
-                        roots: inputs.roots,
-                    };
+                    let mut templated = RootsTemplated::new(&mut *stat, inputs.roots);
                     k.field(
                         format!("env-content:{name}"),
                         tree_hash(&part, &mut templated, &mut None, &mut Budget::default())?,
@@ -271,6 +268,39 @@ impl Budget {
 struct RootsTemplated<'a> {
     inner: &'a mut dyn FileHasher,
     roots: &'a Roots,
+    /// What the hash of a file depends on besides its content: these roots. The stat cache
+    /// remembers each file's templated hash under it, so a warm build does not read every
+    /// text file behind a `DEP_*` again for each dependent script.
+    variant: String,
+}
+
+impl<'a> RootsTemplated<'a> {
+    fn new(inner: &'a mut dyn FileHasher, roots: &'a Roots) -> Self {
+        let mut h = blake3::Hasher::new();
+        for root in roots.iter() {
+            h.update(root.name.as_bytes());
+            h.update(b"=");
+            h.update(root.path.as_bytes());
+            h.update(b"\0");
+        }
+        let variant = format!("roots-templated:{}", &h.finalize().to_hex()[..32]);
+        RootsTemplated {
+            inner,
+            roots,
+            variant,
+        }
+    }
+}
+
+/// A text file's hash with `roots` templated, or (binary, or naming no root) its content hash.
+fn templated_hash(path: &Path, roots: &Roots) -> io::Result<ContentHash> {
+    let bytes = fs::read(path)?;
+    if let Ok(text) = std::str::from_utf8(&bytes)
+        && let std::borrow::Cow::Owned(t) = roots.template(text, Spelling::Plain)
+    {
+        return Ok(format!("templated:{}", blake3::hash(t.as_bytes()).to_hex()));
+    }
+    Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 
 impl FileHasher for RootsTemplated<'_> {
@@ -279,12 +309,10 @@ impl FileHasher for RootsTemplated<'_> {
         const TEXT_LIMIT: u64 = 1 << 20;
         let meta = fs::symlink_metadata(path)?;
         if meta.file_type().is_file() && meta.len() <= TEXT_LIMIT {
-            let bytes = fs::read(path)?;
-            if let Ok(text) = std::str::from_utf8(&bytes)
-                && let std::borrow::Cow::Owned(t) = self.roots.template(text, Spelling::Plain)
-            {
-                return Ok(format!("templated:{}", blake3::hash(t.as_bytes()).to_hex()));
-            }
+            let roots = self.roots;
+            return self
+                .inner
+                .derived_hash(path, &self.variant, &mut |p| templated_hash(p, roots));
         }
         self.inner.hash_file(path)
     }

@@ -32,6 +32,19 @@ pub(crate) type ContentHash = String;
 /// read again.
 pub(crate) trait FileHasher {
     fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash>;
+
+    /// A hash `derive` computes from the file at `path` (reading it), which the stat cache
+    /// remembers by the file's stamp under `variant` (naming everything besides the file's
+    /// content the result depends on), so an unchanged file is not read again.
+    fn derived_hash(
+        &mut self,
+        path: &Path,
+        variant: &str,
+        derive: &mut dyn FnMut(&Path) -> io::Result<ContentHash>,
+    ) -> io::Result<ContentHash> {
+        let _ = variant;
+        derive(path)
+    }
 }
 
 /// How often a file that changes while it is read is read again before giving up.

@@ -149,9 +149,17 @@ impl<'c> StatCache<'c> {
     }
 }
 
-impl FileHasher for StatCache<'_> {
-    fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash> {
-        if let Some(h) = self.memo.get(path) {
+impl StatCache<'_> {
+    /// The hash of the regular file at `path` by `compute`, remembered as the row `row`
+    /// (the path itself, or a derived hash's own name for it).
+    fn remembered(
+        &mut self,
+        path: &Path,
+        row: PathBuf,
+        plain: bool,
+        compute: &mut dyn FnMut(&Path) -> io::Result<ContentHash>,
+    ) -> io::Result<ContentHash> {
+        if let Some(h) = self.memo.get(&row) {
             return Ok(h.clone());
         }
         let meta = std::fs::metadata(path)?;
@@ -164,25 +172,47 @@ impl FileHasher for StatCache<'_> {
             ));
         }
         let stamp = FileStamp::of(&meta);
-        if let Some(h) = hash_from_xattr(path, &stamp) {
-            self.memo.insert(path.to_owned(), h.clone());
+        if plain && let Some(h) = hash_from_xattr(path, &stamp) {
+            self.memo.insert(row, h.clone());
             return Ok(h);
         }
-        let hash = match self.cached(path, &stamp) {
+        let hash = match self.cached(&row, &stamp) {
             Some(h) => h,
             None => {
-                let h = hash_file_contents(path)?;
+                let h = compute(path)?;
                 self.files_hashed += 1;
                 // Re-stat: a file that changed while we read it must not be remembered.
                 let after = FileStamp::of(&std::fs::metadata(path)?);
                 if after == stamp && stamp.age_ns(self.now_ns) >= RECENT_NS {
-                    self.pending
-                        .push((path.to_owned(), stamp, h.clone(), false));
+                    self.pending.push((row.clone(), stamp, h.clone(), false));
                 }
                 h
             }
         };
-        self.memo.insert(path.to_owned(), hash.clone());
+        self.memo.insert(row, hash.clone());
         Ok(hash)
+    }
+}
+
+/// The row a derived hash of `path` is remembered as: never an absolute path, so never a
+/// file's own row (and never below a dir [`StatCache::preload_below`] read).
+fn derived_row(path: &Path, variant: &str) -> PathBuf {
+    let mut row = std::ffi::OsString::from(format!("derived:{variant}:"));
+    row.push(path.as_os_str());
+    PathBuf::from(row)
+}
+
+impl FileHasher for StatCache<'_> {
+    fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash> {
+        self.remembered(path, path.to_owned(), true, &mut hash_file_contents)
+    }
+
+    fn derived_hash(
+        &mut self,
+        path: &Path,
+        variant: &str,
+        derive: &mut dyn FnMut(&Path) -> io::Result<ContentHash>,
+    ) -> io::Result<ContentHash> {
+        self.remembered(path, derived_row(path, variant), false, derive)
     }
 }

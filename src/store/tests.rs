@@ -162,6 +162,60 @@ fn stat_cache_skips_unchanged_old_files_and_rehashes_changed_ones() {
 }
 
 #[test]
+fn derived_hashes_are_remembered_by_stamp_and_variant_apart_from_the_file_hash() {
+    use crate::key::FileHasher;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("cache")).expect("open");
+    let text = dir.path().join("lib.pc");
+    std::fs::write(&text, b"prefix=/somewhere").expect("write");
+    let later = fsutil::now_ns() + 60_000_000_000;
+    let mut derivations = 0;
+    let derive = |tag: &'static str| {
+        move |p: &Path| -> std::io::Result<crate::key::ContentHash> {
+            Ok(format!("{tag}:{}", std::fs::read_to_string(p)?))
+        }
+    };
+    let mut stat = StatCache::at(store.conn(), later);
+    let a = stat
+        .derived_hash(&text, "a", &mut derive("a"))
+        .expect("derive");
+    let b = stat
+        .derived_hash(&text, "b", &mut derive("b"))
+        .expect("derive");
+    assert_eq!(
+        (a.as_str(), b.as_str()),
+        ("a:prefix=/somewhere", "b:prefix=/somewhere")
+    );
+    let plain = stat.hash_file(&text).expect("hash");
+    assert_ne!(
+        plain, a,
+        "a derived hash never stands in for the content hash"
+    );
+    store.flush_stat_cache(&mut stat).expect("flush");
+
+    // Another process: each variant answered from the index, the file not read.
+    let mut stat = StatCache::at(store.conn(), later);
+    let mut counted = |p: &Path| -> std::io::Result<crate::key::ContentHash> {
+        derivations += 1;
+        derive("a")(p)
+    };
+    assert_eq!(
+        stat.derived_hash(&text, "a", &mut counted).expect("derive"),
+        a
+    );
+    assert_eq!(stat.hash_file(&text).expect("hash"), plain);
+    assert_eq!((derivations, stat.files_hashed), (0, 0));
+
+    // Changed: derived again.
+    std::fs::write(&text, b"prefix=/elsewhere").expect("edit");
+    let mut stat = StatCache::at(store.conn(), later);
+    let again = stat
+        .derived_hash(&text, "a", &mut derive("a"))
+        .expect("derive");
+    assert_eq!(again, "a:prefix=/elsewhere");
+}
+
+#[test]
 fn a_preloaded_tree_answers_like_the_index() {
     use crate::key::FileHasher;
     let dir = tempfile::tempdir().expect("tempdir");
