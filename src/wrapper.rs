@@ -21,7 +21,7 @@ use crate::invocation::rewrite::compile_args;
 use crate::invocation::{CompilerFamily, EmitKind, Invocation, RustcArgs, outputs};
 use crate::key::depinfo::DepInfo;
 use crate::key::env::KeyEnv;
-use crate::key::invocation_key::{KeyInputs, invocation_key};
+use crate::key::invocation_key::{KeyInputs, invocation_key, resolve_program};
 use crate::key::manifest::Manifest;
 use crate::key::roots::{RootSources, Roots, Spelling};
 use crate::key::{KeyField, toolchain};
@@ -169,11 +169,13 @@ impl Wrapper<'_> {
         let key_start = Instant::now();
         let store = Store::open(&self.config.dir)?;
         let key_env = self.key_env;
-        let toolchain = toolchain::identify(
-            self.inv.rustc(),
-            store.dir(),
-            key_env.rustup_toolchain.as_deref(),
-        )?;
+        // A bare name (`kache rustc …` outside cargo, which passes a path) is found on `PATH`
+        // as running it finds it: the identity is memoised by the file's stamp, and hashing
+        // the sysroot again on every call would cost a fifth of a second each.
+        let rustc = resolve_program(self.inv.rustc(), &cwd, key_env.path_var.as_deref())
+            .unwrap_or_else(|| self.inv.rustc().to_owned());
+        let toolchain =
+            toolchain::identify(&rustc, store.dir(), key_env.rustup_toolchain.as_deref())?;
         let target = args
             .target
             .as_deref()

@@ -685,3 +685,44 @@ fn an_rpath_into_the_target_dir_is_keyed_as_is() {
     assert!(contains(bytes, utf8(second)), "the rpath names its own dir");
     assert!(!contains(bytes, utf8(first)), "and not the first build's");
 }
+
+/// `kache rustc …` outside cargo (which passes rustc's path): the bare name is found on
+/// `PATH`, so the toolchain's identity is memoised rather than computed (the sysroot hashed)
+/// on every call, and the calls are cached like cargo's.
+#[test]
+fn a_bare_rustc_name_is_found_on_path_and_its_identity_remembered() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.root().join("direct");
+    write(&dir, &[("lib.rs", "pub fn answer() -> u32 { 42 }\n")]);
+    let compile = |metadata: &str, out: &str| {
+        fs::create_dir_all(dir.join(out)).expect("mkdir");
+        let mut cmd = Command::new(kache_bin());
+        cmd.args(["rustc", "--crate-name", "direct", "--crate-type", "lib"])
+            .args(["--emit=dep-info,metadata,link", "-C"])
+            .arg(format!("metadata={metadata}"))
+            .args(["lib.rs", "--out-dir", out])
+            .current_dir(&dir);
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(is_scrubbed) {
+                cmd.env_remove(key);
+            }
+        }
+        let o = cmd
+            .env("KACHE_DIR", sandbox.cache_dir())
+            .env("KACHE_CONFIG", "/dev/null")
+            .output()
+            .expect("run kache rustc");
+        assert!(o.status.success(), "kache rustc: {}", stderr_of(&o));
+        fs::read(dir.join(out).join("libdirect.rlib")).expect("rlib written")
+    };
+    let mut log = sandbox.cursor();
+    let first = compile("a", "out-a");
+    compile("b", "out-b");
+    assert_eq!(first, compile("a", "out-a2"));
+    let results: Vec<_> = log.take().iter().map(|e| e.result).collect();
+    assert_eq!(results, [Outcome::Miss, Outcome::Miss, Outcome::LocalHit]);
+    let memos = fs::read_dir(sandbox.cache_dir().join("toolchains"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(memos, 1, "the toolchain's identity is remembered");
+}
