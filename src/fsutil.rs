@@ -110,6 +110,23 @@ pub(crate) fn read_below(root: &Path, path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// An `flock` (`how`: `LOCK_EX`, `LOCK_SH`, with or without `LOCK_NB`) on the file at `path`,
+/// created if missing (never through a symlink); released when the file is dropped. `None`
+/// when it cannot be opened or locked.
+pub(crate) fn lock_file(path: &Path, how: libc::c_int) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    let dir = path.parent()?;
+    let f = open_below(
+        dir,
+        path,
+        OpenOptions::new().create(true).truncate(false).write(true),
+    )
+    .ok()?;
+    // SAFETY: flock on a descriptor we own; it is released when the file is dropped.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), how) };
+    (rc == 0).then_some(f)
+}
+
 /// Refuses `path` when it is a symlink (a missing path is fine).
 pub(crate) fn refuse_symlink(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {

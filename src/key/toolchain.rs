@@ -69,15 +69,27 @@ pub(crate) fn identify(
         )
     });
     let memo_path = memo_path(cache_dir, rustc, rustup_toolchain);
-    if let Some((size, mtime_ns)) = stamp
-        && let Ok(bytes) = crate::fsutil::read_below(cache_dir, &memo_path)
-        && let Ok(memo) = serde_json::from_slice::<Memo>(&bytes)
-        && memo.rustc == rustc
-        && memo.size == size
-        && memo.mtime_ns == mtime_ns
-        && memo.rustup_toolchain.as_deref() == rustup_toolchain
-    {
-        return Ok(memo.toolchain);
+    let remembered = || {
+        let (size, mtime_ns) = stamp?;
+        let bytes = crate::fsutil::read_below(cache_dir, &memo_path).ok()?;
+        let memo = serde_json::from_slice::<Memo>(&bytes).ok()?;
+        (memo.rustc == rustc
+            && memo.size == size
+            && memo.mtime_ns == mtime_ns
+            && memo.rustup_toolchain.as_deref() == rustup_toolchain)
+            .then_some(memo.toolchain)
+    };
+    if let Some(toolchain) = remembered() {
+        return Ok(toolchain);
+    }
+    // cargo starts its first jobs together, and each would read the whole sysroot: one
+    // computes while the others wait for its memo. Without the lock (a read-only cache),
+    // each computes.
+    let _computing = crate::fsutil::make_dirs_below(cache_dir, &cache_dir.join("toolchains"))
+        .ok()
+        .and_then(|()| crate::fsutil::lock_file(&memo_path.with_extension("lock"), libc::LOCK_EX));
+    if let Some(toolchain) = remembered() {
+        return Ok(toolchain);
     }
     let toolchain = compute(rustc)?;
     if let Some((size, mtime_ns)) = stamp {
@@ -188,13 +200,90 @@ fn hash_sysroot(sysroot: &Path) -> Result<String, ToolchainError> {
         }
     }
     files.sort();
+    let contents = hash_all(&files);
     let mut h = blake3::Hasher::new();
-    for f in &files {
+    for (f, content) in files.iter().zip(contents) {
         let rel = f.strip_prefix(sysroot).unwrap_or(f);
         h.update(rel.as_os_str().as_encoded_bytes());
         h.update(b"\0");
-        let content = super::hash_file_contents(f).map_err(err(f))?;
-        h.update(content.as_bytes());
+        h.update(content.map_err(err(f))?.as_bytes());
     }
     Ok(h.finalize().to_hex().to_string())
+}
+
+/// The content hash of each of `files`, in order, read on up to four threads: a sysroot is
+/// a few hundred MB, most of it in two libraries (LLVM and the compiler driver), and a
+/// build's first jobs wait for it.
+fn hash_all(files: &[PathBuf]) -> Vec<std::io::Result<String>> {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Largest first, so the big libraries start at once and the small ones fill in.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(std::fs::metadata(&files[i]).map_or(0, |m| m.len())));
+    let results: Vec<OnceLock<std::io::Result<String>>> =
+        files.iter().map(|_| OnceLock::new()).collect();
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let _ = results[i].set(super::hash_file_contents(&files[i]));
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(|| Err(std::io::Error::other("not hashed")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_hashed_on_threads_come_back_in_order_and_errors_stay_with_their_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut files: Vec<PathBuf> = (0..9)
+            .map(|i| {
+                let f = dir.path().join(format!("lib{i}.so"));
+                std::fs::write(&f, vec![i as u8; 1000 * (9 - i)]).expect("write");
+                f
+            })
+            .collect();
+        files.insert(4, dir.path().join("missing.so"));
+        let got = hash_all(&files);
+        assert_eq!(got.len(), files.len());
+        for (f, h) in files.iter().zip(&got) {
+            match super::super::hash_file_contents(f) {
+                Ok(want) => assert_eq!(h.as_ref().expect("hashed"), &want),
+                Err(_) => assert!(h.is_err(), "{} has no hash", f.display()),
+            }
+        }
+    }
+
+    #[test]
+    fn the_identity_is_remembered_and_the_same_across_cache_dirs() {
+        let rustc = crate::key::invocation_key::resolve_program(
+            Path::new("rustc"),
+            Path::new("/"),
+            std::env::var("PATH").ok().as_deref(),
+        )
+        .expect("rustc on PATH");
+        let (a, b) = (
+            tempfile::tempdir().expect("a"),
+            tempfile::tempdir().expect("b"),
+        );
+        let first = identify(&rustc, a.path(), None).expect("identify");
+        assert_eq!(identify(&rustc, a.path(), None).expect("memo"), first);
+        assert_eq!(
+            identify(&rustc, b.path(), None).expect("again").id,
+            first.id
+        );
+    }
 }

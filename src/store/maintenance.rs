@@ -451,28 +451,11 @@ fn start_detached_gc(exe: &Path, dir: &Path, max_size: u64) -> std::io::Result<(
 /// The lock an automatic gc holds while it runs; `None` when another holds it (or the lock
 /// file cannot be opened, in which case no automatic gc could run either).
 fn lock_auto_gc(dir: &Path) -> Option<fs::File> {
-    lock_file(&dir.join("gc.lock"), libc::LOCK_EX | libc::LOCK_NB)
+    crate::fsutil::lock_file(&dir.join("gc.lock"), libc::LOCK_EX | libc::LOCK_NB)
 }
 
 fn lock(dir: &Path, how: libc::c_int) -> Option<fs::File> {
-    lock_file(&dir.join("maintenance.lock"), how)
-}
-
-fn lock_file(path: &Path, how: libc::c_int) -> Option<fs::File> {
-    use std::os::fd::AsRawFd;
-    let dir = path.parent()?;
-    let f = crate::fsutil::open_below(
-        dir,
-        path,
-        fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true),
-    )
-    .ok()?;
-    // SAFETY: flock on a descriptor we own; it is released when the file is dropped.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), how) };
-    (rc == 0).then_some(f)
+    crate::fsutil::lock_file(&dir.join("maintenance.lock"), how)
 }
 
 fn older_than(path: &Path, age: Duration) -> bool {
