@@ -2,9 +2,6 @@
 //! stderr passed through to cargo as they come (cargo's pipelining waits for rustc's artifact
 //! notifications) and captured for replay on later hits. Must not hash or store anything.
 
-// Output prediction moved down to `crate::invocation::outputs` (restore needs it too); this
-// name stays until the wrapper, being reworked, imports it from there.
-
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;

@@ -23,8 +23,6 @@ use crate::key::manifest::Manifest;
 pub use statcache::StatCache;
 
 use crate::fsutil;
-// The filesystem primitives moved down to `crate::fsutil`; this name stays until the wrapper,
-// the `cc` pipeline and build-script runs (being reworked) import them from there.
 
 const INDEX_SCHEMA: i64 = 2;
 /// How long a process waits for another's write transaction before giving up on the cache.
