@@ -9,7 +9,12 @@
 //! [`buildscript`] for build-script runs; [`frontend`] is what those three share (the lookup,
 //! faults, the event's append). [`fsutil`] holds the filesystem and path helpers all of them
 //! use.
-//! See `docs/architecture.md`.
+//! See `docs/architecture.md`; read these docs with
+//! `cargo doc --no-deps --document-private-items`.
+
+// The library exists for the `kache` binary and its tests, not as a published API: its docs
+// are for kache's developers, and they link to the private modules and items they describe.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod buildscript;
 mod cc;

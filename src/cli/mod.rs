@@ -105,7 +105,7 @@ const COMMANDS: &[&str] = &[
     "-V",
 ];
 
-/// Whether `word` (argv[1]) starts a command rather than naming a compiler to wrap.
+/// Whether `word` (`argv[1]`) starts a command rather than naming a compiler to wrap.
 ///
 /// A word names a compiler when [`CompilerFamily::classify`] says so: a path, or a known
 /// compiler name (`rustc`, `gcc`, `clang++`, ...). Any other word goes to the command-line

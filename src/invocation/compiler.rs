@@ -24,7 +24,7 @@ pub(crate) enum CompilerFamily {
 }
 
 impl CompilerFamily {
-    /// The family of `word` (argv[1]), or `None` when it is not a compiler at all.
+    /// The family of `word` (`argv[1]`), or `None` when it is not a compiler at all.
     pub(crate) fn classify(word: &OsStr) -> Option<CompilerFamily> {
         let bytes = word.as_encoded_bytes();
         let is_path = bytes.contains(&b'/');
