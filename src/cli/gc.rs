@@ -110,5 +110,11 @@ fn render(report: &GcReport, limit: u64) -> String {
             report.orphans_removed, report.temp_files_removed
         ));
     }
+    if report.stat_rows_removed > 0 {
+        out.push_str(&format!(
+            "forgot {} files that no longer exist\n",
+            report.stat_rows_removed
+        ));
+    }
     out
 }

@@ -62,6 +62,8 @@ pub(crate) struct GcReport {
     pub bytes_freed: u64,
     pub orphans_removed: usize,
     pub temp_files_removed: usize,
+    /// Stat-cache rows of files that no longer exist.
+    pub stat_rows_removed: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -170,6 +172,7 @@ impl Store {
                     }
                 }
             }
+            report.stat_rows_removed = super::statcache::prune_missing(self.conn())?;
         }
         report.blobs_removed = freed_blobs.len();
         report.size_after = size;

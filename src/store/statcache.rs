@@ -202,6 +202,44 @@ fn derived_row(path: &Path, variant: &str) -> PathBuf {
     PathBuf::from(row)
 }
 
+/// The file a row remembers: the row itself, or the path after a derived row's variant
+/// (whose own text has no `:/`).
+fn file_of_row(row: &str) -> &str {
+    match row.strip_prefix("derived:") {
+        Some(rest) => rest.find(":/").map_or(rest, |i| &rest[i + 1..]),
+        None => row,
+    }
+}
+
+/// Forgets every remembered file that no longer exists (a deleted checkout, `cargo
+/// install`'s temporary target dirs): the table otherwise only grows. Returns how many rows
+/// went. One `lstat` per row, then one write transaction.
+pub(crate) fn prune_missing(conn: &Connection) -> rusqlite::Result<usize> {
+    let rows: Vec<String> = conn
+        .prepare("SELECT path FROM stat_cache")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let gone: Vec<&String> = rows
+        .iter()
+        .filter(|row| {
+            std::fs::symlink_metadata(file_of_row(row))
+                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        })
+        .collect();
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    let tx = super::write_tx(conn)?;
+    {
+        let mut delete = tx.prepare_cached("DELETE FROM stat_cache WHERE path = ?1")?;
+        for row in &gone {
+            delete.execute([row])?;
+        }
+    }
+    tx.commit()?;
+    Ok(gone.len())
+}
+
 impl FileHasher for StatCache<'_> {
     fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash> {
         self.remembered(path, path.to_owned(), true, &mut hash_file_contents)

@@ -216,6 +216,40 @@ fn derived_hashes_are_remembered_by_stamp_and_variant_apart_from_the_file_hash()
 }
 
 #[test]
+fn gc_forgets_remembered_files_that_no_longer_exist() {
+    use crate::key::FileHasher;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("cache")).expect("open");
+    let (kept, gone) = (dir.path().join("kept.rs"), dir.path().join("gone.rs"));
+    std::fs::write(&kept, b"fn kept() {}").expect("write");
+    std::fs::write(&gone, b"fn gone() {}").expect("write");
+    let later = fsutil::now_ns() + 60_000_000_000;
+    let mut stat = StatCache::at(store.conn(), later);
+    let mut read = |p: &Path| crate::key::hash_file_contents(p);
+    for f in [&kept, &gone] {
+        stat.hash_file(f).expect("hash");
+        stat.derived_hash(f, "roots-templated:0123", &mut read)
+            .expect("derive");
+    }
+    store.flush_stat_cache(&mut stat).expect("flush");
+    std::fs::remove_file(&gone).expect("rm");
+
+    let report = store.gc(u64::MAX, None, false, &[], &()).expect("gc");
+    assert_eq!(
+        report.stat_rows_removed, 2,
+        "the file's row and its derived row"
+    );
+    // What still exists is still remembered.
+    let mut stat = StatCache::at(store.conn(), later);
+    stat.hash_file(&kept).expect("hash");
+    stat.derived_hash(&kept, "roots-templated:0123", &mut read)
+        .expect("derive");
+    assert_eq!(stat.files_hashed, 0);
+    let again = store.gc(u64::MAX, None, false, &[], &()).expect("gc");
+    assert_eq!(again.stat_rows_removed, 0);
+}
+
+#[test]
 fn a_preloaded_tree_answers_like_the_index() {
     use crate::key::FileHasher;
     let dir = tempfile::tempdir().expect("tempdir");
