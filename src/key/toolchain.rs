@@ -83,11 +83,11 @@ pub(crate) fn identify(
         return Ok(toolchain);
     }
     // cargo starts its first jobs together, and each would read the whole sysroot: one
-    // computes while the others wait for its memo. Without the lock (a read-only cache),
-    // each computes.
+    // computes while the others wait for its memo. Without the lock (a read-only cache), or
+    // past a deadline (its holder stopped), each computes.
     let _computing = crate::fsutil::make_dirs_below(cache_dir, &cache_dir.join("toolchains"))
         .ok()
-        .and_then(|()| crate::fsutil::lock_file(&memo_path.with_extension("lock"), libc::LOCK_EX));
+        .and_then(|()| wait_for_lock(&memo_path.with_extension("lock"), LOCK_WAIT));
     if let Some(toolchain) = remembered() {
         return Ok(toolchain);
     }
@@ -106,6 +106,24 @@ pub(crate) fn identify(
         }
     }
     Ok(toolchain)
+}
+
+/// How long a process waits for another computing the same identity: many times what
+/// computing it takes.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The lock at `path`, polled until `wait` has passed; `None` then (or if it cannot be had).
+fn wait_for_lock(path: &Path, wait: std::time::Duration) -> Option<std::fs::File> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if let Some(lock) = crate::fsutil::lock_file(path, libc::LOCK_EX | libc::LOCK_NB) {
+            return Some(lock);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 fn memo_path(cache_dir: &Path, rustc: &Path, rustup_toolchain: Option<&str>) -> PathBuf {
@@ -265,6 +283,18 @@ mod tests {
                 Err(_) => assert!(h.is_err(), "{} has no hash", f.display()),
             }
         }
+    }
+
+    #[test]
+    fn a_lock_held_elsewhere_is_waited_for_only_until_the_deadline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.lock");
+        let held = wait_for_lock(&path, std::time::Duration::ZERO).expect("free lock");
+        let start = std::time::Instant::now();
+        assert!(wait_for_lock(&path, std::time::Duration::from_millis(50)).is_none());
+        assert!(start.elapsed() >= std::time::Duration::from_millis(50));
+        drop(held);
+        assert!(wait_for_lock(&path, std::time::Duration::ZERO).is_some());
     }
 
     #[test]
