@@ -283,7 +283,12 @@ impl<'a> RootsTemplated<'a> {
             h.update(root.path.as_bytes());
             h.update(b"\0");
         }
-        let variant = format!("roots-templated:{}", &h.finalize().to_hex()[..32]);
+        // The schema too: a change to how text is templated must not find old hashes.
+        let variant = format!(
+            "roots-templated-{}:{}",
+            BUILD_SCRIPT_KEY_SCHEMA.replace('/', "-"),
+            &h.finalize().to_hex()[..32]
+        );
         RootsTemplated {
             inner,
             roots,

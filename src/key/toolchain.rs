@@ -61,6 +61,18 @@ pub(crate) fn identify(
     cache_dir: &Path,
     rustup_toolchain: Option<&str>,
 ) -> Result<Toolchain, ToolchainError> {
+    if is_rustup_proxy(rustc) {
+        // A rustup proxy runs whichever toolchain this directory selects (its
+        // `rust-toolchain.toml`, an override, the default, `RUSTUP_TOOLCHAIN`), and its own
+        // stamp does not change when that toolchain is updated: ask it which sysroot it
+        // runs, and identify that toolchain's own rustc.
+        let sysroot = PathBuf::from(run(rustc, &["--print", "sysroot"])?.trim());
+        let real = sysroot.join("bin").join("rustc");
+        if real.is_file() && !is_rustup_proxy(&real) {
+            return identify(&real, cache_dir, None);
+        }
+        return compute(rustc);
+    }
     let meta = std::fs::metadata(rustc).ok();
     let stamp = meta.as_ref().map(|m| {
         (
@@ -85,8 +97,8 @@ pub(crate) fn identify(
     // cargo starts its first jobs together, and each would read the whole sysroot: one
     // computes while the others wait for its memo. Without the lock (a read-only cache), or
     // past a deadline (its holder stopped), each computes.
-    let _computing = crate::fsutil::make_dirs_below(cache_dir, &cache_dir.join("toolchains"))
-        .ok()
+    let _computing = stamp
+        .and_then(|_| crate::fsutil::make_dirs_below(cache_dir, &cache_dir.join("toolchains")).ok())
         .and_then(|()| wait_for_lock(&memo_path.with_extension("lock"), LOCK_WAIT));
     if let Some(toolchain) = remembered() {
         return Ok(toolchain);
@@ -106,6 +118,25 @@ pub(crate) fn identify(
         }
     }
     Ok(toolchain)
+}
+
+/// Whether `path` is one of rustup's proxies: rustup installs them as links to itself (hard
+/// or symbolic) named after the tool.
+fn is_rustup_proxy(path: &Path) -> bool {
+    if std::fs::canonicalize(path).is_ok_and(|real| real.file_name().is_some_and(|n| n == "rustup"))
+    {
+        return true;
+    }
+    let Some(dir) = path.parent() else {
+        return false;
+    };
+    match (
+        std::fs::metadata(path),
+        std::fs::metadata(dir.join("rustup")),
+    ) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// How long a process waits for another computing the same identity: many times what
@@ -237,19 +268,25 @@ fn hash_all(files: &[PathBuf]) -> Vec<std::io::Result<String>> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     // Largest first, so the big libraries start at once and the small ones fill in.
     let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(std::fs::metadata(&files[i]).map_or(0, |m| m.len())));
+    order.sort_by_cached_key(|&i| {
+        std::cmp::Reverse(std::fs::metadata(&files[i]).map_or(0, |m| m.len()))
+    });
     let results: Vec<OnceLock<std::io::Result<String>>> =
         files.iter().map(|_| OnceLock::new()).collect();
     let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let _ = results[i].set(super::hash_file_contents(&files[i]));
-                }
-            });
+    let work = || {
+        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let _ = results[i].set(super::hash_file_contents(&files[i]));
         }
+    };
+    let helpers = std::thread::available_parallelism().map_or(0, |n| n.get().min(4) - 1);
+    std::thread::scope(|scope| {
+        // A thread the system refuses (a process limit) is simply not there: this one works
+        // through whatever is left.
+        for _ in 0..helpers {
+            let _ = std::thread::Builder::new().spawn_scoped(scope, work);
+        }
+        work();
     });
     results
         .into_iter()
@@ -295,6 +332,72 @@ mod tests {
         assert!(start.elapsed() >= std::time::Duration::from_millis(50));
         drop(held);
         assert!(wait_for_lock(&path, std::time::Duration::ZERO).is_some());
+    }
+
+    /// Writes an executable script, and waits until it can be run (another test thread
+    /// forking at the wrong moment can hold it open for writing for an instant).
+    fn script(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).expect("write script");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        for _ in 0..50 {
+            if Command::new(path).arg("-vV").output().is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// A fake toolchain at `root`: `bin/rustc` answers `-vV` and `--print sysroot`, and its
+    /// one library's bytes name it.
+    fn fake_toolchain(root: &Path, name: &str) {
+        std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+        std::fs::create_dir_all(root.join("lib")).expect("mkdir");
+        std::fs::write(root.join("lib/librustc_driver.so"), name).expect("write");
+        script(
+            &root.join("bin/rustc"),
+            &format!(
+                "#!/bin/sh\ncase \"$1\" in\n  -vV) printf 'rustc 9.9.9 ({name})\\nhost: \
+                 x86_64-unknown-linux-gnu\\nrelease: 9.9.9\\n' ;;\n  *) echo '{}' ;;\nesac\n",
+                root.display()
+            ),
+        );
+    }
+
+    #[test]
+    fn a_rustup_proxy_is_identified_by_the_toolchain_it_runs_now() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fake_toolchain(&a, "a");
+        fake_toolchain(&b, "b");
+        // The proxy runs whichever toolchain `selected` names, as rustup follows
+        // `rust-toolchain.toml`, overrides and the default.
+        let selected = dir.path().join("selected");
+        std::fs::write(&selected, a.display().to_string()).expect("write");
+        let proxies = dir.path().join("proxies");
+        std::fs::create_dir_all(&proxies).expect("mkdir");
+        script(
+            &proxies.join("rustup"),
+            &format!(
+                "#!/bin/sh\nexec \"$(cat '{}')/bin/rustc\" \"$@\"\n",
+                selected.display()
+            ),
+        );
+        std::fs::hard_link(proxies.join("rustup"), proxies.join("rustc")).expect("link");
+        let proxy = proxies.join("rustc");
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(&cache).expect("mkdir");
+
+        let first = identify(&proxy, &cache, None).expect("identify a");
+        assert_eq!(first.rustc, a.join("bin/rustc"));
+        std::fs::write(&selected, b.display().to_string()).expect("write");
+        let second = identify(&proxy, &cache, None).expect("identify b");
+        assert_ne!(second.id, first.id, "the proxy now runs another toolchain");
+        assert_eq!(second.rustc, b.join("bin/rustc"));
+        // Under a toolchain name (`RUSTUP_TOOLCHAIN=stable`), which stays across updates.
+        std::fs::write(&selected, a.display().to_string()).expect("write");
+        let named = identify(&proxy, &cache, Some("stable")).expect("identify named");
+        assert_eq!(named.id, first.id);
     }
 
     #[test]

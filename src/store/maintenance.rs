@@ -172,7 +172,11 @@ impl Store {
                     }
                 }
             }
-            report.stat_rows_removed = super::statcache::prune_missing(self.conn())?;
+        }
+        if !dry_run {
+            // After the exclusive lock is released: builds never wait for this sweep, and
+            // it is only a cache of hashes (a failure costs re-reading, never an entry).
+            report.stat_rows_removed = super::statcache::prune_missing(self.conn()).unwrap_or(0);
         }
         report.blobs_removed = freed_blobs.len();
         report.size_after = size;

@@ -213,7 +213,7 @@ fn file_of_row(row: &str) -> &str {
 
 /// Forgets every remembered file that no longer exists (a deleted checkout, `cargo
 /// install`'s temporary target dirs): the table otherwise only grows. Returns how many rows
-/// went. One `lstat` per row, then one write transaction.
+/// went. One `lstat` per row, then a write transaction per 256 rows.
 pub(crate) fn prune_missing(conn: &Connection) -> rusqlite::Result<usize> {
     let rows: Vec<String> = conn
         .prepare("SELECT path FROM stat_cache")?
@@ -226,17 +226,17 @@ pub(crate) fn prune_missing(conn: &Connection) -> rusqlite::Result<usize> {
                 .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
         })
         .collect();
-    if gone.is_empty() {
-        return Ok(0);
-    }
-    let tx = super::write_tx(conn)?;
-    {
-        let mut delete = tx.prepare_cached("DELETE FROM stat_cache WHERE path = ?1")?;
-        for row in &gone {
-            delete.execute([row])?;
+    // In short transactions, so builds writing their own rows never wait long.
+    for batch in gone.chunks(256) {
+        let tx = super::write_tx(conn)?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM stat_cache WHERE path = ?1")?;
+            for row in batch {
+                delete.execute([row])?;
+            }
         }
+        tx.commit()?;
     }
-    tx.commit()?;
     Ok(gone.len())
 }
 

@@ -1097,7 +1097,6 @@ pub fn verify(cache_dir: &Path, repair: bool) -> Verified {
 
 // --- the store on disk ----------------------------------------------------------------
 
-/// blake3 of a file, lowercase hex: a blob's name.
 /// Whether an automatic gc holds its lock right now.
 pub fn auto_gc_running(cache: &Path) -> bool {
     use std::os::fd::AsRawFd;
@@ -1113,6 +1112,7 @@ pub fn auto_gc_running(cache: &Path) -> bool {
     unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
 }
 
+/// blake3 of a file, lowercase hex: a blob's name.
 pub fn content_hash(path: &Path) -> String {
     let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     blake3::hash(&bytes).to_hex().to_string()
