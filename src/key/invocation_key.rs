@@ -197,19 +197,25 @@ fn find_clippy_conf(start: &Path) -> Option<PathBuf> {
     })
 }
 
-/// Finds a program the way the OS would: a path with a slash as is, a bare name in `PATH`.
+/// Finds a program the way the OS would: a path with a slash as is, a bare name in `PATH`
+/// (the first executable file; an empty or relative entry is relative to `cwd`). Always
+/// absolute, so what is remembered by the path names one file whatever the directory.
 pub(crate) fn resolve_program(
     program: &Path,
     cwd: &Path,
     path_var: Option<&str>,
 ) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     if program.components().count() > 1 {
         let p = absolute(cwd, program);
-        return p.is_file().then_some(p);
+        return executable(&p).then_some(p);
     }
     std::env::split_paths(path_var?)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
+        .map(|dir| absolute(cwd, &dir.join(program)))
+        .find(|p| executable(p))
 }
 
 #[cfg(test)]
@@ -217,6 +223,34 @@ mod tests {
     use super::*;
     use crate::key::roots::Root;
     use std::ffi::OsString;
+
+    #[test]
+    fn programs_are_found_as_the_os_finds_them_and_always_absolute() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (plain, exe) = (dir.path().join("plain"), dir.path().join("exe"));
+        for d in [&plain, &exe] {
+            std::fs::create_dir_all(d).expect("mkdir");
+            std::fs::write(d.join("tool"), "#!/bin/sh\n").expect("write");
+        }
+        let mode = |p: &Path, m| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+        };
+        mode(&plain.join("tool"), 0o644);
+        mode(&exe.join("tool"), 0o755);
+        // A file that cannot be run is passed over, and a relative entry is the cwd's.
+        let found = resolve_program(Path::new("tool"), dir.path(), Some("plain:exe"));
+        assert_eq!(found, Some(exe.join("tool")));
+        assert_eq!(
+            resolve_program(Path::new("plain/tool"), dir.path(), None),
+            None,
+            "not executable"
+        );
+        assert_eq!(
+            resolve_program(Path::new("exe/tool"), dir.path(), None),
+            Some(exe.join("tool"))
+        );
+    }
 
     struct ByName;
     impl FileHasher for ByName {
