@@ -686,13 +686,7 @@ fn launcher_runs_the_real_script_without_kache() {
 #[test]
 fn a_git_dependency_run_is_shared_through_the_remote() {
     let server = support_s3::MotoServer::start("kache-bs");
-    let remote = [
-        ("KACHE_REMOTE", format!("s3://{}/shared", server.bucket)),
-        ("KACHE_S3_ENDPOINT", server.endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_REGION", "us-east-1".into()),
-    ];
+    let remote = server.kache_env();
     let f = Fixture::new(Dep::Git);
     let mut env: Vec<(&str, &str)> = remote.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // A link and an empty dir in OUT_DIR travel too, as blobs (a bundle holds no tar link).

@@ -19,15 +19,6 @@ use std::process::Command;
 use crate::support::*;
 use crate::support_s3::MotoServer;
 
-/// The events of every unit but fixture-where (which embeds the checkout's path).
-fn path_independent(events: &[BuildEvent]) -> Vec<BuildEvent> {
-    events
-        .iter()
-        .filter(|event| crate_name(event) != "fixture_where")
-        .cloned()
-        .collect()
-}
-
 fn utf8(path: &Path) -> &str {
     path.to_str().expect("sandbox paths are UTF-8")
 }
@@ -530,13 +521,7 @@ const BUCKET: &str = "kache-shapes";
 #[test]
 fn registry_crates_hit_across_machines_whose_cargo_homes_differ() {
     let server = MotoServer::start(BUCKET);
-    let remote = [
-        ("KACHE_REMOTE", format!("s3://{}/shared", server.bucket)),
-        ("KACHE_S3_ENDPOINT", server.endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_REGION", "us-east-1".into()),
-    ];
+    let remote = server.kache_env();
     let machine = |sandbox: &Sandbox, checkout: &str, home: &str| {
         let mut ws = sandbox.checkout(checkout);
         for (k, v) in &remote {

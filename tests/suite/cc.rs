@@ -802,13 +802,7 @@ fn cargo_build_script_with_cc_crate() {
 #[test]
 fn c_entries_are_shared_through_s3() {
     let server = support_s3::MotoServer::start("kache-cc-e2e");
-    let remote = [
-        ("KACHE_REMOTE", format!("s3://{}/shared", server.bucket)),
-        ("KACHE_S3_ENDPOINT", server.endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_REGION", "us-east-1".into()),
-    ];
+    let remote = server.kache_env();
     let mut p = CProject::new();
     fs::create_dir_all(p.path("out")).expect("mkdir");
     let args = ["-O1", "-Iinc2", "-c", "src/main.c", "-o", "out/main.o"];

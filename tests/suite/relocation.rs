@@ -6,15 +6,6 @@ use std::path::Path;
 
 use crate::support::*;
 
-/// The events of every unit but fixture-where (which embeds the checkout's path).
-fn path_independent(events: &[BuildEvent]) -> Vec<BuildEvent> {
-    events
-        .iter()
-        .filter(|event| crate_name(event) != "fixture_where")
-        .cloned()
-        .collect()
-}
-
 fn canonical(path: &Path) -> String {
     path.canonicalize()
         .unwrap_or_else(|e| panic!("canonicalize {}: {e}", path.display()))

@@ -19,19 +19,8 @@ use serde_json::Value;
 const BUCKET: &str = "kache-e2e";
 const APP_BIN: &str = "fixture-app";
 
-/// The variables that point a build at the test server.
-fn remote_env(server: &MotoServer) -> Vec<(&'static str, String)> {
-    vec![
-        ("KACHE_REMOTE", format!("s3://{}/shared", server.bucket)),
-        ("KACHE_S3_ENDPOINT", server.endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_REGION", "us-east-1".into()),
-    ]
-}
-
 fn with_remote(ws: &mut Workspace, server: &MotoServer) {
-    for (k, v) in remote_env(server) {
+    for (k, v) in server.kache_env() {
         ws.set_env(k, &v);
     }
 }
@@ -42,7 +31,7 @@ fn push(cache_dir: &std::path::Path, server: &MotoServer) -> Value {
     cmd.args(["sync", "--push", "--json"])
         .env("KACHE_DIR", cache_dir)
         .env("KACHE_CONFIG", "/dev/null");
-    for (k, v) in remote_env(server) {
+    for (k, v) in server.kache_env() {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run kache sync --push");
@@ -56,7 +45,7 @@ fn push(cache_dir: &std::path::Path, server: &MotoServer) -> Value {
 }
 
 fn s3(server: &MotoServer) -> S3Remote {
-    let vars = remote_env(server);
+    let vars = server.kache_env();
     let config = RemoteConfig::from_env(&|name| {
         vars.iter()
             .find(|(k, _)| *k == name)
@@ -77,15 +66,6 @@ fn retried<T, E: std::fmt::Display>(what: &str, mut request: impl FnMut() -> Res
         }
     }
     panic!("{what}: {}", last.unwrap_or_default())
-}
-
-/// Units whose output embeds their checkout's path: they must miss elsewhere.
-fn path_independent(events: &[BuildEvent]) -> Vec<BuildEvent> {
-    events
-        .iter()
-        .filter(|e| crate_name(e) != "fixture_where")
-        .cloned()
-        .collect()
 }
 
 #[test]
@@ -150,7 +130,7 @@ fn pull_fills_an_empty_store_for_offline_builds() {
     cmd.args(["sync", "--pull", "--json"])
         .env("KACHE_DIR", machine_b.cache_dir())
         .env("KACHE_CONFIG", "/dev/null");
-    for (k, v) in remote_env(&server) {
+    for (k, v) in server.kache_env() {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run kache sync --pull");
@@ -205,7 +185,7 @@ fn a_read_only_remote_receives_nothing() {
 #[test]
 fn a_dead_remote_never_fails_the_build() {
     let mut server = MotoServer::start(BUCKET);
-    let endpoint_env = remote_env(&server);
+    let endpoint_env = server.kache_env();
     server.stop();
     let machine = Sandbox::new();
     let mut ws = machine.checkout("offline/ws");

@@ -730,6 +730,16 @@ pub fn unit(event: &BuildEvent) -> String {
     )
 }
 
+/// The events of every unit but fixture-where, whose output embeds its checkout's path (it
+/// must miss in another checkout).
+pub fn path_independent(events: &[BuildEvent]) -> Vec<BuildEvent> {
+    events
+        .iter()
+        .filter(|event| crate_name(event) != "fixture_where")
+        .cloned()
+        .collect()
+}
+
 /// The events that are real rustc compilations: everything but `passthrough` (cargo's
 /// `-vV` / `--print` probes and other invocations kache does not cache) and but the C/C++
 /// compiles build scripts run through the `cc` crate (`compiler: "c"`, which follow the

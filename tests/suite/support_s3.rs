@@ -27,6 +27,17 @@ pub struct MotoServer {
 }
 
 impl MotoServer {
+    /// The variables that point a kache build at this server (prefix `shared`).
+    pub fn kache_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("KACHE_REMOTE", format!("s3://{}/shared", self.bucket)),
+            ("KACHE_S3_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
     /// Starts moto and creates `bucket` in it. Panics with the setup command if moto is not
     /// installed, and with moto's log if it does not come up.
     pub fn start(bucket: &str) -> MotoServer {
