@@ -121,22 +121,29 @@ pub(crate) fn identify(
 }
 
 /// Whether `path` is one of rustup's proxies: rustup installs them as links to itself (hard
-/// or symbolic) named after the tool.
+/// or symbolic) named after the tool. Runs on every invocation, so a plain file costs one
+/// `lstat`.
 fn is_rustup_proxy(path: &Path) -> bool {
-    if std::fs::canonicalize(path).is_ok_and(|real| real.file_name().is_some_and(|n| n == "rustup"))
-    {
-        return true;
-    }
-    let Some(dir) = path.parent() else {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
         return false;
     };
-    match (
-        std::fs::metadata(path),
-        std::fs::metadata(dir.join("rustup")),
-    ) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
+    let (real, meta) = if meta.file_type().is_symlink() {
+        match std::fs::canonicalize(path).and_then(|r| std::fs::metadata(&r).map(|m| (r, m))) {
+            Ok(found) => found,
+            Err(_) => return false,
+        }
+    } else {
+        (path.to_owned(), meta)
+    };
+    if real.file_name().is_some_and(|n| n == "rustup") {
+        return true;
     }
+    // A hard link: the same file as the `rustup` beside it.
+    meta.nlink() > 1
+        && real
+            .parent()
+            .and_then(|dir| std::fs::metadata(dir.join("rustup")).ok())
+            .is_some_and(|r| r.dev() == meta.dev() && r.ino() == meta.ino())
 }
 
 /// How long a process waits for another computing the same identity: many times what
