@@ -18,7 +18,13 @@ done
 command -v cargo >/dev/null || { echo "install.sh: cargo not found; install Rust first (https://rustup.rs)" >&2; exit 1; }
 
 echo "==> building and installing kache"
-cargo install --path "$repo" --locked --force --quiet
+# shellcheck source=e2e/static-link.sh
+source "$repo/e2e/static-link.sh"
+if ! cargo install --path "$repo" --locked --force --quiet "${STATIC_LINK[@]}"; then
+    [ ${#STATIC_LINK[@]} -gt 0 ] || exit 1
+    echo "==> linking statically failed (no static libc here?): installing a dynamically linked kache"
+    cargo install --path "$repo" --locked --force --quiet
+fi
 bin_dir="${CARGO_HOME:-$HOME/.cargo}/bin"
 kache="$bin_dir/kache"
 "$kache" --version
