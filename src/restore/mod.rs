@@ -1,6 +1,6 @@
 //! Putting a stored entry back in place: each output by reflink, else hardlink (only for
-//! outputs nothing rewrites in place, see [`is_linkable`], and only while no other place links
-//! the blob), else copy; then the dep-info file filled in for this
+//! outputs nothing rewrites in place, see [`is_linkable`], and only where sharing the blob's
+//! mtime is harmless, see [`Linking`]), else copy; then the dep-info file filled in for this
 //! checkout. Each blob is verified against its hash first (through the stat cache, so an
 //! untouched blob is not re-read). An entry is outside data (a remote bundle, an index row
 //! anyone could edit): before anything is written, every output name must be one this
@@ -88,6 +88,39 @@ enum Method {
     Copy,
 }
 
+/// Whether an output may be a hardlink of its blob. Every link to a blob shares one mtime,
+/// and cargo rebuilds a unit whose newest output is older than a dependency's output (it
+/// never compares outputs with sources: those go against its own dep-info file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Linking {
+    /// Copied (or reflinked): a later plain compile may rewrite it in place.
+    Never,
+    /// Linked only while nothing else links the blob, then touched, so it looks just built.
+    /// Touching a blob another checkout links would make that checkout's dependents look
+    /// stale there.
+    Unshared,
+    /// Linked wherever, never touched: the `.rlib` of a unit that also restores its
+    /// `.rmeta`. That `.rmeta` is placed fresh ([`Linking::Unshared`]), so the unit's newest
+    /// output is new, and cargo compares an rmeta-only edge against the `.rmeta` alone.
+    Shared,
+}
+
+impl Linking {
+    fn of(name: &str, entry: &Entry, expected: Expected) -> Linking {
+        match expected.links {
+            Some((crate_name, types)) if is_linkable(name, crate_name, types) => {
+                let with_rmeta = entry.outputs.iter().any(|o| o.name.ends_with(".rmeta"));
+                if name.ends_with(".rlib") && with_rmeta {
+                    Linking::Shared
+                } else {
+                    Linking::Unshared
+                }
+            }
+            _ => Linking::Never,
+        }
+    }
+}
+
 /// Restores `entry` into `out_dir`.
 pub(crate) fn restore_entry(
     store: &Store,
@@ -124,21 +157,20 @@ pub(crate) fn restore_entry(
             source,
         };
         remove_if_present(&dest).map_err(write_err)?;
+        let linking = Linking::of(&out.name, entry, expected);
         let method = place(
             &blob,
             &dest,
-            expected
-                .links
-                .is_some_and(|(name, types)| is_linkable(&out.name, name, types)),
+            linking,
             out.mode & 0o111 != 0,
             &mut reflink_works,
         )
         .map_err(write_err)?;
         match method {
             Method::Hardlink => {
-                // A link shares the blob's old mtime; cargo compares output mtimes with its
-                // sources, so the output must look freshly built.
-                touch(&dest).map_err(write_err)?;
+                if linking == Linking::Unshared {
+                    touch(&dest).map_err(write_err)?;
+                }
                 stats.hardlinked += out.size;
                 // The link changed the blob's ctime; remember the content we just verified.
                 let _ = stat.record_trusted(&blob, &out.blob);
@@ -172,7 +204,7 @@ pub(crate) fn restore_entry(
 fn place(
     blob: &Path,
     dest: &Path,
-    linkable: bool,
+    linking: Linking,
     executable: bool,
     reflink_works: &mut bool,
 ) -> io::Result<Method> {
@@ -186,16 +218,15 @@ fn place(
             }
         }
     }
-    // A hardlinked output shares one mtime with every other link to its blob, and cargo
-    // rebuilds dependents whose dependency outputs look newer than their own. So a blob is
-    // linked into at most one place: while another checkout (or the output it was stored
-    // from) still links it, a restore copies instead.
-    // A link also shares the blob's mode: it must be the output's, and writable by its owner
-    // so cargo and rustc without kache can rebuild over it. A blob unlinked elsewhere gets
-    // that mode first (blobs from the remote are not executable; older kache versions stored
+    // A link shares the blob's mode: it must be the output's, and writable by its owner
+    // so cargo and rustc without kache can rebuild over it. A blob gets that mode first (blobs from the remote are not executable; older kache versions stored
     // read-only blobs).
-    if linkable
-        && fs::metadata(blob).is_ok_and(|m| m.nlink() == 1)
+    let may_link = match linking {
+        Linking::Never => false,
+        Linking::Unshared => fs::metadata(blob).is_ok_and(|m| m.nlink() == 1),
+        Linking::Shared => true,
+    };
+    if may_link
         && set_mode(blob, blob_mode(executable)).is_ok()
         && fs::hard_link(blob, dest).is_ok()
     {

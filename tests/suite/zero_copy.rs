@@ -4,7 +4,8 @@
 //!
 //! - ext4 (no reflinks): `.rlib`/`.rmeta`, proc-macro libraries and build scripts come back
 //!   as hardlinks of their blob (same inode) when no other checkout links that blob, and as
-//!   copies when one does; binaries and cdylibs are always copies.
+//!   copies when one does, except a library's `.rlib`, linked into every checkout and never
+//!   touched; binaries and cdylibs are always copies. Neither checkout rebuilds afterwards.
 //! - btrfs (copy-on-write): every output is reflinked: its own inode, the blob's extents.
 //! - After a hit, a miss that rewrites the same output leaves the blob as it was: rustc never
 //!   writes through a link into the store.
@@ -173,24 +174,52 @@ fn ext4_hardlinks_libraries_and_copies_executables() {
         }
     }
 
-    // A second checkout while A still links the blobs: libraries are copied.
+    // A second checkout while A still links the blobs: each library's `.rlib` is linked
+    // again, untouched (its `.rmeta`, copied, is what looks just built); the rest is copied.
     let b = sandbox.checkout("b/ws");
     b.kache_build(&[]);
     let second = compiles(&log.take());
     for event in second.iter().filter(|e| crate_name(e) != "fixture_where") {
+        let has_rlib = event.crate_types.iter().any(|t| t == "lib" || t == "rlib");
+        let linked_ok = if has_rlib {
+            event.hardlinked_bytes > 0 && event.copied_bytes > 0
+        } else {
+            event.hardlinked_bytes == 0
+        };
         assert!(
             event.result == Outcome::LocalHit
-                && event.hardlinked_bytes == 0
-                && event.copied_bytes == event.size,
-            "{}: copied, since A links the blob\n{}",
+                && linked_ok
+                && event.hardlinked_bytes + event.copied_bytes == event.size,
+            "{}: only the .rlib linked, since A links the blobs\n{}",
             unit(event),
             describe(&second)
         );
     }
-    for (file, blob) in outputs_and_blobs(&b) {
-        assert_ne!(inode(&file), inode(&blob), "{} is a copy", file.display());
+    let b_outputs = outputs_and_blobs(&b);
+    assert!(
+        b_outputs
+            .iter()
+            .any(|(f, _)| f.extension() == Some("rlib".as_ref()))
+    );
+    for (file, blob) in &b_outputs {
+        if file.extension() == Some("rlib".as_ref()) {
+            assert_eq!(inode(file), inode(blob), "{} is a link", file.display());
+        } else {
+            assert_ne!(inode(file), inode(blob), "{} is a copy", file.display());
+        }
     }
     assert_eq!(b.run_bin(APP_BIN, &[]), expected);
+    // Sharing the .rlib's mtime disturbs neither checkout: both are up to date afterwards.
+    for (ws, name) in [(&a, "A"), (&b, "B")] {
+        ws.kache_build(&[]);
+        let events = log.take();
+        assert!(
+            events.is_empty(),
+            "checkout {name} rebuilt after B's build\n{}",
+            describe(&events)
+        );
+        assert_eq!(ws.run_bin(APP_BIN, &[]), expected);
+    }
 
     assert_a_miss_after_a_hit_leaves_blobs_alone(&a, "ext4");
 }
