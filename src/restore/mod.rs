@@ -218,13 +218,17 @@ fn place(
             }
         }
     }
-    // A link shares the blob's mode: it must be the output's, and writable by its owner
-    // so cargo and rustc without kache can rebuild over it. A blob gets that mode first (blobs from the remote are not executable; older kache versions stored
-    // read-only blobs).
+    // A link shares the blob's mode: it must be the output's, and writable by its owner so
+    // cargo and rustc without kache can rebuild over it. A blob gets that mode first (blobs
+    // from the remote are not executable; older kache versions stored read-only blobs).
     let may_link = match linking {
         Linking::Never => false,
         Linking::Unshared => fs::metadata(blob).is_ok_and(|m| m.nlink() == 1),
-        Linking::Shared => true,
+        // Untouched, a blob dated in the future (the clock was set back since it was
+        // written) would make every dependent look stale until then.
+        Linking::Shared => fs::metadata(blob)
+            .and_then(|m| m.modified())
+            .is_ok_and(|mtime| mtime <= SystemTime::now()),
     };
     if may_link
         && set_mode(blob, blob_mode(executable)).is_ok()

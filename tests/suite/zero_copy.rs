@@ -221,6 +221,37 @@ fn ext4_hardlinks_libraries_and_copies_executables() {
         assert_eq!(ws.run_bin(APP_BIN, &[]), expected);
     }
 
+    // A blob dated in the future (the clock was set back since) is copied, not linked
+    // untouched: its date would make the checkout's dependents look stale until then.
+    let core_blob = blob_of(a.cache_dir(), &a.deps_file("libfixture_core-", ".rlib"));
+    let stored_mtime = fs::metadata(&core_blob)
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    let set_mtime = |t| {
+        fs::File::open(&core_blob)
+            .and_then(|f| f.set_modified(t))
+            .expect("set the blob's mtime")
+    };
+    set_mtime(std::time::SystemTime::now() + std::time::Duration::from_secs(86_400));
+    let c = sandbox.checkout("c/ws");
+    c.kache_build(&[]);
+    log.take();
+    let core_rlib = c.deps_file("libfixture_core-", ".rlib");
+    assert_ne!(
+        inode(&core_rlib),
+        inode(&core_blob),
+        "a future-dated blob is copied"
+    );
+    c.kache_build(&[]);
+    let events = log.take();
+    assert!(
+        events.is_empty(),
+        "checkout C rebuilt\n{}",
+        describe(&events)
+    );
+    set_mtime(stored_mtime);
+
     assert_a_miss_after_a_hit_leaves_blobs_alone(&a, "ext4");
 }
 
