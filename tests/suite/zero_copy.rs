@@ -119,6 +119,17 @@ fn assert_a_miss_after_a_hit_leaves_blobs_alone(ws: &Workspace, context: &str) {
     );
 }
 
+/// A build of `ws` runs nothing: cargo finds every unit fresh, so kache is never started.
+fn assert_up_to_date(ws: &Workspace, log: &mut EventCursor, context: &str) {
+    ws.kache_build(&[]);
+    let events = log.take();
+    assert!(
+        events.is_empty(),
+        "{context}: rebuilt\n{}",
+        describe(&events)
+    );
+}
+
 #[test]
 #[ignore = "needs root: loop-mounts an ext4 image"]
 fn ext4_hardlinks_libraries_and_copies_executables() {
@@ -211,13 +222,7 @@ fn ext4_hardlinks_libraries_and_copies_executables() {
     assert_eq!(b.run_bin(APP_BIN, &[]), expected);
     // Sharing the .rlib's mtime disturbs neither checkout: both are up to date afterwards.
     for (ws, name) in [(&a, "A"), (&b, "B")] {
-        ws.kache_build(&[]);
-        let events = log.take();
-        assert!(
-            events.is_empty(),
-            "checkout {name} rebuilt after B's build\n{}",
-            describe(&events)
-        );
+        assert_up_to_date(ws, &mut log, &format!("checkout {name} after B's build"));
         assert_eq!(ws.run_bin(APP_BIN, &[]), expected);
     }
 
@@ -243,13 +248,7 @@ fn ext4_hardlinks_libraries_and_copies_executables() {
         inode(&core_blob),
         "a future-dated blob is copied"
     );
-    c.kache_build(&[]);
-    let events = log.take();
-    assert!(
-        events.is_empty(),
-        "checkout C rebuilt\n{}",
-        describe(&events)
-    );
+    assert_up_to_date(&c, &mut log, "checkout C");
     set_mtime(stored_mtime);
 
     assert_a_miss_after_a_hit_leaves_blobs_alone(&a, "ext4");
