@@ -779,6 +779,19 @@ pub fn crates(events: &[BuildEvent]) -> BTreeSet<String> {
         .collect()
 }
 
+/// A build of `ws` runs nothing: cargo finds every unit fresh, so kache is never started
+/// (cargo keeps its `-vV` / `--print` probe results in `target/.rustc_info.json`, so not even
+/// a passthrough event).
+pub fn assert_up_to_date(ws: &Workspace, log: &mut EventCursor, context: &str) {
+    ws.kache_build(&[]);
+    let events = log.take();
+    assert!(
+        events.is_empty(),
+        "{context}: the build appended events\n{}",
+        describe(&events)
+    );
+}
+
 /// One line per event, for assertion messages.
 pub fn describe(events: &[BuildEvent]) -> String {
     let mut text = String::new();

@@ -119,17 +119,6 @@ fn assert_a_miss_after_a_hit_leaves_blobs_alone(ws: &Workspace, context: &str) {
     );
 }
 
-/// A build of `ws` runs nothing: cargo finds every unit fresh, so kache is never started.
-fn assert_up_to_date(ws: &Workspace, log: &mut EventCursor, context: &str) {
-    ws.kache_build(&[]);
-    let events = log.take();
-    assert!(
-        events.is_empty(),
-        "{context}: rebuilt\n{}",
-        describe(&events)
-    );
-}
-
 #[test]
 #[ignore = "needs root: loop-mounts an ext4 image"]
 fn ext4_hardlinks_libraries_and_copies_executables() {
