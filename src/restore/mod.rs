@@ -109,8 +109,9 @@ impl Linking {
     fn of(name: &str, entry: &Entry, expected: Expected) -> Linking {
         match expected.links {
             Some((crate_name, types)) if is_linkable(name, crate_name, types) => {
-                let with_rmeta = entry.outputs.iter().any(|o| o.name.ends_with(".rmeta"));
-                if name.ends_with(".rlib") && with_rmeta {
+                let is_rlib_with_rmeta = name.ends_with(".rlib")
+                    && entry.outputs.iter().any(|o| o.name.ends_with(".rmeta"));
+                if is_rlib_with_rmeta {
                     Linking::Shared
                 } else {
                     Linking::Unshared
