@@ -17,7 +17,7 @@ use std::time::Instant;
 use crate::compile;
 use crate::config::Config;
 use crate::events::{self, BuildEvent, Outcome};
-use crate::invocation::Invocation;
+use crate::invocation::{Invocation, PassthroughReason};
 use crate::key::manifest::{Manifest, Mismatch};
 use crate::key::roots::Roots;
 use crate::remote::guard::Guarded;
@@ -104,7 +104,7 @@ pub(crate) fn conclude(
         }
         Ok(done) => {
             let code = match &done {
-                Done::Ran(_) => ran.map_or(0, |r| r.exit_code),
+                Done::Ran(_) | Done::Probe => ran.map_or(0, |r| r.exit_code),
                 _ => 0,
             };
             (done, code)
@@ -296,6 +296,9 @@ pub(crate) enum Done {
     Ran(Kept),
     /// Not cacheable (the reason): the command ran as given.
     Passthrough(String),
+    /// A probe of the compiler (`-vV`, `--print`), answered from [`crate::probe`]'s memo or
+    /// run ([`Trace::ran`]) and remembered: recorded as a `probe` passthrough.
+    Probe,
     /// A fault inside kache (the warning given): the command ran as given, unless it already
     /// had.
     Degraded(String),
@@ -369,6 +372,10 @@ impl Trace {
                 event.result = Outcome::Passthrough;
                 event.passthrough_reason = Some(reason);
                 event.compiler_runs = 1;
+            }
+            Done::Probe => {
+                event.result = Outcome::Passthrough;
+                event.passthrough_reason = Some(PassthroughReason::Probe.to_string());
             }
             Done::Degraded(warning) => {
                 event.result = Outcome::Error;
@@ -578,7 +585,6 @@ pub(crate) fn record(cache_dir: &Path, event: &mut BuildEvent, started: Instant)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::invocation::PassthroughReason;
     use crate::restore::RestoreStats;
 
     fn trace() -> Trace {

@@ -7,8 +7,8 @@
 //! [`wrapper`] glues them together; [`cli`] holds the commands people run. [`cc`] is the
 //! same pipeline for the C/C++ compiles build scripts run through the `cc` crate, and
 //! [`buildscript`] for build-script runs; [`frontend`] is what those three share (the lookup,
-//! faults, the event's append). [`fsutil`] holds the filesystem and path helpers all of them
-//! use.
+//! faults, the event's append). [`probe`] answers cargo's `-vV`/`--print` probes from a memo.
+//! [`fsutil`] holds the filesystem and path helpers all of them use.
 //! See `docs/architecture.md`; read these docs with
 //! `cargo doc --no-deps --document-private-items`.
 
@@ -26,6 +26,7 @@ mod frontend;
 mod fsutil;
 mod invocation;
 pub mod key;
+mod probe;
 pub mod remote;
 mod restore;
 pub mod store;

@@ -18,13 +18,16 @@ use crate::frontend::{
 };
 use crate::fsutil::{self, absolute};
 use crate::invocation::rewrite::compile_args;
-use crate::invocation::{CompilerFamily, EmitKind, Invocation, RustcArgs, outputs};
+use crate::invocation::{
+    CompilerFamily, EmitKind, Invocation, PassthroughReason, RustcArgs, outputs,
+};
 use crate::key::depinfo::DepInfo;
 use crate::key::env::KeyEnv;
 use crate::key::invocation_key::{KeyInputs, invocation_key, resolve_program};
 use crate::key::manifest::Manifest;
 use crate::key::roots::{RootSources, Roots, Spelling};
 use crate::key::{KeyField, toolchain};
+use crate::probe::ProbeMemo;
 use crate::restore;
 use crate::store::{Entry, StatCache, Store, StoreError, StoredOutput};
 
@@ -158,9 +161,32 @@ impl Wrapper<'_> {
             .collect();
         let cache_incremental = self.config.incremental != IncrementalMode::Passthrough;
         if let Some(reason) = args.passthrough_reason(cache_incremental) {
+            if reason == PassthroughReason::Probe
+                && let Some(memo) =
+                    ProbeMemo::for_probe(self.inv, &args, &self.config.dir, self.key_env, &cwd)
+            {
+                return self.probe(&memo);
+            }
             return Ok(Done::Passthrough(reason.to_string()));
         }
         self.cached(args, cwd)
+    }
+
+    /// A probe: its remembered answer, else rustc's (passed through and remembered).
+    fn probe(&mut self, memo: &ProbeMemo) -> Result<Done, Fault> {
+        if memo.replay() {
+            return Ok(Done::Probe);
+        }
+        let run = compile::run_captured(&self.inv.compiler_chain, &self.inv.raw_args)
+            .map_err(io_fault(format!("running {}", self.inv.rustc().display())))?;
+        self.trace.ran = Some(Ran {
+            exit_code: run.exit_code,
+            compile_ms: ms(run.elapsed),
+        });
+        if run.exit_code == 0 {
+            memo.remember(&run.stdout, &run.stderr);
+        }
+        Ok(Done::Probe)
     }
 
     /// key → lookup (local, then remote) → restore, or compile → store. A passthrough found on

@@ -73,24 +73,9 @@ pub(crate) fn identify(
         }
         return compute(rustc);
     }
-    let meta = std::fs::metadata(rustc).ok();
-    let stamp = meta.as_ref().map(|m| {
-        (
-            m.size(),
-            m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-        )
-    });
+    let stamp = stamp_of(rustc);
     let memo_path = memo_path(cache_dir, rustc, rustup_toolchain);
-    let remembered = || {
-        let (size, mtime_ns) = stamp?;
-        let bytes = crate::fsutil::read_below(cache_dir, &memo_path).ok()?;
-        let memo = serde_json::from_slice::<Memo>(&bytes).ok()?;
-        (memo.rustc == rustc
-            && memo.size == size
-            && memo.mtime_ns == mtime_ns
-            && memo.rustup_toolchain.as_deref() == rustup_toolchain)
-            .then_some(memo.toolchain)
-    };
+    let remembered = || remembered(rustc, stamp, cache_dir, rustup_toolchain);
     if let Some(toolchain) = remembered() {
         return Ok(toolchain);
     }
@@ -118,6 +103,47 @@ pub(crate) fn identify(
         }
     }
     Ok(toolchain)
+}
+
+/// The identity of `rustc` if it is memoised already; never computed here. `None` for a
+/// rustup proxy too: which toolchain it runs takes running it to know.
+pub(crate) fn memoised(
+    rustc: &Path,
+    cache_dir: &Path,
+    rustup_toolchain: Option<&str>,
+) -> Option<Toolchain> {
+    if is_rustup_proxy(rustc) {
+        return None;
+    }
+    remembered(rustc, stamp_of(rustc), cache_dir, rustup_toolchain)
+}
+
+/// `rustc`'s size and mtime, which its memo must match.
+fn stamp_of(rustc: &Path) -> Option<(u64, i128)> {
+    std::fs::metadata(rustc).ok().map(|m| {
+        (
+            m.size(),
+            m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        )
+    })
+}
+
+/// The memo of `rustc`, if it was made for this very file (`stamp`) and `RUSTUP_TOOLCHAIN`.
+fn remembered(
+    rustc: &Path,
+    stamp: Option<(u64, i128)>,
+    cache_dir: &Path,
+    rustup_toolchain: Option<&str>,
+) -> Option<Toolchain> {
+    let (size, mtime_ns) = stamp?;
+    let memo_path = memo_path(cache_dir, rustc, rustup_toolchain);
+    let bytes = crate::fsutil::read_below(cache_dir, &memo_path).ok()?;
+    let memo = serde_json::from_slice::<Memo>(&bytes).ok()?;
+    (memo.rustc == rustc
+        && memo.size == size
+        && memo.mtime_ns == mtime_ns
+        && memo.rustup_toolchain.as_deref() == rustup_toolchain)
+        .then_some(memo.toolchain)
 }
 
 /// Whether `path` is one of rustup's proxies: rustup installs them as links to itself (hard

@@ -20,6 +20,7 @@ mod concurrency;
 mod e2e_core;
 mod faults;
 mod incremental;
+mod probes;
 mod relocation;
 mod remote_e2e;
 mod remote_s3;
