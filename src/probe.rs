@@ -22,6 +22,7 @@ use crate::invocation::{Invocation, RustcArgs};
 use crate::key::env::KeyEnv;
 use crate::key::invocation_key::resolve_program;
 use crate::key::toolchain;
+use crate::key::{KeyBuilder, Label};
 
 /// The `--print` kinds whose answer depends on nothing but the toolchain, the arguments and
 /// the environment (and never on the input, which may not be read).
@@ -96,7 +97,9 @@ impl ProbeMemo {
         let raw: Vec<String> = (inv.raw_args.iter())
             .map(|a| a.to_str().map(str::to_owned))
             .collect::<Option<_>>()?;
-        if !answer_is_keyed(&raw, args) || std::env::var_os("RUST_TARGET_PATH").is_some() {
+        let target_path_set =
+            (key_env.keyed.iter()).any(|(k, v)| k == "RUST_TARGET_PATH" && v.is_some());
+        if !answer_is_keyed(&raw, args) || target_path_set {
             return None;
         }
         let rustc = resolve_program(compiler, cwd, key_env.path_var.as_deref())?;
@@ -111,33 +114,25 @@ impl ProbeMemo {
         {
             return None;
         }
-        let mut h = blake3::Hasher::new();
-        let mut field = |bytes: &[u8]| {
-            h.update(&(bytes.len() as u64).to_le_bytes());
-            h.update(bytes);
-        };
-        field(b"kache probe memo 1");
-        field(rustc.as_os_str().as_encoded_bytes());
-        field(toolchain.id.as_bytes());
+        let mut k = KeyBuilder::new("probe");
+        k.field("rustc", rustc.to_str()?);
+        k.field("toolchain", &toolchain.id);
         for a in &raw {
-            field(a.as_bytes());
+            k.field("arg", a);
         }
-        field(b"env");
         let probe_vars = PROBE_VARS
             .iter()
             .map(|n| (n.to_string(), std::env::var(n).ok()));
-        for (name, value) in key_env.keyed.iter().cloned().chain(probe_vars) {
-            field(name.as_bytes());
-            field(value.as_deref().unwrap_or("\0unset").as_bytes());
-        }
-        field(
-            key_env
-                .rustup_toolchain
-                .as_deref()
-                .unwrap_or("\0unset")
-                .as_bytes(),
+        let rustup = (
+            "RUSTUP_TOOLCHAIN".to_owned(),
+            key_env.rustup_toolchain.clone(),
         );
-        let name = h.finalize().to_hex();
+        let vars = key_env.keyed.iter().cloned().chain(probe_vars);
+        for (name, value) in vars.chain([rustup]) {
+            let value = value.map_or_else(|| "unset".to_owned(), |v| format!("={v}"));
+            k.field(Label::Env(name), value);
+        }
+        let (name, _) = k.finish();
         Some(ProbeMemo {
             cache_dir: cache_dir.to_owned(),
             path: cache_dir
