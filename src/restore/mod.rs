@@ -222,17 +222,20 @@ fn place(
     // A link shares the blob's mode: it must be the output's, and writable by its owner so
     // cargo and rustc without kache can rebuild over it. A blob gets that mode first (blobs
     // from the remote are not executable; older kache versions stored read-only blobs).
-    let may_link = match linking {
+    // One `stat` decides whether to link and what the blob's mode is.
+    let linkable = match linking {
+        Linking::Never => None,
+        Linking::Unshared | Linking::Shared => fs::metadata(blob).ok(),
+    }
+    .filter(|m| match linking {
         Linking::Never => false,
-        Linking::Unshared => fs::metadata(blob).is_ok_and(|m| m.nlink() == 1),
+        Linking::Unshared => m.nlink() == 1,
         // Untouched, a blob dated in the future (the clock was set back since it was
         // written) would make every dependent look stale until then.
-        Linking::Shared => fs::metadata(blob)
-            .and_then(|m| m.modified())
-            .is_ok_and(|mtime| mtime <= SystemTime::now()),
-    };
-    if may_link
-        && set_mode(blob, blob_mode(executable)).is_ok()
+        Linking::Shared => m.modified().is_ok_and(|mtime| mtime <= SystemTime::now()),
+    });
+    if let Some(meta) = linkable
+        && set_mode(blob, &meta, blob_mode(executable)).is_ok()
         && fs::hard_link(blob, dest).is_ok()
     {
         return Ok(Method::Hardlink);
@@ -241,8 +244,9 @@ fn place(
     Ok(Method::Copy)
 }
 
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    if fs::metadata(path)?.permissions().mode() & 0o7777 == mode {
+/// Gives the file at `path`, whose metadata is `meta`, the permission bits `mode`.
+fn set_mode(path: &Path, meta: &fs::Metadata, mode: u32) -> io::Result<()> {
+    if meta.permissions().mode() & 0o7777 == mode {
         return Ok(());
     }
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
