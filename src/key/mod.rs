@@ -33,6 +33,13 @@ pub(crate) type ContentHash = String;
 pub(crate) trait FileHasher {
     fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash>;
 
+    /// [`FileHasher::hash_file`] for a file (not a symlink) a tree walk has just `lstat`ed
+    /// as `meta`, so a hasher that would `stat` it first need not ask the kernel again.
+    fn hash_stated(&mut self, path: &Path, meta: &std::fs::Metadata) -> io::Result<ContentHash> {
+        let _ = meta;
+        self.hash_file(path)
+    }
+
     /// A hash `derive` computes from the file at `path` (reading it), which the stat cache
     /// remembers by the file's stamp under `variant` (naming everything besides the file's
     /// content the result depends on), so an unchanged file is not read again.

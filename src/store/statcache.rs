@@ -152,31 +152,23 @@ impl<'c> StatCache<'c> {
 impl StatCache<'_> {
     /// The hash of the regular file at `path` by `compute`, remembered as the row `row`
     /// (the path itself, or a derived hash's own name for it).
+    /// `stated`: the file's metadata, when the caller has just read it.
     fn remembered(
         &mut self,
         path: &Path,
         row: PathBuf,
         plain: bool,
+        stated: Option<&std::fs::Metadata>,
         compute: &mut dyn FnMut(&Path) -> io::Result<ContentHash>,
     ) -> io::Result<ContentHash> {
         if let Some(h) = self.memo.get(&row) {
             return Ok(h.clone());
         }
-        let meta = std::fs::metadata(path)?;
-        // A manifest may name anything; only a regular file is an input (a FIFO would block,
-        // a device never ends), and no remembered hash stands in for something else.
-        if !meta.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a regular file", path.display()),
-            ));
-        }
-        let stamp = FileStamp::of(&meta);
-        if plain && let Some(h) = hash_from_xattr(path, &stamp) {
-            self.memo.insert(row, h.clone());
-            return Ok(h);
-        }
-        let hash = match self.cached(&row, &stamp) {
+        let stamp = match stated {
+            Some(meta) => regular_stamp(path, meta)?,
+            None => regular_stamp(path, &std::fs::metadata(path)?)?,
+        };
+        let hash = match self.known(path, &row, plain, &stamp) {
             Some(h) => h,
             None => {
                 let h = compute(path)?;
@@ -192,6 +184,38 @@ impl StatCache<'_> {
         self.memo.insert(row, hash.clone());
         Ok(hash)
     }
+
+    /// The hash remembered for a file with this stamp, in its xattr (`plain` files only) or
+    /// its row. A preloaded row is asked first: it is in memory, and for files kache never
+    /// wrote (a registry package's sources) the xattr is not there anyway. Any other row
+    /// costs a query, so there the xattr goes first.
+    fn known(
+        &self,
+        path: &Path,
+        row: &Path,
+        plain: bool,
+        stamp: &FileStamp,
+    ) -> Option<ContentHash> {
+        let xattr = || plain.then(|| hash_from_xattr(path, stamp)).flatten();
+        if self.preloaded_dirs.iter().any(|d| row.starts_with(d)) {
+            self.cached(row, stamp).or_else(xattr)
+        } else {
+            xattr().or_else(|| self.cached(row, stamp))
+        }
+    }
+}
+
+/// The stamp of a regular file. A manifest may name anything; only a regular file is an
+/// input (a FIFO would block, a device never ends), and no remembered hash stands in for
+/// something else.
+fn regular_stamp(path: &Path, meta: &std::fs::Metadata) -> io::Result<FileStamp> {
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(FileStamp::of(meta))
 }
 
 /// The row a derived hash of `path` is remembered as: never an absolute path, so never a
@@ -242,7 +266,17 @@ pub(crate) fn prune_missing(conn: &Connection) -> rusqlite::Result<usize> {
 
 impl FileHasher for StatCache<'_> {
     fn hash_file(&mut self, path: &Path) -> io::Result<ContentHash> {
-        self.remembered(path, path.to_owned(), true, &mut hash_file_contents)
+        self.remembered(path, path.to_owned(), true, None, &mut hash_file_contents)
+    }
+
+    fn hash_stated(&mut self, path: &Path, meta: &std::fs::Metadata) -> io::Result<ContentHash> {
+        self.remembered(
+            path,
+            path.to_owned(),
+            true,
+            Some(meta),
+            &mut hash_file_contents,
+        )
     }
 
     fn derived_hash(
@@ -251,6 +285,6 @@ impl FileHasher for StatCache<'_> {
         variant: &str,
         derive: &mut dyn FnMut(&Path) -> io::Result<ContentHash>,
     ) -> io::Result<ContentHash> {
-        self.remembered(path, derived_row(path, variant), false, derive)
+        self.remembered(path, derived_row(path, variant), false, None, derive)
     }
 }
