@@ -655,6 +655,13 @@ class WorkloadBench:
             argv = ["cargo", "install", "--frozen", "--force", "--path", str(ws),
                     "--root", str(c.root / "installed")]
             env = dict(env, CARGO_TARGET_DIR=str(install_target))
+        # Every command starts with nothing left to write back: the workload copy, the target
+        # dir just deleted and the previous contender's build would otherwise be flushed to
+        # disk during this one, and who pays for that depends on the order, not on the cache.
+        # Twice: on a loop-mounted image the first only moves the image's writes into its
+        # backing file's page cache.
+        os.sync()
+        os.sync()
         r = run_logged(argv, cwd=ws, env=env, log_path=log_path, timeout=self.opts.timeout)
         if cmd == "install":
             rmtree(install_target)
@@ -1121,6 +1128,9 @@ def render_workload(res: dict, bench_dir: Path) -> list[str]:
     L.append("- Versions: " + ", ".join(str(x) for x in vers if x))
     if cfg.get("sccache_basedirs"):
         L.append("- sccache ran with SCCACHE_BASEDIRS set to both checkouts")
+    if not cfg.get("sync_before_each_command"):
+        L.append("- Run before the harness flushed dirty pages (`sync`) ahead of each command: "
+                 "a build may have paid for writing back the one before it")
     L.append("")
 
     # Wall time table.
@@ -1325,7 +1335,8 @@ def render(out: Path) -> Path:
          "dev profile compiles workspace members with `-C incremental`) "
          "and `--frozen` after one `cargo fetch`, in separate target and "
          "cache dirs per contender, each scenario for each contender in turn (the order rotates "
-         "every iteration).", "", "| scenario | what is timed |", "|---|---|"]
+         "every iteration), each command started with no dirty page left to write back (`sync`; "
+         "a dataset measured before the harness did that says so).", "", "| scenario | what is timed |", "|---|---|"]
     L += [f"| {s} | {SCENARIO_DOC[s]} |" for s in SCENARIOS]
     L.append("")
     for res in results:
@@ -1464,7 +1475,8 @@ def bench_workload(wdir: Path, opts: argparse.Namespace, command: str) -> None:
         "config": {"n": opts.n, "contenders": opts.contenders, "scenarios": opts.scenarios,
                    "timeout_s": opts.timeout, "sccache_cache_size": opts.sccache_cache_size,
                    "sccache_basedirs": opts.sccache_basedirs, "btrfs": opts.btrfs,
-                   "cargo_incremental": "0, unset in the inc_* scenarios"},
+                   "cargo_incremental": "0, unset in the inc_* scenarios",
+                   "sync_before_each_command": True},
         "runs": [], "disk": [],
     }
 
