@@ -75,7 +75,7 @@ pub(crate) fn identify(
     }
     let stamp = stamp_of(rustc);
     let memo_path = memo_path(cache_dir, rustc, rustup_toolchain);
-    let remembered = || remembered(rustc, stamp, cache_dir, rustup_toolchain);
+    let remembered = || remembered(rustc, stamp, cache_dir, &memo_path, rustup_toolchain);
     if let Some(toolchain) = remembered() {
         return Ok(toolchain);
     }
@@ -115,7 +115,14 @@ pub(crate) fn memoised(
     if is_rustup_proxy(rustc) {
         return None;
     }
-    remembered(rustc, stamp_of(rustc), cache_dir, rustup_toolchain)
+    let memo_path = memo_path(cache_dir, rustc, rustup_toolchain);
+    remembered(
+        rustc,
+        stamp_of(rustc),
+        cache_dir,
+        &memo_path,
+        rustup_toolchain,
+    )
 }
 
 /// `rustc`'s size and mtime, which its memo must match.
@@ -128,16 +135,17 @@ fn stamp_of(rustc: &Path) -> Option<(u64, i128)> {
     })
 }
 
-/// The memo of `rustc`, if it was made for this very file (`stamp`) and `RUSTUP_TOOLCHAIN`.
+/// The memo of `rustc` at `memo_path`, if it was made for this very file (`stamp`) and
+/// `RUSTUP_TOOLCHAIN`.
 fn remembered(
     rustc: &Path,
     stamp: Option<(u64, i128)>,
     cache_dir: &Path,
+    memo_path: &Path,
     rustup_toolchain: Option<&str>,
 ) -> Option<Toolchain> {
     let (size, mtime_ns) = stamp?;
-    let memo_path = memo_path(cache_dir, rustc, rustup_toolchain);
-    let bytes = crate::fsutil::read_below(cache_dir, &memo_path).ok()?;
+    let bytes = crate::fsutil::read_below(cache_dir, memo_path).ok()?;
     let memo = serde_json::from_slice::<Memo>(&bytes).ok()?;
     (memo.rustc == rustc
         && memo.size == size

@@ -225,15 +225,13 @@ fn place(
     // One `stat` decides whether to link and what the blob's mode is.
     let linkable = match linking {
         Linking::Never => None,
-        Linking::Unshared | Linking::Shared => fs::metadata(blob).ok(),
-    }
-    .filter(|m| match linking {
-        Linking::Never => false,
-        Linking::Unshared => m.nlink() == 1,
+        Linking::Unshared => fs::metadata(blob).ok().filter(|m| m.nlink() == 1),
         // Untouched, a blob dated in the future (the clock was set back since it was
         // written) would make every dependent look stale until then.
-        Linking::Shared => m.modified().is_ok_and(|mtime| mtime <= SystemTime::now()),
-    });
+        Linking::Shared => fs::metadata(blob)
+            .ok()
+            .filter(|m| m.modified().is_ok_and(|mtime| mtime <= SystemTime::now())),
+    };
     if let Some(meta) = linkable
         && set_mode(blob, &meta, blob_mode(executable)).is_ok()
         && fs::hard_link(blob, dest).is_ok()
